@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Idempotent setup: installs what a fresh Debian 12 machine lacks to build and test the project.
+#   - Debian packages: gRPC, protobuf, Abseil, prometheus-cpp, SQLite, GoogleTest, Google Benchmark,
+#     OpenBLAS, PCRE2, nlohmann-json, ccache, ninja, Prometheus (for the scrape test).
+#   - LibTorch from the PyPI `torch` wheel, pinned below, into the project-local venv .venv/.
+# Re-running it does nothing when everything is present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TORCH_VERSION="${OFT_TORCH_VERSION:-2.11.0}"   # README explains the pin.
+APT_PACKAGES=(
+  build-essential cmake ninja-build ccache pkg-config git python3-venv
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
+  prometheus-cpp-dev libsqlite3-dev sqlite3 libgtest-dev libgmock-dev libbenchmark-dev
+  libopenblas0-pthread libpcre2-dev nlohmann-json3-dev libssl-dev
+)
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY="${OFT_PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  "$PY" -m venv .venv
+fi
+have=$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("torch"))' 2>/dev/null || true)
+if [ "${have%%+*}" != "$TORCH_VERSION" ]; then
+  echo "setup: installing torch==$TORCH_VERSION into .venv (LibTorch for C++)"
+  .venv/bin/pip install -q --disable-pip-version-check "torch==$TORCH_VERSION" numpy
+fi
+echo "setup: ok (torch $(.venv/bin/python -c 'import torch; print(torch.__version__)' 2>/dev/null))"

@@ -1,0 +1,50 @@
+// The two OFTv2 operators, registered with the PyTorch dispatcher as `oft::*` ops with
+// a CPU reference (the spec, device-generic ATen code) and CUDA kernels beside it.
+// Both are differentiable through a registered autograd kernel.
+//
+// These functions throw c10::Error on bad input (like any ATen op); callers outside
+// server/oft wrap them with oft::TorchCall.
+#ifndef OFT_SERVER_OFT_OPS_H_
+#define OFT_SERVER_OFT_OPS_H_
+
+#include <cstdint>
+
+#include "ATen/core/Tensor.h"
+
+namespace oft {
+
+// Builds every block's rotation from the packed skew parameters.
+//   packed: [rows, b(b-1)/2], the row-major strict upper triangle of Q_i; Q = U - U^T.
+//   returns [rows, b, b] in packed's dtype:
+//     use_cayley_neumann: PEFT >= 0.18 polynomial with k = num_terms
+//                         (k >= 4: (I+Q)(I+Q+...+Q^{k-2}); k = 3 equals k = 4)
+//     otherwise:          exact Cayley in PEFT's orientation, (I - Q)(I + Q)^{-1}.
+at::Tensor BuildRotation(const at::Tensor& packed, int64_t block_size, int64_t num_terms,
+                         bool use_cayley_neumann);
+
+// Block-diagonal rotation of activations, input-centric: for every block i,
+//   y[..., i*b:(i+1)*b] = x[..., i*b:(i+1)*b] @ R[i]      (R[0] for all i when rows == 1).
+//   x: [..., d] (fp32, bf16 or fp16); rotation: [rows, b, b] with rows*b == d or rows == 1.
+//   returns [..., d] in x's dtype; accumulation is in fp32 (fp64 for fp64 inputs).
+at::Tensor BlockRotate(const at::Tensor& x, const at::Tensor& rotation);
+
+// Skew-symmetric matrices from packed parameters, [rows, n] -> [rows, b, b] (no autograd
+// kernel of its own; differentiable through ATen).
+at::Tensor SkewFromPacked(const at::Tensor& packed, int64_t block_size);
+// The inverse: strict upper triangle of [rows, b, b] -> [rows, n].
+at::Tensor PackedFromSkew(const at::Tensor& skew);
+
+// Dense block-diagonal d x d matrix of `rotation` repeated to `num_blocks` blocks.
+at::Tensor DenseBlockDiagonal(const at::Tensor& rotation, int64_t num_blocks);
+
+// True when the CUDA kernels were compiled into this binary.
+bool CudaKernelsBuilt();
+
+namespace internal {
+// PEFT >= 0.18 Cayley-Neumann coefficients: R = sum_p c[p] Q^p.
+std::vector<double> NeumannCoefficients(int64_t num_terms);
+}  // namespace internal
+
+}  // namespace oft
+
+#endif  // OFT_SERVER_OFT_OPS_H_
