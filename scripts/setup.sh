@@ -38,4 +38,10 @@ if [ "${have%%+*}" != "$TORCH_VERSION" ]; then
   echo "setup: installing torch==$TORCH_VERSION into .venv (LibTorch for C++)"
   .venv/bin/pip install -q --disable-pip-version-check "torch==$TORCH_VERSION" numpy
 fi
+# Independent Python peers for parity/interop tests (tokenizers, safetensors, transformers, PEFT).
+PY_PEERS=(safetensors==0.8.0 tokenizers==0.23.3 transformers==5.23.0 peft==0.21.2)
+if ! .venv/bin/python -c 'import safetensors, tokenizers, transformers, peft' 2>/dev/null; then
+  echo "setup: installing Python test peers: ${PY_PEERS[*]}"
+  .venv/bin/pip install -q --disable-pip-version-check "${PY_PEERS[@]}"
+fi
 echo "setup: ok (torch $(.venv/bin/python -c 'import torch; print(torch.__version__)' 2>/dev/null))"

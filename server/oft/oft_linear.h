@@ -15,6 +15,7 @@
 #ifndef OFT_SERVER_OFT_OFT_LINEAR_H_
 #define OFT_SERVER_OFT_OFT_LINEAR_H_
 
+#include <cstdint>
 #include <memory>
 #include <vector>
 
@@ -24,6 +25,53 @@
 #include "server/oft/config.h"
 
 namespace oft {
+
+// The trainable half of an OFTv2 adapter on one layer: the packed skew parameter
+// `oft_r` [rows, b(b-1)/2], the config, the block layout, and the rotation built from
+// them (COFT projection and module dropout included). Shared by OftLinear (dense base)
+// and QoftLinear (server/quant, NF4 base), which differ only in the base layer.
+//
+// oft_r is fp32 (fp64 when created with fp64 options) and requires grad.
+// Thread-compatibility: not thread-safe. Movable, not copyable.
+class OftRotation {
+ public:
+  // `in_features`: the base layer's input width. `options`: device and dtype of oft_r.
+  // Errors: INVALID_ARGUMENT for an invalid config or in_features < 1.
+  static absl::StatusOr<OftRotation> Create(const OftConfig& config, int64_t in_features,
+                                            const at::TensorOptions& options);
+
+  OftRotation(OftRotation&&) = default;
+  OftRotation& operator=(OftRotation&&) = default;
+  OftRotation(const OftRotation&) = delete;
+  OftRotation& operator=(const OftRotation&) = delete;
+
+  // The rotation blocks [rows, b, b] in oft_r's dtype, differentiable w.r.t. oft_r.
+  // Applies the COFT projection to oft_r first when enabled (in place, without grad),
+  // and module dropout when training().
+  at::Tensor Blocks();
+  // As Blocks(), but never drops blocks (used for merging).
+  at::Tensor EvalBlocks();
+  // The dense block-diagonal [in, in] rotation (blocks repeated under block_share).
+  at::Tensor Dense();
+
+  void SetTraining(bool training) { training_ = training; }
+  bool training() const { return training_; }
+
+  at::Tensor& oft_r() { return oft_r_; }
+  const at::Tensor& oft_r() const { return oft_r_; }
+  const OftConfig& config() const { return config_; }
+  const OftBlockLayout& layout() const { return layout_; }
+
+ private:
+  OftRotation(OftConfig config, OftBlockLayout layout, const at::TensorOptions& options);
+  void ProjectCoft();  // COFT: in place on oft_r_, without grad
+  at::Tensor ApplyModuleDropout(const at::Tensor& blocks) const;
+
+  at::Tensor oft_r_;  // [rows, b(b-1)/2], requires grad
+  OftConfig config_;
+  OftBlockLayout layout_;
+  bool training_ = true;
+};
 
 class OftLinear {
  public:
@@ -52,30 +100,28 @@ class OftLinear {
   absl::Status Unmerge();
   bool merged() const { return merged_; }
 
-  void SetTraining(bool training) { training_ = training; }
-  bool training() const { return training_; }
+  void SetTraining(bool training) { rotation_.SetTraining(training); }
+  bool training() const { return rotation_.training(); }
+
+  // Bytes held by the frozen base layer: weight plus bias (if any).
+  int64_t BaseWeightBytes() const;
 
   // Trainable tensors: oft_r, plus the bias when config.bias != kNone.
   std::vector<at::Tensor> TrainableParameters() const;
 
-  at::Tensor& oft_r() { return oft_r_; }
+  at::Tensor& oft_r() { return rotation_.oft_r(); }
   const at::Tensor& weight() const { return weight_; }
   const at::Tensor& bias() const { return bias_; }
-  const OftConfig& config() const { return config_; }
-  const OftBlockLayout& layout() const { return layout_; }
+  const OftConfig& config() const { return rotation_.config(); }
+  const OftBlockLayout& layout() const { return rotation_.layout(); }
 
  private:
-  OftLinear(at::Tensor weight, at::Tensor bias, OftConfig config, OftBlockLayout layout);
-  void ProjectCoft();                    // COFT: in place on oft_r_, without grad
-  at::Tensor ApplyModuleDropout(const at::Tensor& blocks) const;
+  OftLinear(at::Tensor weight, at::Tensor bias, OftRotation rotation);
 
   at::Tensor weight_;  // [out, in], frozen
   at::Tensor bias_;    // [out] or undefined
-  at::Tensor oft_r_;   // [rows, b(b-1)/2], fp32, requires grad
-  OftConfig config_;
-  OftBlockLayout layout_;
+  OftRotation rotation_;
   bool merged_ = false;
-  bool training_ = true;
 };
 
 }  // namespace oft

@@ -1,0 +1,214 @@
+// The oft:: ops against PEFT's golden vectors (oftv2-method.md §1.13), the closed forms
+// of §1.5, and finite differences in fp64.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "server/oft/ops.h"
+
+namespace oft {
+namespace {
+
+torch::Tensor F64(std::vector<double> v, std::vector<int64_t> shape) {
+  return torch::tensor(v, torch::kFloat64).reshape(shape);
+}
+
+torch::Tensor GoldenPacked() {
+  return F64({0.10, -0.20, 0.05, 0.30, -0.10, 0.15, -0.05, 0.02, 0.12, -0.08, 0.20, 0.07}, {2, 6});
+}
+
+double MaxAbs(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a - b).abs().max().item<double>();
+}
+
+TEST(OftOps, GoldenCayleyNeumannK5) {
+  auto r = BuildRotation(GoldenPacked(), 4, 5, true);
+  auto r1 = F64({0.904088, 0.286625, -0.286938, 0.015500, -0.049375, 0.799150, 0.559875, -0.088000,
+                 0.369063, -0.432125, 0.721588, 0.322500, -0.161500, 0.234000, -0.176500, 0.936025},
+                {4, 4});
+  auto r2 = F64({0.966294, -0.138797, 0.035598, 0.209662, 0.052271, 0.905262, -0.178236, 0.374017,
+                 -0.052594, 0.128020, 0.977110, 0.158373, -0.242882, -0.372471, -0.105839, 0.885176},
+                {4, 4});
+  EXPECT_LT(MaxAbs(r[0], r1), 1e-6);
+  EXPECT_LT(MaxAbs(r[1], r2), 1e-6);
+
+  auto x = F64({0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6}, {2, 8});
+  auto want = F64({0.126653, 0.152455, 0.229158, 0.455110, 0.283388, 0.265395, 0.510163, 1.148243,
+                   0.976473, 0.862575, 0.883578, 1.403930, 0.861859, 0.683006, 1.093069, 2.450024},
+                  {2, 8});
+  EXPECT_LT(MaxAbs(BlockRotate(x, r), want), 1e-6);
+  // fp32 activations give the same answer to fp32 precision.
+  EXPECT_LT(MaxAbs(BlockRotate(x.to(torch::kFloat32), r.to(torch::kFloat32)).to(torch::kFloat64), want),
+            2e-6);
+}
+
+TEST(OftOps, GoldenExactCayley) {
+  auto r = BuildRotation(GoldenPacked(), 4, 5, false);
+  auto want = F64({0.910476, -0.062122, 0.376989, -0.158284, 0.283380, 0.812612, -0.451876, 0.234874,
+                   -0.300400, 0.571015, 0.740277, -0.188920, 0.022126, -0.098715, 0.325079, 0.940260},
+                  {4, 4});
+  EXPECT_LT(MaxAbs(r[0], want), 1e-6);
+  // Exact mode is orthogonal to fp64 precision, and (§1.4) close to the transpose of CNP.
+  auto eye = torch::eye(4, torch::kFloat64);
+  EXPECT_LT(MaxAbs(torch::matmul(r.transpose(1, 2), r), eye.expand({2, 4, 4})), 1e-14);
+  auto cnp = BuildRotation(GoldenPacked(), 4, 5, true);
+  EXPECT_LT(MaxAbs(r[0], cnp[0].t()), 0.02);
+  EXPECT_GT(MaxAbs(r[0], cnp[0]), 0.2);
+}
+
+TEST(OftOps, SkewPackingOrder) {
+  // Packed index k(i,j) = i(2b-i-1)/2 + (j-i-1): (0,1),(0,2),(0,3),(1,2),(1,3),(2,3).
+  auto q = SkewFromPacked(F64({1, 2, 3, 4, 5, 6}, {1, 6}), 4)[0];
+  EXPECT_EQ(q[0][1].item<double>(), 1);
+  EXPECT_EQ(q[0][3].item<double>(), 3);
+  EXPECT_EQ(q[1][2].item<double>(), 4);
+  EXPECT_EQ(q[2][3].item<double>(), 6);
+  EXPECT_EQ(q[3][2].item<double>(), -6);
+  EXPECT_EQ(q[1][1].item<double>(), 0);
+  EXPECT_TRUE(torch::equal(PackedFromSkew(q.unsqueeze(0)), F64({1, 2, 3, 4, 5, 6}, {1, 6})));
+  // b = 32 gives 496 entries.
+  EXPECT_EQ(SkewFromPacked(torch::zeros({3, 496}, torch::kFloat64), 32).sizes(),
+            (std::vector<int64_t>{3, 32, 32}));
+}
+
+// ||Q||_2 = norm, random skew b x b in fp64.
+torch::Tensor RandomPacked(int64_t rows, int64_t b, double spectral_norm, uint64_t seed) {
+  torch::manual_seed(seed);
+  auto p = torch::randn({rows, b * (b - 1) / 2}, torch::kFloat64);
+  auto q = SkewFromPacked(p, b);
+  auto s = torch::linalg_matrix_norm(q, 2).reshape({rows, 1});
+  return p / s * spectral_norm;
+}
+
+TEST(OftOps, ClosedFormsOfPeftPolynomial) {
+  const int64_t b = 8;
+  auto p = RandomPacked(3, b, 0.3, 1);
+  auto q = SkewFromPacked(p, b);
+  auto eye = torch::eye(b, torch::kFloat64).expand({3, b, b});
+  EXPECT_LT(MaxAbs(BuildRotation(p, b, 1, true), eye), 1e-15);                  // k=1: I
+  EXPECT_LT(MaxAbs(BuildRotation(p, b, 2, true), eye + 2 * q), 1e-15);          // k=2: I + 2Q
+  EXPECT_LT(MaxAbs(BuildRotation(p, b, 3, true), BuildRotation(p, b, 4, true)), 1e-15);  // quirk
+  for (int64_t k = 4; k <= 9; ++k) {
+    auto sum = eye.clone();  // I + Q + ... + Q^{k-2}
+    auto pw = eye.clone();
+    for (int64_t i = 1; i <= k - 2; ++i) {
+      pw = torch::bmm(pw, q);
+      sum = sum + pw;
+    }
+    EXPECT_LT(MaxAbs(BuildRotation(p, b, k, true), torch::bmm(eye + q, sum)), 1e-14) << "k=" << k;
+  }
+}
+
+double OrthError(const torch::Tensor& r) {
+  auto eye = torch::eye(r.size(1), r.options()).expand_as(r);
+  return torch::linalg_matrix_norm(torch::bmm(r.transpose(1, 2), r) - eye, "fro").max().item<double>();
+}
+
+TEST(OftOps, OrthogonalityAlternatesWithK) {
+  // §1.5: R^T R = I - Q^{2m+2} when m+1 is odd (k = 4, 6), I - 2Q^{m+1} + ... when even (k = 5).
+  auto p = RandomPacked(1, 32, 0.1, 7);
+  const double e4 = OrthError(BuildRotation(p, 32, 4, true));
+  const double e5 = OrthError(BuildRotation(p, 32, 5, true));
+  const double e6 = OrthError(BuildRotation(p, 32, 6, true));
+  EXPECT_LT(e4, 1e-5);
+  EXPECT_GT(e5, 1e-5);
+  EXPECT_LT(e5, 1e-3);
+  EXPECT_LT(e6, 1e-9);
+  EXPECT_GT(e5, 50 * e4);
+  // The exact Cayley map is orthogonal to rounding.
+  EXPECT_LT(OrthError(BuildRotation(p, 32, 5, false)), 1e-13);
+  // Distance to the exact map (transposed orientation, §1.4) shrinks with k.
+  auto exact_t = BuildRotation(p, 32, 5, false).transpose(1, 2);
+  double prev = 1e9;
+  for (int64_t k = 4; k <= 8; ++k) {
+    double dist = torch::linalg_matrix_norm(BuildRotation(p, 32, k, true) - exact_t, "fro").item<double>();
+    EXPECT_LT(dist, prev) << "k=" << k;
+    prev = dist;
+  }
+}
+
+// Central finite differences of L = sum(f(p) * w) with respect to every entry of p.
+template <typename Fn>
+torch::Tensor NumericGrad(Fn f, torch::Tensor p, const torch::Tensor& w, double h = 1e-6) {
+  auto g = torch::zeros_like(p);
+  auto flat = p.view(-1);
+  auto gflat = g.view(-1);
+  for (int64_t i = 0; i < flat.numel(); ++i) {
+    const double v = flat[i].template item<double>();
+    flat[i] = v + h;
+    const double lp = (f(p) * w).sum().template item<double>();
+    flat[i] = v - h;
+    const double lm = (f(p) * w).sum().template item<double>();
+    flat[i] = v;
+    gflat[i] = (lp - lm) / (2 * h);
+  }
+  return g;
+}
+
+struct GradCase {
+  int64_t rows, b, k;
+  bool neumann;
+};
+
+TEST(OftOps, BuildRotationGradientMatchesFiniteDifferences) {
+  for (const GradCase c : {GradCase{2, 4, 5, true}, GradCase{3, 5, 6, true}, GradCase{1, 6, 3, true},
+                           GradCase{2, 4, 2, true}, GradCase{2, 7, 9, true}, GradCase{2, 4, 5, false},
+                           GradCase{1, 6, 5, false}}) {
+    auto p = RandomPacked(c.rows, c.b, 0.4, 11 + c.b);
+    auto w = torch::randn({c.rows, c.b, c.b}, torch::kFloat64);
+    auto f = [&](const torch::Tensor& x) { return BuildRotation(x, c.b, c.k, c.neumann); };
+    auto pg = p.clone().requires_grad_(true);
+    auto analytic = torch::autograd::grad({(f(pg) * w).sum()}, {pg})[0];
+    auto numeric = NumericGrad(f, p.clone(), w);
+    EXPECT_LT(MaxAbs(analytic, numeric), 1e-8)
+        << "rows=" << c.rows << " b=" << c.b << " k=" << c.k << " neumann=" << c.neumann;
+  }
+}
+
+TEST(OftOps, BlockRotateGradientsMatchFiniteDifferences) {
+  for (int64_t rows : {3, 1}) {  // separate blocks and one shared block
+    torch::manual_seed(3);
+    auto x = torch::randn({5, 12}, torch::kFloat64);
+    auto r = torch::randn({rows, 4, 4}, torch::kFloat64);
+    auto w = torch::randn({5, 12}, torch::kFloat64);
+    auto xg = x.clone().requires_grad_(true);
+    auto rg = r.clone().requires_grad_(true);
+    auto grads = torch::autograd::grad({(BlockRotate(xg, rg) * w).sum()}, {xg, rg});
+    auto nx = NumericGrad([&](const torch::Tensor& v) { return BlockRotate(v, r); }, x.clone(), w);
+    auto nr = NumericGrad([&](const torch::Tensor& v) { return BlockRotate(x, v); }, r.clone(), w);
+    EXPECT_LT(MaxAbs(grads[0], nx), 1e-8) << "rows=" << rows;
+    EXPECT_LT(MaxAbs(grads[1], nr), 1e-8) << "rows=" << rows;
+  }
+}
+
+TEST(OftOps, BlockRotateKeepsActivationDtypeAndShape) {
+  auto r = BuildRotation(RandomPacked(4, 8, 0.3, 5).to(torch::kFloat32), 8, 5, true);
+  for (auto dt : {torch::kBFloat16, torch::kFloat16, torch::kFloat32}) {
+    auto x = torch::randn({2, 3, 32}).to(dt);
+    auto y = BlockRotate(x, r);
+    EXPECT_EQ(y.scalar_type(), dt);
+    EXPECT_EQ(y.sizes(), x.sizes());
+    auto ref = BlockRotate(x.to(torch::kFloat64), r.to(torch::kFloat64));
+    const double tol = dt == torch::kFloat32 ? 1e-5 : 3e-2;
+    EXPECT_LT(MaxAbs(y.to(torch::kFloat64), ref), tol) << c10::toString(dt);
+  }
+}
+
+TEST(OftOps, BadArgumentsThrowWithAClearMessage) {
+  auto r = torch::zeros({2, 4, 4});
+  try {
+    BlockRotate(torch::zeros({3, 10}), r);
+    FAIL() << "expected an error";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("last dim of x (10) is not a multiple of block size 4"),
+              std::string::npos);
+  }
+  try {
+    BuildRotation(torch::zeros({2, 5}), 4, 5, true);
+    FAIL() << "expected an error";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("packed must be [rows, 6] for block size 4"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace oft
