@@ -12,7 +12,7 @@ APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git python3-venv
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   prometheus-cpp-dev libsqlite3-dev sqlite3 libgtest-dev libgmock-dev libbenchmark-dev
-  libopenblas0-pthread libpcre2-dev nlohmann-json3-dev libssl-dev
+  libopenblas0-pthread libpcre2-dev libicu-dev nlohmann-json3-dev libssl-dev
 )
 
 SUDO=""

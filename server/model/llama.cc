@@ -1,0 +1,383 @@
+#include "server/model/llama.h"
+
+#include <cmath>
+#include <limits>
+
+#include "ATen/ATen.h"
+#include "absl/strings/str_cat.h"
+#include "server/common/status_macros.h"
+#include "server/common/torch_boundary.h"
+#include "server/model/checkpoint.h"
+#include "server/model/safetensors_torch.h"
+#include "server/oft/ops.h"
+
+namespace oft {
+
+// ---------------------------------------------------------------------------------------
+// AdaptedLinear
+
+AdaptedLinear::AdaptedLinear(std::string name, at::Tensor weight, at::Tensor bias)
+    : name_(std::move(name)), weight_(std::move(weight)), bias_(std::move(bias)) {}
+
+at::Tensor AdaptedLinear::Forward(const at::Tensor& x, const std::vector<std::string>& active) const {
+  at::Tensor h = x;
+  for (const auto& [adapter, rotation] : rotations_) {
+    bool on = false;
+    for (const auto& a : active) on |= (a == adapter);
+    if (on) h = BlockRotate(h, rotation->Blocks());
+  }
+  return at::linear(h, weight_, bias_.defined() ? std::optional<at::Tensor>(bias_) : std::nullopt);
+}
+
+void AdaptedLinear::Attach(const std::string& adapter, std::shared_ptr<OftRotation> rotation) {
+  rotations_.emplace_back(adapter, std::move(rotation));
+}
+
+void AdaptedLinear::Detach(const std::string& adapter) {
+  std::erase_if(rotations_, [&](const auto& p) { return p.first == adapter; });
+}
+
+OftRotation* AdaptedLinear::Rotation(const std::string& adapter) const {
+  for (const auto& [a, r] : rotations_) {
+    if (a == adapter) return r.get();
+  }
+  return nullptr;
+}
+
+// ---------------------------------------------------------------------------------------
+// RoPE
+
+at::Tensor RopeInverseFrequencies(const ModelConfig& c) {
+  const int64_t dim = c.head_dim;
+  auto exponents = at::arange(0, dim, 2, at::TensorOptions().dtype(at::kLong)).to(at::kFloat) /
+                   static_cast<double>(dim);
+  auto inv = 1.0 / at::pow(c.rope_theta, exponents);
+  if (!c.rope_scaling) return inv;
+  // llama3: long wavelengths are divided by `factor`, short ones kept, the band between
+  // interpolated smoothly.
+  const auto& s = *c.rope_scaling;
+  const double old_ctx = static_cast<double>(s.original_max_position_embeddings);
+  const double low_wavelen = old_ctx / s.low_freq_factor;
+  const double high_wavelen = old_ctx / s.high_freq_factor;
+  auto wavelen = 2 * M_PI / inv;
+  auto scaled = at::where(wavelen > low_wavelen, inv / s.factor, inv);
+  auto smooth = (old_ctx / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+  auto smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled;
+  auto medium = at::logical_not(wavelen < high_wavelen) & at::logical_not(wavelen > low_wavelen);
+  return at::where(medium, smoothed, scaled);
+}
+
+namespace {
+
+at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  auto xf = x.to(at::kFloat);
+  auto var = xf.pow(2).mean({-1}, /*keepdim=*/true);
+  return weight * (xf * at::rsqrt(var + eps)).to(x.scalar_type());
+}
+
+at::Tensor RotateHalf(const at::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// Loading
+
+absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& dir,
+                                                             const LoadOptions& options) {
+  OFT_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(dir));
+  OFT_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, Checkpoint::Open(dir));
+  Checkpoint* raw = ckpt.get();
+  return FromSource(config, [raw](const std::string& name) { return raw->Tensor(name); }, options);
+}
+
+absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::FromSource(const ModelConfig& config,
+                                                                   const TensorSource& source,
+                                                                   const LoadOptions& options) {
+  OFT_RETURN_IF_ERROR(config.Validate());
+  const at::ScalarType dt = options.dtype;
+  if (dt != at::kFloat && dt != at::kBFloat16 && dt != at::kHalf && dt != at::kDouble) {
+    return absl::InvalidArgumentError("LoadOptions.dtype must be float32, bfloat16 or float16");
+  }
+  c10::Device device(c10::kCPU);
+  OFT_RETURN_IF_ERROR(TorchCall("device", [&] { device = c10::Device(options.device); }));
+  std::unique_ptr<LlamaModel> m(new LlamaModel());
+  m->config_ = config;
+  m->dtype_ = dt;
+  const auto& c = config;
+  const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
+  const int64_t q_out = c.num_attention_heads * hd, kv_out = c.num_key_value_heads * hd;
+
+  auto get = [&](const std::string& name, std::vector<int64_t> shape) -> absl::StatusOr<at::Tensor> {
+    auto t = source(name);
+    if (!t.ok()) {
+      if (t.status().code() == absl::StatusCode::kNotFound) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("checkpoint is missing tensor \"", name, "\" required by ", c.architecture));
+      }
+      return t.status();
+    }
+    if (t->sizes() != at::IntArrayRef(shape)) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor \"", name, "\" has shape ",
+                                                     c10::str(t->sizes()), ", expected ",
+                                                     c10::str(at::IntArrayRef(shape))));
+    }
+    return TorchCall(name, [&] { return t->to(device, dt).contiguous(); });
+  };
+  auto linear = [&](const std::string& name, int64_t out, int64_t in,
+                    bool bias) -> absl::StatusOr<std::unique_ptr<AdaptedLinear>> {
+    OFT_ASSIGN_OR_RETURN(at::Tensor w, get(name + ".weight", {out, in}));
+    at::Tensor b;
+    if (bias) {
+      OFT_ASSIGN_OR_RETURN(b, get(name + ".bias", {out}));
+    }
+    return std::make_unique<AdaptedLinear>(name, std::move(w), std::move(b));
+  };
+
+  OFT_ASSIGN_OR_RETURN(m->embed_, get("model.embed_tokens.weight", {c.vocab_size, H}));
+  OFT_ASSIGN_OR_RETURN(m->final_norm_, get("model.norm.weight", {H}));
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string p = absl::StrCat("model.layers.", i, ".");
+    Layer l;
+    OFT_ASSIGN_OR_RETURN(l.input_norm, get(p + "input_layernorm.weight", {H}));
+    OFT_ASSIGN_OR_RETURN(l.post_norm, get(p + "post_attention_layernorm.weight", {H}));
+    OFT_ASSIGN_OR_RETURN(l.q, linear(p + "self_attn.q_proj", q_out, H, c.attention_bias));
+    OFT_ASSIGN_OR_RETURN(l.k, linear(p + "self_attn.k_proj", kv_out, H, c.attention_bias));
+    OFT_ASSIGN_OR_RETURN(l.v, linear(p + "self_attn.v_proj", kv_out, H, c.attention_bias));
+    OFT_ASSIGN_OR_RETURN(l.o, linear(p + "self_attn.o_proj", H, q_out, c.o_proj_bias));
+    OFT_ASSIGN_OR_RETURN(l.gate, linear(p + "mlp.gate_proj", I, H, c.mlp_bias));
+    OFT_ASSIGN_OR_RETURN(l.up, linear(p + "mlp.up_proj", I, H, c.mlp_bias));
+    OFT_ASSIGN_OR_RETURN(l.down, linear(p + "mlp.down_proj", H, I, c.mlp_bias));
+    m->layers_.push_back(std::move(l));
+  }
+  if (c.tie_word_embeddings) {
+    m->lm_head_ = std::make_unique<AdaptedLinear>("lm_head", m->embed_, at::Tensor());
+  } else {
+    OFT_ASSIGN_OR_RETURN(m->lm_head_, linear("lm_head", c.vocab_size, H, false));
+  }
+  OFT_RETURN_IF_ERROR(TorchCall("rope", [&] { m->inv_freq_ = RopeInverseFrequencies(c).to(device); }));
+  return m;
+}
+
+const c10::Device& LlamaModel::device() const { return embed_.device(); }
+
+// ---------------------------------------------------------------------------------------
+// Forward
+
+at::Tensor LlamaModel::Attention(const Layer& layer, int64_t index, const at::Tensor& h,
+                                 const at::Tensor& cos, const at::Tensor& sin,
+                                 const at::Tensor& mask, KvCache* cache) const {
+  const auto& c = config_;
+  const int64_t B = h.size(0), T = h.size(1), hd = c.head_dim;
+  const int64_t nh = c.num_attention_heads, nkv = c.num_key_value_heads;
+  auto q = layer.q->Forward(h, active_).view({B, T, nh, hd}).transpose(1, 2);
+  auto k = layer.k->Forward(h, active_).view({B, T, nkv, hd}).transpose(1, 2);
+  auto v = layer.v->Forward(h, active_).view({B, T, nkv, hd}).transpose(1, 2);
+  q = q * cos + RotateHalf(q) * sin;
+  k = k * cos + RotateHalf(k) * sin;
+  if (cache != nullptr) {
+    if (static_cast<int64_t>(cache->keys.size()) <= index) {
+      cache->keys.resize(index + 1);
+      cache->values.resize(index + 1);
+    }
+    if (cache->keys[index].defined()) {
+      k = at::cat({cache->keys[index], k}, 2);
+      v = at::cat({cache->values[index], v}, 2);
+    }
+    cache->keys[index] = k;
+    cache->values[index] = v;
+  }
+  if (nkv != nh) {
+    k = k.repeat_interleave(nh / nkv, 1);
+    v = v.repeat_interleave(nh / nkv, 1);
+  }
+  auto out = at::scaled_dot_product_attention(q, k, v, mask);
+  return layer.o->Forward(out.transpose(1, 2).reshape({B, T, nh * hd}), active_);
+}
+
+at::Tensor LlamaModel::Forward(const at::Tensor& ids, const ForwardOptions& opts) const {
+  TORCH_CHECK(ids.dim() == 2, "ids must be [batch, tokens], got ", ids.sizes());
+  const auto& c = config_;
+  const int64_t B = ids.size(0), T = ids.size(1);
+  const int64_t past = opts.cache ? opts.cache->length : 0;
+  const int64_t total = past + T;
+  const auto dev = embed_.device();
+  auto idx = ids.to(dev);
+  TORCH_CHECK(T > 0, "ids must contain at least one token");
+  TORCH_CHECK(idx.min().item<int64_t>() >= 0 && idx.max().item<int64_t>() < c.vocab_size,
+              "token id out of range [0, ", c.vocab_size, ")");
+
+  auto h = at::embedding(embed_, idx);  // [B, T, H]
+
+  // RoPE tables for these positions.
+  at::Tensor pos = opts.position_ids.defined()
+                       ? opts.position_ids.to(dev).to(at::kFloat)
+                       : at::arange(past, total, at::TensorOptions().dtype(at::kFloat).device(dev))
+                             .unsqueeze(0)
+                             .expand({B, T});
+  auto freqs = pos.unsqueeze(-1) * inv_freq_.view({1, 1, -1});  // [B, T, hd/2]
+  auto emb = at::cat({freqs, freqs}, -1);
+  auto cos = emb.cos().to(dtype_).unsqueeze(1);  // [B, 1, T, hd]
+  auto sin = emb.sin().to(dtype_).unsqueeze(1);
+
+  // Additive mask [B, 1, T, total]: causal (by absolute position), padding, sliding window.
+  auto opt_long = at::TensorOptions().dtype(at::kLong).device(dev);
+  auto qpos = at::arange(past, total, opt_long).view({T, 1});
+  auto kpos = at::arange(0, total, opt_long).view({1, total});
+  auto allowed = (kpos <= qpos).view({1, 1, T, total}).expand({B, 1, T, total});
+  if (c.sliding_window) {
+    allowed = allowed & (kpos > qpos - *c.sliding_window).view({1, 1, T, total});
+  }
+  if (opts.attention_mask.defined()) {
+    TORCH_CHECK(opts.attention_mask.dim() == 2 && opts.attention_mask.size(0) == B &&
+                    opts.attention_mask.size(1) == total,
+                "attention_mask must be [", B, ", ", total, "], got ", opts.attention_mask.sizes());
+    allowed = allowed & opts.attention_mask.to(dev).to(at::kBool).view({B, 1, 1, total});
+  }
+  const double lowest = dtype_ == at::kHalf ? -65504.0
+                        : dtype_ == at::kDouble ? std::numeric_limits<double>::lowest()
+                                                : std::numeric_limits<float>::lowest();
+  auto mask = at::zeros({B, 1, T, total}, at::TensorOptions().dtype(dtype_).device(dev))
+                  .masked_fill(at::logical_not(allowed), lowest);
+
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const auto& l = layers_[i];
+    auto a = Attention(l, static_cast<int64_t>(i), RmsNorm(h, l.input_norm, c.rms_norm_eps), cos,
+                       sin, mask, opts.cache);
+    h = h + a;
+    auto x = RmsNorm(h, l.post_norm, c.rms_norm_eps);
+    auto g = l.gate->Forward(x, active_);
+    h = h + l.down->Forward(at::silu(g) * l.up->Forward(x, active_), active_);
+  }
+  if (opts.cache) opts.cache->length = total;
+  h = RmsNorm(h, final_norm_, c.rms_norm_eps);
+  if (opts.logits_for_last_only) h = h.narrow(1, T - 1, 1);
+  return lm_head_->Forward(h, active_);
+}
+
+// ---------------------------------------------------------------------------------------
+// Adapters
+
+std::vector<AdaptedLinear*> LlamaModel::AllLinears() const {
+  std::vector<AdaptedLinear*> out;
+  for (const auto& l : layers_) {
+    for (auto* p : {l.q.get(), l.k.get(), l.v.get(), l.o.get(), l.gate.get(), l.up.get(), l.down.get()}) {
+      out.push_back(p);
+    }
+  }
+  out.push_back(lm_head_.get());
+  return out;
+}
+
+std::vector<std::string> LlamaModel::LinearNames() const {
+  std::vector<std::string> names;
+  for (auto* l : AllLinears()) names.push_back(l->name());
+  return names;
+}
+
+AdaptedLinear* LlamaModel::Linear(const std::string& name) {
+  for (auto* l : AllLinears()) {
+    if (l->name() == name) return l;
+  }
+  return nullptr;
+}
+
+absl::Status LlamaModel::AddAdapter(const std::string& name, const OftConfig& config,
+                                    const TargetSpec& targets) {
+  if (adapters_.count(name)) {
+    return absl::AlreadyExistsError(absl::StrCat("adapter \"", name, "\" is already attached"));
+  }
+  OFT_RETURN_IF_ERROR(config.Validate());
+  OFT_ASSIGN_OR_RETURN(std::vector<std::string> selected,
+                       SelectTargets(targets, LinearNames(), "lm_head"));
+  const auto pdtype = dtype_ == at::kDouble ? at::kDouble : at::kFloat;
+  const auto options = at::TensorOptions().dtype(pdtype).device(device());
+  std::vector<std::pair<AdaptedLinear*, std::shared_ptr<OftRotation>>> made;
+  for (const auto& n : selected) {
+    AdaptedLinear* lin = Linear(n);
+    auto rot = OftRotation::Create(config, lin->in_features(), options);
+    if (!rot.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("module ", n, " (in_features=",
+                                                     lin->in_features(), "): ", rot.status().message()));
+    }
+    made.emplace_back(lin, std::make_shared<OftRotation>(std::move(rot).value()));
+  }
+  for (auto& [lin, rot] : made) lin->Attach(name, std::move(rot));
+  adapters_[name] = config;
+  return absl::OkStatus();
+}
+
+absl::Status LlamaModel::RemoveAdapter(const std::string& name) {
+  if (!adapters_.count(name)) {
+    return absl::NotFoundError(absl::StrCat("adapter \"", name, "\" is not attached"));
+  }
+  for (auto* l : AllLinears()) l->Detach(name);
+  adapters_.erase(name);
+  std::erase(active_, name);
+  return absl::OkStatus();
+}
+
+absl::Status LlamaModel::SetActiveAdapters(const std::vector<std::string>& names) {
+  for (const auto& n : names) {
+    if (!adapters_.count(n)) return absl::NotFoundError(absl::StrCat("adapter \"", n, "\" is not attached"));
+  }
+  active_ = names;
+  return absl::OkStatus();
+}
+
+std::vector<std::string> LlamaModel::adapter_names() const {
+  std::vector<std::string> out;
+  for (const auto& [n, c] : adapters_) out.push_back(n);
+  return out;
+}
+
+absl::StatusOr<std::map<std::string, at::Tensor>> LlamaModel::AdapterParameters(
+    const std::string& name) const {
+  if (!adapters_.count(name)) return absl::NotFoundError(absl::StrCat("adapter \"", name, "\" is not attached"));
+  std::map<std::string, at::Tensor> out;
+  for (auto* l : AllLinears()) {
+    if (auto* r = l->Rotation(name)) out[l->name()] = r->oft_r();
+  }
+  return out;
+}
+
+absl::StatusOr<OftConfig> LlamaModel::AdapterConfig(const std::string& name) const {
+  auto it = adapters_.find(name);
+  if (it == adapters_.end()) return absl::NotFoundError(absl::StrCat("adapter \"", name, "\" is not attached"));
+  return it->second;
+}
+
+void LlamaModel::SetTraining(bool training) {
+  for (auto* l : AllLinears()) {
+    for (const auto& [n, c] : adapters_) {
+      if (auto* r = l->Rotation(n)) r->SetTraining(training);
+    }
+  }
+}
+
+std::map<std::string, at::Tensor> LlamaModel::BaseTensors() const {
+  std::map<std::string, at::Tensor> out;
+  out["model.embed_tokens.weight"] = embed_;
+  out["model.norm.weight"] = final_norm_;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const std::string p = absl::StrCat("model.layers.", i, ".");
+    out[p + "input_layernorm.weight"] = layers_[i].input_norm;
+    out[p + "post_attention_layernorm.weight"] = layers_[i].post_norm;
+  }
+  for (auto* l : AllLinears()) {
+    if (l == lm_head_.get() && config_.tie_word_embeddings) continue;
+    out[l->name() + ".weight"] = l->weight();
+    if (l->bias().defined()) out[l->name() + ".bias"] = l->bias();
+  }
+  return out;
+}
+
+int64_t LlamaModel::BaseWeightBytes() const {
+  int64_t total = 0;
+  for (const auto& [n, t] : BaseTensors()) total += t.numel() * static_cast<int64_t>(t.element_size());
+  return total;
+}
+
+}  // namespace oft

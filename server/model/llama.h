@@ -1,0 +1,150 @@
+// A Llama-family decoder (LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM) in
+// LibTorch, with OFTv2 adapters attached to its Linear layers by PEFT's rules.
+//
+// Architecture (matches transformers): token embedding; per layer RMSNorm -> grouped-query
+// self-attention with RoPE (plain or llama3-scaled; q/k/v bias for Qwen2; sliding window for
+// Mistral) -> residual -> RMSNorm -> SwiGLU MLP -> residual; final RMSNorm; lm_head (tied or
+// untied). Attention takes causal, padding and sliding-window masks; an optional KvCache
+// makes incremental decoding O(T) per token.
+//
+// Module names follow the HF checkpoint ("model.layers.3.self_attn.q_proj", "lm_head"), so
+// adapters saved from here carry PEFT's key names.
+//
+// Ownership: the model owns its base weights (frozen, never requires grad) and the adapters'
+// parameters. Thread-compatibility: Forward() may run concurrently with other Forward()
+// calls only when no adapter is being added, removed, or switched (the serving layer
+// guards that); training owns the model exclusively.
+// Forward throws c10::Error on bad shapes (hot path); module APIs return Status.
+#ifndef OFT_SERVER_MODEL_LLAMA_H_
+#define OFT_SERVER_MODEL_LLAMA_H_
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ATen/core/Tensor.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "server/model/hf_config.h"
+#include "server/model/targeting.h"
+#include "server/oft/config.h"
+#include "server/oft/oft_linear.h"
+
+namespace oft {
+
+// A frozen Linear plus the OFT rotations of the adapters attached to it.
+class AdaptedLinear {
+ public:
+  AdaptedLinear(std::string name, at::Tensor weight, at::Tensor bias);
+
+  // y = base(R_a(...R_b(x))) for the active adapters (in attachment order), or base(x).
+  at::Tensor Forward(const at::Tensor& x, const std::vector<std::string>& active) const;
+
+  const std::string& name() const { return name_; }
+  int64_t in_features() const { return weight_.size(1); }
+  int64_t out_features() const { return weight_.size(0); }
+  at::Tensor& weight() { return weight_; }
+  const at::Tensor& bias() const { return bias_; }
+
+  void Attach(const std::string& adapter, std::shared_ptr<OftRotation> rotation);
+  void Detach(const std::string& adapter);
+  OftRotation* Rotation(const std::string& adapter) const;  // nullptr when absent
+
+ private:
+  std::string name_;
+  at::Tensor weight_;  // [out, in], frozen
+  at::Tensor bias_;    // [out] or undefined
+  std::vector<std::pair<std::string, std::shared_ptr<OftRotation>>> rotations_;
+};
+
+// Per-request key/value cache: one [B, kv_heads, T, head_dim] pair per layer.
+struct KvCache {
+  std::vector<at::Tensor> keys, values;
+  int64_t length = 0;  // tokens already cached
+};
+
+struct ForwardOptions {
+  at::Tensor attention_mask;  // [B, T_total] 1 = token, 0 = padding (T_total = cached + T)
+  at::Tensor position_ids;    // [B, T]; default: cached .. cached+T-1
+  KvCache* cache = nullptr;   // appended to when set
+  bool logits_for_last_only = false;  // only the last position's logits (generation)
+};
+
+struct LoadOptions {
+  at::ScalarType dtype = at::kFloat;  // compute dtype of the base weights
+  std::string device = "cpu";         // "cpu" or "cuda:N"
+};
+
+class LlamaModel {
+ public:
+  // Loads config.json and model.safetensors (or a sharded checkpoint) from `dir`.
+  // Errors: NOT_FOUND (missing files), INVALID_ARGUMENT (unsupported architecture, a
+  // missing or mis-shaped tensor, naming it).
+  static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(const std::string& dir,
+                                                          const LoadOptions& options);
+  // Builds from a config and a tensor source (name -> tensor), e.g. for tests.
+  using TensorSource = std::function<absl::StatusOr<at::Tensor>(const std::string&)>;
+  static absl::StatusOr<std::unique_ptr<LlamaModel>> FromSource(const ModelConfig& config,
+                                                                const TensorSource& source,
+                                                                const LoadOptions& options);
+
+  // ids [B, T] (int64) -> logits [B, T, vocab] (or [B, 1, vocab]) in the model dtype.
+  at::Tensor Forward(const at::Tensor& ids, const ForwardOptions& options = {}) const;
+
+  // Attaches a new adapter to every Linear that `targets` selects. Errors:
+  // ALREADY_EXISTS, INVALID_ARGUMENT (bad config; a block size illegal for a module),
+  // NOT_FOUND (no module matched).
+  absl::Status AddAdapter(const std::string& name, const OftConfig& config,
+                          const TargetSpec& targets);
+  absl::Status RemoveAdapter(const std::string& name);
+  // Adapters applied by Forward (empty: the base model). Errors: NOT_FOUND.
+  absl::Status SetActiveAdapters(const std::vector<std::string>& names);
+  const std::vector<std::string>& active_adapters() const { return active_; }
+  std::vector<std::string> adapter_names() const;
+  // The adapter's parameters by module name ("model.layers.0.self_attn.q_proj" -> oft_r).
+  absl::StatusOr<std::map<std::string, at::Tensor>> AdapterParameters(const std::string& name) const;
+  absl::StatusOr<OftConfig> AdapterConfig(const std::string& name) const;
+  // Sets training mode of the adapter rotations (module dropout).
+  void SetTraining(bool training);
+
+  const ModelConfig& config() const { return config_; }
+  at::ScalarType dtype() const { return dtype_; }
+  const c10::Device& device() const;
+  // Names of all Linear modules, in model order, and lookup.
+  std::vector<std::string> LinearNames() const;
+  AdaptedLinear* Linear(const std::string& name);
+  // Bytes held by the base weights (embedding, norms, linears; a tied head counted once).
+  int64_t BaseWeightBytes() const;
+  // Every base tensor by HF name (for merged export and tests).
+  std::map<std::string, at::Tensor> BaseTensors() const;
+
+ private:
+  struct Layer {
+    at::Tensor input_norm, post_norm;  // [H]
+    std::unique_ptr<AdaptedLinear> q, k, v, o, gate, up, down;
+  };
+  LlamaModel() = default;
+  at::Tensor Attention(const Layer& layer, int64_t index, const at::Tensor& h,
+                       const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& mask,
+                       KvCache* cache) const;
+  std::vector<AdaptedLinear*> AllLinears() const;
+
+  ModelConfig config_;
+  at::ScalarType dtype_ = at::kFloat;
+  at::Tensor embed_;       // [V, H]
+  at::Tensor final_norm_;  // [H]
+  std::vector<Layer> layers_;
+  std::unique_ptr<AdaptedLinear> lm_head_;  // shares embed_ when tied
+  at::Tensor inv_freq_;    // [head_dim / 2] fp32, with llama3 scaling applied
+  std::map<std::string, OftConfig> adapters_;
+  std::vector<std::string> active_;
+};
+
+// RoPE inverse frequencies for `config` (transformers' default and llama3 rules), fp32.
+at::Tensor RopeInverseFrequencies(const ModelConfig& config);
+
+}  // namespace oft
+
+#endif  // OFT_SERVER_MODEL_LLAMA_H_
