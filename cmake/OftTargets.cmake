@@ -8,5 +8,6 @@ function(oft_test name src)
   set(_labels unit ${T_LABELS})
   gtest_discover_tests(${name}
     DISCOVERY_TIMEOUT 120
+    TEST_PREFIX "${name}."
     PROPERTIES LABELS "${_labels}" ENVIRONMENT "OMP_NUM_THREADS=1;MKL_NUM_THREADS=1")
 endfunction()

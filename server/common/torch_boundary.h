@@ -19,6 +19,12 @@
 #include "absl/status/statusor.h"
 
 namespace oft {
+namespace internal {
+template <typename T>
+struct IsStatusOr : std::false_type {};
+template <typename T>
+struct IsStatusOr<absl::StatusOr<T>> : std::true_type {};
+}  // namespace internal
 
 // Converts the exception currently being handled into a Status. `what` prefixes the
 // message (e.g. "OftLinear.forward"). Must be called inside a catch block.
@@ -43,8 +49,7 @@ auto TorchCall(absl::string_view what, Fn&& fn) {
       return StatusFromCurrentException(what);
     }
   } else {
-    using Out = std::conditional_t<std::is_constructible_v<absl::Status, R>, R,
-                                   absl::StatusOr<R>>;
+    using Out = std::conditional_t<internal::IsStatusOr<R>::value, R, absl::StatusOr<R>>;
     try {
       return Out(fn());
     } catch (...) {

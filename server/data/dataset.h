@@ -78,17 +78,17 @@ struct DatasetLimits {
 
 // What a valid file holds, for the dataset record and the job view.
 struct DatasetSummary {
-  int64_t rows = 0;                   // non-blank rows (== examples)
+  int64_t rows = 0;                     // non-blank rows (== examples)
   RowFormat format = RowFormat::kText;  // the one format of all rows
-  int64_t total_bytes = 0;            // size of the file contents
-  int64_t blank_lines = 0;            // skipped blank lines
+  int64_t total_bytes = 0;              // size of the file contents
+  int64_t blank_lines = 0;              // skipped blank lines
 };
 
 // Parses and validates a whole JSONL file held in memory.
 // Returns the rows in file order, or
 //   INVALID_ARGUMENT: the file is empty, too large, has too many rows, or has
 //     bad rows; the message lists the first `limits.max_errors` row errors,
-//     one per line ("line N: reason"), then "(and K more errors)" if any.
+//     one per line ("line N: reason"), then "(and K more not shown)" if there are more.
 //   RESOURCE_EXHAUSTED: memory ran out while parsing.
 absl::StatusOr<std::vector<Example>> ParseJsonl(absl::string_view contents,
                                                 const DatasetLimits& limits = {});

@@ -161,7 +161,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::FromSource(const ModelCo
   return m;
 }
 
-const c10::Device& LlamaModel::device() const { return embed_.device(); }
+c10::Device LlamaModel::device() const { return embed_.device(); }
 
 // ---------------------------------------------------------------------------------------
 // Forward

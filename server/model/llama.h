@@ -111,7 +111,7 @@ class LlamaModel {
 
   const ModelConfig& config() const { return config_; }
   at::ScalarType dtype() const { return dtype_; }
-  const c10::Device& device() const;
+  c10::Device device() const;
   // Names of all Linear modules, in model order, and lookup.
   std::vector<std::string> LinearNames() const;
   AdaptedLinear* Linear(const std::string& name);

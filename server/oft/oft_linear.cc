@@ -27,27 +27,40 @@ absl::StatusOr<std::unique_ptr<OftLinear>> OftLinear::Create(at::Tensor weight, 
     return absl::InvalidArgumentError(absl::StrCat("OftLinear: bias must be [", weight.size(0),
                                                    "], got ", c10::str(bias.sizes())));
   }
-  OFT_ASSIGN_OR_RETURN(OftBlockLayout layout, ResolveBlocks(config, weight.size(1)));
+  // fp64 bases (used by exactness tests) keep fp64 adapters; otherwise adapters are fp32.
+  const auto pdtype = dt == at::kDouble ? at::kDouble : at::kFloat;
+  OFT_ASSIGN_OR_RETURN(OftRotation rotation,
+                       OftRotation::Create(config, weight.size(1), weight.options().dtype(pdtype)));
   return TorchCall("OftLinear::Create", [&] {
     return std::unique_ptr<OftLinear>(
-        new OftLinear(std::move(weight), std::move(bias), config, layout));
+        new OftLinear(std::move(weight), std::move(bias), std::move(rotation)));
   });
 }
 
-OftLinear::OftLinear(at::Tensor weight, at::Tensor bias, OftConfig config, OftBlockLayout layout)
-    : weight_(std::move(weight)), bias_(std::move(bias)), config_(config), layout_(layout) {
+OftLinear::OftLinear(at::Tensor weight, at::Tensor bias, OftRotation rotation)
+    : weight_(std::move(weight)), bias_(std::move(bias)), rotation_(std::move(rotation)) {
   weight_.requires_grad_(false);
-  if (bias_.defined()) bias_.requires_grad_(config_.bias != OftBias::kNone);
-  // fp64 bases (used by exactness tests) keep fp64 adapters; otherwise adapters are fp32.
-  const auto pdtype = weight_.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  auto opts = weight_.options().dtype(pdtype);
-  oft_r_ = config_.init_weights ? at::zeros({layout_.param_rows, layout_.packed_size}, opts)
+  if (bias_.defined()) bias_.requires_grad_(rotation_.config().bias != OftBias::kNone);
+}
+
+// ---------------------------------------------------------------------------------------
+// OftRotation
+
+absl::StatusOr<OftRotation> OftRotation::Create(const OftConfig& config, int64_t in_features,
+                                                const at::TensorOptions& options) {
+  OFT_ASSIGN_OR_RETURN(OftBlockLayout layout, ResolveBlocks(config, in_features));
+  return TorchCall("OftRotation::Create", [&] { return OftRotation(config, layout, options); });
+}
+
+OftRotation::OftRotation(OftConfig config, OftBlockLayout layout, const at::TensorOptions& options)
+    : config_(config), layout_(layout) {
+  oft_r_ = config_.init_weights ? at::zeros({layout_.param_rows, layout_.packed_size}, options)
                                 : at::normal(0.0, 0.1, {layout_.param_rows, layout_.packed_size},
-                                             std::nullopt, opts);
+                                             std::nullopt, options);
   oft_r_.requires_grad_(true);
 }
 
-void OftLinear::ProjectCoft() {
+void OftRotation::ProjectCoft() {
   // PEFT: each block's Q_i is pulled back into the Frobenius ball of radius eps/sqrt(rows).
   // ||Q_i||_F = sqrt(2) * ||q_i|| for the packed row q_i.
   at::NoGradGuard no_grad;
@@ -57,7 +70,7 @@ void OftLinear::ProjectCoft() {
   oft_r_.mul_(scale);
 }
 
-at::Tensor OftLinear::ApplyModuleDropout(const at::Tensor& blocks) const {
+at::Tensor OftRotation::ApplyModuleDropout(const at::Tensor& blocks) const {
   const int64_t rows = blocks.size(0);
   const auto n_drop = static_cast<int64_t>(config_.module_dropout * static_cast<double>(rows));
   if (!training_ || n_drop == 0 || rows == 1) return blocks;
@@ -68,19 +81,35 @@ at::Tensor OftLinear::ApplyModuleDropout(const at::Tensor& blocks) const {
   return blocks * (1 - mask) + eye * mask;
 }
 
-at::Tensor OftLinear::RotationBlocks() {
+at::Tensor OftRotation::EvalBlocks() {
   if (config_.coft) ProjectCoft();
-  auto blocks = BuildRotation(oft_r_, layout_.block_size, config_.num_cayley_neumann_terms,
-                              config_.use_cayley_neumann);
+  return BuildRotation(oft_r_, layout_.block_size, config_.num_cayley_neumann_terms,
+                       config_.use_cayley_neumann);
+}
+
+at::Tensor OftRotation::Blocks() {
+  auto blocks = EvalBlocks();
   return config_.module_dropout > 0 ? ApplyModuleDropout(blocks) : blocks;
 }
 
-at::Tensor OftLinear::DenseRotation() {
-  auto blocks = RotationBlocks();
+at::Tensor OftRotation::Dense() {
+  auto blocks = Blocks();
   std::vector<at::Tensor> list;
   list.reserve(layout_.num_blocks);
   for (int64_t i = 0; i < layout_.num_blocks; ++i) list.push_back(blocks[blocks.size(0) == 1 ? 0 : i]);
   return at::block_diag(list);
+}
+
+// ---------------------------------------------------------------------------------------
+// OftLinear
+
+at::Tensor OftLinear::RotationBlocks() { return rotation_.Blocks(); }
+
+at::Tensor OftLinear::DenseRotation() { return rotation_.Dense(); }
+
+int64_t OftLinear::BaseWeightBytes() const {
+  return static_cast<int64_t>(weight_.nbytes()) +
+         (bias_.defined() ? static_cast<int64_t>(bias_.nbytes()) : 0);
 }
 
 at::Tensor OftLinear::ForwardBase(const at::Tensor& x) const {
@@ -104,10 +133,7 @@ absl::Status OftLinear::Merge() {
   if (merged_) return absl::FailedPreconditionError("OftLinear::Merge: already merged");
   return TorchCall("OftLinear::Merge", [&]() -> absl::Status {
     at::NoGradGuard no_grad;
-    const bool was_training = training_;
-    training_ = false;  // never merge a dropped-out rotation
-    const auto blocks = RotationBlocks();
-    training_ = was_training;
+    const auto blocks = rotation_.EvalBlocks();  // never merge a dropped-out rotation
     // W R^T block-wise: W[:, block i] <- W[:, block i] R_i^T.
     auto merged = BlockRotate(weight_.to(blocks.scalar_type()), blocks.transpose(1, 2).contiguous());
     if (!at::isfinite(merged).all().item<bool>()) {
@@ -123,10 +149,7 @@ absl::Status OftLinear::Unmerge() {
   if (!merged_) return absl::FailedPreconditionError("OftLinear::Unmerge: not merged");
   return TorchCall("OftLinear::Unmerge", [&] {
     at::NoGradGuard no_grad;
-    const bool was_training = training_;
-    training_ = false;
-    const auto blocks = RotationBlocks();
-    training_ = was_training;
+    const auto blocks = rotation_.EvalBlocks();
     const auto work = blocks.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
     const auto inv = at::linalg_inv(blocks.to(work));
     weight_.copy_(BlockRotate(weight_.to(work), inv.transpose(1, 2).contiguous()));
@@ -135,8 +158,8 @@ absl::Status OftLinear::Unmerge() {
 }
 
 std::vector<at::Tensor> OftLinear::TrainableParameters() const {
-  std::vector<at::Tensor> out{oft_r_};
-  if (bias_.defined() && config_.bias != OftBias::kNone) out.push_back(bias_);
+  std::vector<at::Tensor> out{rotation_.oft_r()};
+  if (bias_.defined() && rotation_.config().bias != OftBias::kNone) out.push_back(bias_);
   return out;
 }
 

@@ -16,9 +16,9 @@
 #ifndef OFT_SERVER_OFT_CUDA_ROTATION_KERNELS_CUH_
 #define OFT_SERVER_OFT_CUDA_ROTATION_KERNELS_CUH_
 
-#include <cstdint>
-
 #include <cuda_runtime_api.h>
+
+#include <cstdint>
 
 namespace oft::cuda {
 
@@ -29,8 +29,8 @@ inline constexpr int kMaxNeumannDegree = 31;
 
 // The polynomial R = sum_{p=0..degree} c[p] Q^p, passed by value to the kernels.
 struct NeumannPolynomial {
-  int degree = 0;                          // m >= 0
-  double c[kMaxNeumannDegree + 1] = {};    // c[0..degree]
+  int degree = 0;                        // m >= 0
+  double c[kMaxNeumannDegree + 1] = {};  // c[0..degree]
 };
 
 enum class RotationDtype { kFloat32, kFloat64 };

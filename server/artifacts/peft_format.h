@@ -1,0 +1,77 @@
+// OFT adapters in Hugging Face PEFT's on-disk format (PEFT >= 0.18; oftv2-method.md §2, §7).
+//
+//   <dir>/adapter_config.json        every field PEFT writes for OFT, sorted keys
+//   <dir>/adapter_model.safetensors  "base_model.model.<module>.oft_R.weight" -> fp32
+//                                    [rows, b(b-1)/2], metadata {"format": "pt"}
+//
+// SavePeftAdapter writes what PeftModel.from_pretrained loads onto the transformers model;
+// LoadPeftAdapter reads adapters trained by PEFT (or by us) onto a LlamaModel. Files are
+// written atomically. Functions are thread-compatible with respect to the model.
+#ifndef OFT_SERVER_ARTIFACTS_PEFT_FORMAT_H_
+#define OFT_SERVER_ARTIFACTS_PEFT_FORMAT_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "server/model/llama.h"
+#include "server/model/targeting.h"
+#include "server/oft/config.h"
+
+namespace oft {
+
+inline constexpr char kAdapterConfigFile[] = "adapter_config.json";
+inline constexpr char kAdapterWeightsFile[] = "adapter_model.safetensors";
+// Written as peft_version: the first release with today's Cayley-Neumann polynomial.
+inline constexpr char kPeftFormatVersion[] = "0.18.0";
+
+struct PeftAdapterConfig {
+  OftConfig oft;
+  TargetSpec targets;
+  std::string base_model_name_or_path;  // may be empty (written as null)
+  std::string task_type = "CAUSAL_LM";
+  std::string peft_version = kPeftFormatVersion;
+  std::vector<std::string> warnings;    // filled by ParseAdapterConfig
+};
+
+// adapter_config.json text (indent 2, sorted keys).
+std::string AdapterConfigToJson(const PeftAdapterConfig& config);
+
+// Parses adapter_config.json. Errors (INVALID_ARGUMENT, naming the field): not JSON, peft_type
+// not "OFT", missing oft_block_size (PEFT requires the key), an invalid OFT config,
+// unsupported fields in use (modules_to_save, fan_in_fan_out=true, non-default task types
+// are accepted). A PEFT < 0.18 Cayley-Neumann adapter adds a warning (PEFT does the same).
+absl::StatusOr<PeftAdapterConfig> ParseAdapterConfig(absl::string_view json,
+                                                     absl::string_view source = kAdapterConfigFile);
+
+// The target_modules list to write for the modules `adapter` is attached to: short module
+// names (e.g. ["q_proj", "v_proj"]) when they select exactly the same modules under the
+// spec's layers_to_transform / exclude rules, otherwise the full module names.
+std::vector<std::string> ExplicitTargetModules(const LlamaModel& model, const std::string& adapter,
+                                               const TargetSpec& spec);
+
+// Writes `adapter` of `model` into `dir` (created if missing). The config written is the
+// adapter's config with explicit target_modules.
+absl::Status SavePeftAdapter(const LlamaModel& model, const std::string& adapter,
+                             const TargetSpec& spec, const std::string& base_model_name,
+                             const std::string& dir);
+
+// Reads a PEFT OFT adapter directory and attaches it to `model` as `adapter`, with the saved
+// values. Errors: NOT_FOUND (files), INVALID_ARGUMENT (old `oft_r` format, shape mismatch,
+// a tensor for a module the config does not target or vice versa — each named),
+// ALREADY_EXISTS. On error the model is left without the adapter.
+absl::StatusOr<PeftAdapterConfig> LoadPeftAdapter(LlamaModel& model, const std::string& dir,
+                                                  const std::string& adapter);
+
+// A full HF model directory with `adapter` merged into the base weights (W R^T computed in
+// fp32, stored in `dtype`): config.json + model.safetensors, plus tokenizer files copied
+// from `tokenizer_dir` when given. transformers loads it without PEFT.
+absl::Status ExportMergedModel(const LlamaModel& model, const std::string& adapter,
+                               const std::string& out_dir, at::ScalarType dtype,
+                               const std::string& tokenizer_dir = "");
+
+}  // namespace oft
+
+#endif  // OFT_SERVER_ARTIFACTS_PEFT_FORMAT_H_

@@ -1,0 +1,367 @@
+#include "server/model/hf_config.h"
+
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+
+namespace oft {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+// Meta-Llama-3.1-8B-Instruct config.json (transformers 4.x keys).
+constexpr char kLlama31[] = R"json({
+  "architectures": ["LlamaForCausalLM"],
+  "attention_bias": false,
+  "attention_dropout": 0.0,
+  "bos_token_id": 128000,
+  "eos_token_id": [128001, 128008, 128009],
+  "hidden_act": "silu",
+  "hidden_size": 4096,
+  "initializer_range": 0.02,
+  "intermediate_size": 14336,
+  "max_position_embeddings": 131072,
+  "mlp_bias": false,
+  "model_type": "llama",
+  "num_attention_heads": 32,
+  "num_hidden_layers": 32,
+  "num_key_value_heads": 8,
+  "pretraining_tp": 1,
+  "rms_norm_eps": 1e-05,
+  "rope_scaling": {
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192,
+    "rope_type": "llama3"
+  },
+  "rope_theta": 500000.0,
+  "tie_word_embeddings": false,
+  "torch_dtype": "bfloat16",
+  "transformers_version": "4.43.0.dev0",
+  "use_cache": true,
+  "vocab_size": 128256
+})json";
+
+// Qwen2.5-0.5B-Instruct config.json: tied embeddings, no attention_bias key.
+constexpr char kQwen25[] = R"json({
+  "architectures": ["Qwen2ForCausalLM"],
+  "attention_dropout": 0.0,
+  "bos_token_id": 151643,
+  "eos_token_id": 151645,
+  "hidden_act": "silu",
+  "hidden_size": 896,
+  "initializer_range": 0.02,
+  "intermediate_size": 4864,
+  "max_position_embeddings": 32768,
+  "max_window_layers": 21,
+  "model_type": "qwen2",
+  "num_attention_heads": 14,
+  "num_hidden_layers": 24,
+  "num_key_value_heads": 2,
+  "rms_norm_eps": 1e-06,
+  "rope_theta": 1000000.0,
+  "sliding_window": 32768,
+  "tie_word_embeddings": true,
+  "torch_dtype": "bfloat16",
+  "transformers_version": "4.43.1",
+  "use_cache": true,
+  "use_sliding_window": false,
+  "vocab_size": 151936
+})json";
+
+// Mistral-7B-v0.1 config.json: sliding window, no head_dim.
+constexpr char kMistral7B[] = R"json({
+  "architectures": ["MistralForCausalLM"],
+  "bos_token_id": 1,
+  "eos_token_id": 2,
+  "hidden_act": "silu",
+  "hidden_size": 4096,
+  "initializer_range": 0.02,
+  "intermediate_size": 14336,
+  "max_position_embeddings": 32768,
+  "model_type": "mistral",
+  "num_attention_heads": 32,
+  "num_hidden_layers": 32,
+  "num_key_value_heads": 8,
+  "rms_norm_eps": 1e-05,
+  "rope_theta": 10000.0,
+  "sliding_window": 4096,
+  "tie_word_embeddings": false,
+  "torch_dtype": "bfloat16",
+  "transformers_version": "4.34.0.dev0",
+  "use_cache": true,
+  "vocab_size": 32000
+})json";
+
+// transformers 5.x layout: rope_parameters, "dtype".
+constexpr char kLlamaV5[] = R"json({
+  "architectures": ["LlamaForCausalLM"],
+  "dtype": "float16",
+  "head_dim": 8,
+  "hidden_size": 32,
+  "intermediate_size": 64,
+  "model_type": "llama",
+  "num_attention_heads": 4,
+  "num_hidden_layers": 2,
+  "num_key_value_heads": 2,
+  "pad_token_id": null,
+  "eos_token_id": null,
+  "rope_parameters": {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                      "original_max_position_embeddings": 128, "rope_theta": 500000.0,
+                      "rope_type": "llama3"},
+  "vocab_size": 96
+})json";
+
+ModelConfig MustParse(const std::string& text) {
+  auto c = ParseModelConfig(text);
+  EXPECT_TRUE(c.ok()) << c.status();
+  return c.ok() ? *c : ModelConfig{};
+}
+
+TEST(HfConfig, Llama31) {
+  ModelConfig c = MustParse(kLlama31);
+  EXPECT_EQ(c.arch, ModelArch::kLlama);
+  EXPECT_EQ(c.model_type, "llama");
+  EXPECT_EQ(c.vocab_size, 128256);
+  EXPECT_EQ(c.hidden_size, 4096);
+  EXPECT_EQ(c.intermediate_size, 14336);
+  EXPECT_EQ(c.num_hidden_layers, 32);
+  EXPECT_EQ(c.num_attention_heads, 32);
+  EXPECT_EQ(c.num_key_value_heads, 8);
+  EXPECT_EQ(c.head_dim, 128);
+  EXPECT_EQ(c.rms_norm_eps, 1e-5);
+  EXPECT_EQ(c.rope_theta, 500000.0);
+  ASSERT_TRUE(c.rope_scaling.has_value());
+  EXPECT_EQ(c.rope_scaling->rope_type, "llama3");
+  EXPECT_EQ(c.rope_scaling->factor, 8.0);
+  EXPECT_EQ(c.rope_scaling->low_freq_factor, 1.0);
+  EXPECT_EQ(c.rope_scaling->high_freq_factor, 4.0);
+  EXPECT_EQ(c.rope_scaling->original_max_position_embeddings, 8192);
+  EXPECT_EQ(c.max_position_embeddings, 131072);
+  EXPECT_FALSE(c.tie_word_embeddings);
+  EXPECT_FALSE(c.attention_bias);
+  EXPECT_FALSE(c.o_proj_bias);
+  EXPECT_FALSE(c.mlp_bias);
+  EXPECT_EQ(c.torch_dtype, "bfloat16");
+  EXPECT_EQ(c.bos_token_id, 128000);
+  EXPECT_THAT(c.eos_token_ids, ElementsAre(128001, 128008, 128009));
+  EXPECT_FALSE(c.pad_token_id.has_value());
+  EXPECT_FALSE(c.sliding_window.has_value());
+}
+
+TEST(HfConfig, Qwen25TiedWithQkvBias) {
+  ModelConfig c = MustParse(kQwen25);
+  EXPECT_EQ(c.arch, ModelArch::kQwen2);
+  EXPECT_EQ(c.model_type, "qwen2");
+  EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_TRUE(c.attention_bias);  // implied by the architecture
+  EXPECT_FALSE(c.o_proj_bias);
+  EXPECT_FALSE(c.mlp_bias);
+  EXPECT_EQ(c.head_dim, 64);
+  EXPECT_EQ(c.num_key_value_heads, 2);
+  EXPECT_EQ(c.rope_theta, 1e6);
+  EXPECT_FALSE(c.rope_scaling.has_value());
+  EXPECT_FALSE(c.sliding_window.has_value());  // use_sliding_window is false
+  EXPECT_THAT(c.eos_token_ids, ElementsAre(151645));
+}
+
+TEST(HfConfig, Mistral7B) {
+  ModelConfig c = MustParse(kMistral7B);
+  EXPECT_EQ(c.arch, ModelArch::kMistral);
+  EXPECT_EQ(c.sliding_window, 4096);
+  EXPECT_EQ(c.head_dim, 128);
+  EXPECT_EQ(c.rope_theta, 10000.0);
+  EXPECT_FALSE(c.attention_bias);
+
+  ModelConfig no_window =
+      MustParse(absl::StrReplaceAll(kMistral7B, {{"\"sliding_window\": 4096", "\"sliding_window\": null"}}));
+  EXPECT_FALSE(no_window.sliding_window.has_value());
+}
+
+TEST(HfConfig, TransformersV5Layout) {
+  ModelConfig c = MustParse(kLlamaV5);
+  EXPECT_EQ(c.torch_dtype, "float16");
+  EXPECT_EQ(c.rope_theta, 500000.0);
+  ASSERT_TRUE(c.rope_scaling.has_value());
+  EXPECT_EQ(c.rope_scaling->original_max_position_embeddings, 128);
+  EXPECT_TRUE(c.eos_token_ids.empty());
+  EXPECT_EQ(c.max_position_embeddings, 2048);  // LlamaConfig default
+
+  ModelConfig d = MustParse(absl::StrReplaceAll(
+      kLlamaV5, {{"\"rope_type\": \"llama3\"", "\"rope_type\": \"default\""}}));
+  EXPECT_FALSE(d.rope_scaling.has_value());
+  // Defaults when optional keys are absent.
+  ModelConfig e = MustParse(R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 10,
+      "hidden_size": 16, "intermediate_size": 8, "num_hidden_layers": 1,
+      "num_attention_heads": 4})");
+  EXPECT_EQ(e.num_key_value_heads, 4);
+  EXPECT_EQ(e.head_dim, 4);
+  EXPECT_EQ(e.rope_theta, 10000.0);
+  EXPECT_EQ(e.rms_norm_eps, 1e-6);
+  EXPECT_FALSE(e.tie_word_embeddings);
+  EXPECT_EQ(e.hidden_act, "silu");
+}
+
+TEST(HfConfig, BadConfigsNameTheField) {
+  struct Case {
+    const char* what;
+    std::string text;
+    const char* message;
+  };
+  auto edit = [](const char* base, const char* from, const char* to) {
+    std::string out = absl::StrReplaceAll(base, {{from, to}});
+    EXPECT_NE(out, base) << "edit did not apply: " << from;
+    return out;
+  };
+  const std::vector<Case> cases = {
+      {"gpt2", edit(kLlama31, "LlamaForCausalLM", "GPT2LMHeadModel"),
+       "architectures[0] 'GPT2LMHeadModel' is not supported; supported: LlamaForCausalLM, "
+       "Qwen2ForCausalLM, MistralForCausalLM"},
+      {"no architectures", edit(kLlama31, "\"architectures\"", "\"archs\""),
+       "architectures must be a non-empty list"},
+      {"missing hidden_size", edit(kLlama31, "\"hidden_size\"", "\"hidden_sz\""),
+       "hidden_size is required"},
+      {"kv heads", edit(kLlama31, "\"num_key_value_heads\": 8", "\"num_key_value_heads\": 5"),
+       "num_key_value_heads (5) must divide num_attention_heads (32)"},
+      {"heads vs hidden", edit(kMistral7B, "\"num_attention_heads\": 32", "\"num_attention_heads\": 24"),
+       "num_attention_heads (24) must divide hidden_size (4096) when head_dim is absent"},
+      {"negative vocab", edit(kLlama31, "128256", "-3"), "vocab_size must be in [1, 1073741824], got -3"},
+      {"string size", edit(kLlama31, "\"intermediate_size\": 14336", "\"intermediate_size\": \"big\""),
+       "intermediate_size must be an integer, got \"big\""},
+      {"float layers", edit(kLlama31, "\"num_hidden_layers\": 32", "\"num_hidden_layers\": 32.5"),
+       "num_hidden_layers must be an integer"},
+      {"rope yarn", edit(kLlama31, "\"rope_type\": \"llama3\"", "\"rope_type\": \"yarn\""),
+       "rope_scaling.rope_type 'yarn' is not supported; supported: default, llama3"},
+      {"legacy type linear", edit(kLlama31, "\"rope_type\": \"llama3\"", "\"type\": \"linear\""),
+       "rope_scaling.rope_type 'linear' is not supported"},
+      {"llama3 missing factor", edit(kLlama31, "\"factor\": 8.0,", ""),
+       "rope_scaling.factor is required for rope_type llama3"},
+      {"llama3 bad freq", edit(kLlama31, "\"high_freq_factor\": 4.0", "\"high_freq_factor\": 0.5"),
+       "rope_scaling.high_freq_factor (0.5) must be > low_freq_factor (1)"},
+      {"rope_scaling not object", edit(kLlama31, "\"rope_scaling\": {", "\"rope_scaling\": [1], \"x\": {"),
+       "rope_scaling must be an object or null"},
+      {"gelu", edit(kLlama31, "\"silu\"", "\"gelu\""), "hidden_act 'gelu' is not supported"},
+      {"eps", edit(kLlama31, "1e-05", "0"), "rms_norm_eps must be in (0, 1), got 0"},
+      {"dtype", edit(kLlama31, "\"bfloat16\"", "\"int8\""), "torch_dtype 'int8' is not supported"},
+      {"bos range", edit(kLlama31, "128000", "999999"),
+       "bos_token_id must be in [0, vocab_size=128256), got 999999"},
+      {"eos list", edit(kLlama31, "128008", "\"x\""), "eos_token_id[1] must be an integer"},
+      {"qwen sliding", edit(kQwen25, "\"use_sliding_window\": false", "\"use_sliding_window\": true"),
+       "use_sliding_window = true is not supported"},
+      {"bool type", edit(kLlama31, "\"tie_word_embeddings\": false", "\"tie_word_embeddings\": 1"),
+       "tie_word_embeddings must be true or false"},
+      {"not json", "{\"architectures\": [", "not valid JSON"},
+      {"not object", "[1]", "must be a JSON object"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.what);
+    auto parsed = ParseModelConfig(c.text, "model/config.json");
+    ASSERT_FALSE(parsed.ok());
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(parsed.status().message()), HasSubstr("model/config.json: "));
+    EXPECT_THAT(std::string(parsed.status().message()), HasSubstr(c.message));
+  }
+}
+
+void ExpectSameConfig(const ModelConfig& a, const ModelConfig& b) {
+  EXPECT_EQ(a.architecture, b.architecture);
+  EXPECT_EQ(a.arch, b.arch);
+  EXPECT_EQ(a.model_type, b.model_type);
+  EXPECT_EQ(a.vocab_size, b.vocab_size);
+  EXPECT_EQ(a.hidden_size, b.hidden_size);
+  EXPECT_EQ(a.intermediate_size, b.intermediate_size);
+  EXPECT_EQ(a.num_hidden_layers, b.num_hidden_layers);
+  EXPECT_EQ(a.num_attention_heads, b.num_attention_heads);
+  EXPECT_EQ(a.num_key_value_heads, b.num_key_value_heads);
+  EXPECT_EQ(a.head_dim, b.head_dim);
+  EXPECT_EQ(a.rms_norm_eps, b.rms_norm_eps);
+  EXPECT_EQ(a.rope_theta, b.rope_theta);
+  ASSERT_EQ(a.rope_scaling.has_value(), b.rope_scaling.has_value());
+  if (a.rope_scaling.has_value()) {
+    EXPECT_EQ(a.rope_scaling->rope_type, b.rope_scaling->rope_type);
+    EXPECT_EQ(a.rope_scaling->factor, b.rope_scaling->factor);
+    EXPECT_EQ(a.rope_scaling->low_freq_factor, b.rope_scaling->low_freq_factor);
+    EXPECT_EQ(a.rope_scaling->high_freq_factor, b.rope_scaling->high_freq_factor);
+    EXPECT_EQ(a.rope_scaling->original_max_position_embeddings,
+              b.rope_scaling->original_max_position_embeddings);
+  }
+  EXPECT_EQ(a.max_position_embeddings, b.max_position_embeddings);
+  EXPECT_EQ(a.tie_word_embeddings, b.tie_word_embeddings);
+  EXPECT_EQ(a.attention_bias, b.attention_bias);
+  EXPECT_EQ(a.o_proj_bias, b.o_proj_bias);
+  EXPECT_EQ(a.mlp_bias, b.mlp_bias);
+  EXPECT_EQ(a.torch_dtype, b.torch_dtype);
+  EXPECT_EQ(a.bos_token_id, b.bos_token_id);
+  EXPECT_EQ(a.eos_token_ids, b.eos_token_ids);
+  EXPECT_EQ(a.pad_token_id, b.pad_token_id);
+  EXPECT_EQ(a.sliding_window, b.sliding_window);
+  EXPECT_EQ(a.hidden_act, b.hidden_act);
+}
+
+TEST(HfConfig, ToJsonRoundTrips) {
+  for (const char* text : {kLlama31, kQwen25, kMistral7B, kLlamaV5}) {
+    ModelConfig c = MustParse(text);
+    std::string out = ToJson(c);
+    SCOPED_TRACE(out);
+    ExpectSameConfig(MustParse(out), c);
+  }
+}
+
+TEST(HfConfig, ValidateChecksHandBuiltConfigs) {
+  ModelConfig c = MustParse(kQwen25);
+  EXPECT_TRUE(c.Validate().ok());
+  c.attention_bias = false;  // Qwen2's modeling code always has q/k/v biases
+  EXPECT_THAT(std::string(c.Validate().message()), HasSubstr("attention_bias"));
+  ModelConfig m = MustParse(kMistral7B);
+  m.head_dim = 7;
+  EXPECT_THAT(std::string(m.Validate().message()), HasSubstr("head_dim must be even"));
+}
+
+// ---- Interop: configs transformers wrote; what we write must load back (python check) ----
+
+TEST(HfConfigInterop, ParsesTransformersConfigsAndWritesOurs) {
+  const char* root_env = std::getenv("OFT_MODEL_FIXTURES");
+  if (root_env == nullptr) GTEST_SKIP() << "run through ctest test hf_config_interop";
+  const std::string root = root_env;
+  auto llama = LoadModelConfig(root + "/py/sharded_llama");
+  ASSERT_TRUE(llama.ok()) << llama.status();
+  EXPECT_EQ(llama->head_dim, 8);
+  EXPECT_EQ(llama->rope_theta, 500000.0);
+  ASSERT_TRUE(llama->rope_scaling.has_value());
+  EXPECT_EQ(llama->rope_scaling->original_max_position_embeddings, 128);
+  EXPECT_THAT(llama->eos_token_ids, ElementsAre(2, 3));
+  EXPECT_EQ(llama->torch_dtype, "bfloat16");
+  auto qwen = LoadModelConfig(root + "/py/qwen2_tiny");
+  ASSERT_TRUE(qwen.ok()) << qwen.status();
+  EXPECT_TRUE(qwen->tie_word_embeddings);
+  EXPECT_TRUE(qwen->attention_bias);
+
+  auto missing = LoadModelConfig(root + "/py/nothing_here");
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+
+  for (const auto& [name, config] :
+       std::vector<std::pair<std::string, ModelConfig>>{{"sharded_llama", *llama}, {"qwen2_tiny", *qwen}}) {
+    const std::string dir = absl::StrCat(root, "/cpp/configs/", name);
+    ::mkdir((root + "/cpp").c_str(), 0755);
+    ::mkdir((root + "/cpp/configs").c_str(), 0755);
+    ::mkdir(dir.c_str(), 0755);
+    std::ofstream(dir + "/config.json", std::ios::trunc) << ToJson(config);
+    auto back = LoadModelConfig(dir);
+    ASSERT_TRUE(back.ok()) << back.status();
+    ExpectSameConfig(*back, config);
+  }
+}
+
+}  // namespace
+}  // namespace oft
