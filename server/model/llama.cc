@@ -19,13 +19,46 @@ namespace oft {
 AdaptedLinear::AdaptedLinear(std::string name, at::Tensor weight, at::Tensor bias)
     : name_(std::move(name)), weight_(std::move(weight)), bias_(std::move(bias)) {}
 
-at::Tensor AdaptedLinear::Forward(const at::Tensor& x, const std::vector<std::string>& active) const {
+AdaptedLinear::AdaptedLinear(std::string name, std::unique_ptr<Nf4Linear> quantized)
+    : name_(std::move(name)), nf4_(std::move(quantized)) {}
+
+at::Tensor AdaptedLinear::DenseWeight(at::ScalarType dtype) const {
+  return nf4_ ? nf4_->DequantizedWeight(dtype) : weight_.to(dtype);
+}
+
+int64_t AdaptedLinear::BaseWeightBytes() const {
+  if (nf4_) return nf4_->BaseWeightBytes();
+  int64_t n = weight_.numel() * static_cast<int64_t>(weight_.element_size());
+  if (bias_.defined()) n += bias_.numel() * static_cast<int64_t>(bias_.element_size());
+  return n;
+}
+
+at::Tensor AdaptedLinear::Forward(const at::Tensor& x, const std::vector<std::string>& active,
+                                  OftCompute compute) const {
+  if (compute == OftCompute::kWeightCentric) {
+    // W' = W (R_a R_b ...)^T = W R_last^T ... R_first^T, then one GEMM.
+    std::vector<OftRotation*> on;
+    for (const auto& [adapter, rotation] : rotations_) {
+      for (const auto& a : active) {
+        if (a == adapter) on.push_back(rotation.get());
+      }
+    }
+    if (!on.empty()) {
+      at::Tensor w = DenseWeight(x.scalar_type());
+      for (auto it = on.rbegin(); it != on.rend(); ++it) {
+        w = at::matmul(w, (*it)->Dense().to(x.scalar_type()).t());
+      }
+      const at::Tensor& b = bias();
+      return at::linear(x, w, b.defined() ? std::optional<at::Tensor>(b) : std::nullopt);
+    }
+  }
   at::Tensor h = x;
   for (const auto& [adapter, rotation] : rotations_) {
     bool on = false;
     for (const auto& a : active) on |= (a == adapter);
     if (on) h = BlockRotate(h, rotation->Blocks());
   }
+  if (nf4_) return nf4_->Forward(h);
   return at::linear(h, weight_, bias_.defined() ? std::optional<at::Tensor>(bias_) : std::nullopt);
 }
 
@@ -133,6 +166,12 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::FromSource(const ModelCo
     if (bias) {
       OFT_ASSIGN_OR_RETURN(b, get(name + ".bias", {out}));
     }
+    if (options.quantize_nf4 && name != "lm_head") {
+      Nf4Options q;
+      q.double_quant = options.nf4_double_quant;
+      OFT_ASSIGN_OR_RETURN(std::unique_ptr<Nf4Linear> nf4, Nf4Linear::Create(w, std::move(b), q));
+      return std::make_unique<AdaptedLinear>(name, std::move(nf4));
+    }
     return std::make_unique<AdaptedLinear>(name, std::move(w), std::move(b));
   };
 
@@ -172,9 +211,9 @@ at::Tensor LlamaModel::Attention(const Layer& layer, int64_t index, const at::Te
   const auto& c = config_;
   const int64_t B = h.size(0), T = h.size(1), hd = c.head_dim;
   const int64_t nh = c.num_attention_heads, nkv = c.num_key_value_heads;
-  auto q = layer.q->Forward(h, active_).view({B, T, nh, hd}).transpose(1, 2);
-  auto k = layer.k->Forward(h, active_).view({B, T, nkv, hd}).transpose(1, 2);
-  auto v = layer.v->Forward(h, active_).view({B, T, nkv, hd}).transpose(1, 2);
+  auto q = layer.q->Forward(h, active_, oft_compute_).view({B, T, nh, hd}).transpose(1, 2);
+  auto k = layer.k->Forward(h, active_, oft_compute_).view({B, T, nkv, hd}).transpose(1, 2);
+  auto v = layer.v->Forward(h, active_, oft_compute_).view({B, T, nkv, hd}).transpose(1, 2);
   q = q * cos + RotateHalf(q) * sin;
   k = k * cos + RotateHalf(k) * sin;
   if (cache != nullptr) {
@@ -194,7 +233,7 @@ at::Tensor LlamaModel::Attention(const Layer& layer, int64_t index, const at::Te
     v = v.repeat_interleave(nh / nkv, 1);
   }
   auto out = at::scaled_dot_product_attention(q, k, v, mask);
-  return layer.o->Forward(out.transpose(1, 2).reshape({B, T, nh * hd}), active_);
+  return layer.o->Forward(out.transpose(1, 2).reshape({B, T, nh * hd}), active_, oft_compute_);
 }
 
 at::Tensor LlamaModel::Forward(const at::Tensor& ids, const ForwardOptions& opts) const {
@@ -236,25 +275,42 @@ at::Tensor LlamaModel::Forward(const at::Tensor& ids, const ForwardOptions& opts
                 "attention_mask must be [", B, ", ", total, "], got ", opts.attention_mask.sizes());
     allowed = allowed & opts.attention_mask.to(dev).to(at::kBool).view({B, 1, 1, total});
   }
-  const double lowest = dtype_ == at::kHalf ? -65504.0
-                        : dtype_ == at::kDouble ? std::numeric_limits<double>::lowest()
-                                                : std::numeric_limits<float>::lowest();
+  if (opts.document_ids.defined()) {
+    TORCH_CHECK(past == 0, "document_ids cannot be combined with a non-empty KV cache");
+    TORCH_CHECK(opts.document_ids.dim() == 2 && opts.document_ids.size(0) == B &&
+                    opts.document_ids.size(1) == T,
+                "document_ids must be [", B, ", ", T, "], got ", opts.document_ids.sizes());
+    auto doc = opts.document_ids.to(dev).to(at::kLong);
+    allowed = allowed & (doc.unsqueeze(2) == doc.unsqueeze(1)).unsqueeze(1);  // [B, 1, T, T]
+  }
+  // The most negative finite value of the compute dtype (as transformers uses finfo.min).
+  const double lowest =
+      dtype_ == at::kHalf       ? static_cast<double>(std::numeric_limits<c10::Half>::lowest())
+      : dtype_ == at::kBFloat16 ? static_cast<double>(std::numeric_limits<c10::BFloat16>::lowest())
+      : dtype_ == at::kDouble   ? std::numeric_limits<double>::lowest()
+                                : static_cast<double>(std::numeric_limits<float>::lowest());
   auto mask = at::zeros({B, 1, T, total}, at::TensorOptions().dtype(dtype_).device(dev))
                   .masked_fill(at::logical_not(allowed), lowest);
 
   for (size_t i = 0; i < layers_.size(); ++i) {
-    const auto& l = layers_[i];
-    auto a = Attention(l, static_cast<int64_t>(i), RmsNorm(h, l.input_norm, c.rms_norm_eps), cos,
-                       sin, mask, opts.cache);
-    h = h + a;
-    auto x = RmsNorm(h, l.post_norm, c.rms_norm_eps);
-    auto g = l.gate->Forward(x, active_);
-    h = h + l.down->Forward(at::silu(g) * l.up->Forward(x, active_), active_);
+    const Layer* l = &layers_[i];
+    const int64_t index = static_cast<int64_t>(i);
+    KvCache* cache = opts.cache;
+    // Captures by value: a layer_runner may call it again after Forward returns.
+    auto body = [this, l, index, cos, sin, mask, cache](const at::Tensor& hin) {
+      const double eps = config_.rms_norm_eps;
+      auto hh = hin + Attention(*l, index, RmsNorm(hin, l->input_norm, eps), cos, sin, mask, cache);
+      auto x = RmsNorm(hh, l->post_norm, eps);
+      auto g = l->gate->Forward(x, active_, oft_compute_);
+      return hh + l->down->Forward(at::silu(g) * l->up->Forward(x, active_, oft_compute_), active_,
+                                   oft_compute_);
+    };
+    h = (opts.layer_runner && cache == nullptr) ? opts.layer_runner(index, body, h) : body(h);
   }
   if (opts.cache) opts.cache->length = total;
   h = RmsNorm(h, final_norm_, c.rms_norm_eps);
   if (opts.logits_for_last_only) h = h.narrow(1, T - 1, 1);
-  return lm_head_->Forward(h, active_);
+  return lm_head_->Forward(h, active_, oft_compute_);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -368,15 +424,20 @@ std::map<std::string, at::Tensor> LlamaModel::BaseTensors() const {
   }
   for (auto* l : AllLinears()) {
     if (l == lm_head_.get() && config_.tie_word_embeddings) continue;
-    out[l->name() + ".weight"] = l->weight();
+    out[l->name() + ".weight"] = l->quantized() ? l->DenseWeight(at::kFloat) : l->weight();
     if (l->bias().defined()) out[l->name() + ".bias"] = l->bias();
   }
   return out;
 }
 
 int64_t LlamaModel::BaseWeightBytes() const {
-  int64_t total = 0;
-  for (const auto& [n, t] : BaseTensors()) total += t.numel() * static_cast<int64_t>(t.element_size());
+  auto bytes = [](const at::Tensor& t) { return t.numel() * static_cast<int64_t>(t.element_size()); };
+  int64_t total = bytes(embed_) + bytes(final_norm_);
+  for (const auto& l : layers_) total += bytes(l.input_norm) + bytes(l.post_norm);
+  for (auto* l : AllLinears()) {
+    if (l == lm_head_.get() && config_.tie_word_embeddings) continue;
+    total += l->BaseWeightBytes();
+  }
   return total;
 }
 

@@ -31,22 +31,38 @@
 #include "server/model/targeting.h"
 #include "server/oft/config.h"
 #include "server/oft/oft_linear.h"
+#include "server/quant/qoft_linear.h"
 
 namespace oft {
 
-// A frozen Linear plus the OFT rotations of the adapters attached to it.
+// How an adapted Linear applies its OFT rotations. Input-centric (the default, OFTv2) rotates
+// the activations block-wise before the base GEMM; weight-centric (the original OFT, kept as a
+// reference for tests and benchmarks) builds the dense block-diagonal R, forms W' = W R^T and
+// runs one GEMM with W'. Both give the same result up to rounding.
+enum class OftCompute { kInputCentric, kWeightCentric };
+
+// A frozen Linear (dense, or NF4-quantized for QOFT) plus the OFT rotations of the
+// adapters attached to it.
 class AdaptedLinear {
  public:
   AdaptedLinear(std::string name, at::Tensor weight, at::Tensor bias);
+  AdaptedLinear(std::string name, std::unique_ptr<Nf4Linear> quantized);
 
   // y = base(R_a(...R_b(x))) for the active adapters (in attachment order), or base(x).
-  at::Tensor Forward(const at::Tensor& x, const std::vector<std::string>& active) const;
+  at::Tensor Forward(const at::Tensor& x, const std::vector<std::string>& active,
+                     OftCompute compute = OftCompute::kInputCentric) const;
 
   const std::string& name() const { return name_; }
-  int64_t in_features() const { return weight_.size(1); }
-  int64_t out_features() const { return weight_.size(0); }
+  int64_t in_features() const { return nf4_ ? nf4_->in_features() : weight_.size(1); }
+  int64_t out_features() const { return nf4_ ? nf4_->out_features() : weight_.size(0); }
+  bool quantized() const { return nf4_ != nullptr; }
+  // The dense base weight (undefined when quantized; see DenseWeight).
   at::Tensor& weight() { return weight_; }
-  const at::Tensor& bias() const { return bias_; }
+  // The base weight in full precision: the dense weight, or the NF4 weight dequantized.
+  at::Tensor DenseWeight(at::ScalarType dtype) const;
+  const at::Tensor& bias() const { return nf4_ ? nf4_->bias() : bias_; }
+  // Bytes held by the base weight and bias (NF4 codes + absmax when quantized).
+  int64_t BaseWeightBytes() const;
 
   void Attach(const std::string& adapter, std::shared_ptr<OftRotation> rotation);
   void Detach(const std::string& adapter);
@@ -54,8 +70,9 @@ class AdaptedLinear {
 
  private:
   std::string name_;
-  at::Tensor weight_;  // [out, in], frozen
+  at::Tensor weight_;  // [out, in], frozen; undefined when quantized
   at::Tensor bias_;    // [out] or undefined
+  std::unique_ptr<Nf4Linear> nf4_;  // QOFT base, or null
   std::vector<std::pair<std::string, std::shared_ptr<OftRotation>>> rotations_;
 };
 
@@ -70,11 +87,24 @@ struct ForwardOptions {
   at::Tensor position_ids;    // [B, T]; default: cached .. cached+T-1
   KvCache* cache = nullptr;   // appended to when set
   bool logits_for_last_only = false;  // only the last position's logits (generation)
+  // [B, T] integer document id per token (packed training sequences; -1 = padding). When
+  // defined, a token attends only to earlier tokens with the same id (block-diagonal causal
+  // mask). Only without a cache or with an empty one; undefined: no effect.
+  at::Tensor document_ids;
+  // When set (and no cache is used), each decoder layer runs as
+  // layer_runner(index, body, hidden) instead of body(hidden); `body` maps the residual
+  // stream [B, T, H] to the layer's output and may be called again later (e.g. activation
+  // checkpointing recomputes it in backward), so it owns copies of what it needs.
+  std::function<at::Tensor(int64_t layer, const std::function<at::Tensor(const at::Tensor&)>& body,
+                           const at::Tensor& hidden)>
+      layer_runner;
 };
 
 struct LoadOptions {
   at::ScalarType dtype = at::kFloat;  // compute dtype of the base weights
   std::string device = "cpu";         // "cpu" or "cuda:N"
+  bool quantize_nf4 = false;          // QOFT: decoder Linears stored as NF4 (not lm_head)
+  bool nf4_double_quant = false;      // also quantize the NF4 absmax values
 };
 
 class LlamaModel {
@@ -108,6 +138,10 @@ class LlamaModel {
   absl::StatusOr<OftConfig> AdapterConfig(const std::string& name) const;
   // Sets training mode of the adapter rotations (module dropout).
   void SetTraining(bool training);
+  // How adapted Linears apply rotations (default input-centric). Same thread rules as
+  // adding adapters: not while Forward() runs.
+  void set_oft_compute(OftCompute compute) { oft_compute_ = compute; }
+  OftCompute oft_compute() const { return oft_compute_; }
 
   const ModelConfig& config() const { return config_; }
   at::ScalarType dtype() const { return dtype_; }
@@ -115,9 +149,11 @@ class LlamaModel {
   // Names of all Linear modules, in model order, and lookup.
   std::vector<std::string> LinearNames() const;
   AdaptedLinear* Linear(const std::string& name);
-  // Bytes held by the base weights (embedding, norms, linears; a tied head counted once).
+  // Bytes held by the base weights (embedding, norms, linears; a tied head counted once;
+  // NF4 storage for quantized Linears).
   int64_t BaseWeightBytes() const;
-  // Every base tensor by HF name (for merged export and tests).
+  // Every base tensor by HF name (for merged export and tests), in the model dtype;
+  // quantized Linears are dequantized to fp32.
   std::map<std::string, at::Tensor> BaseTensors() const;
 
  private:
@@ -140,6 +176,7 @@ class LlamaModel {
   at::Tensor inv_freq_;    // [head_dim / 2] fp32, with llama3 scaling applied
   std::map<std::string, OftConfig> adapters_;
   std::vector<std::string> active_;
+  OftCompute oft_compute_ = OftCompute::kInputCentric;
 };
 
 // RoPE inverse frequencies for `config` (transformers' default and llama3 rules), fp32.

@@ -1,0 +1,50 @@
+// Autoregressive generation for one request over a LlamaModel (KV cache, greedy or
+// sampled with temperature / top-k / top-p, a per-request seed, stop tokens and strings).
+//
+// Same model, adapters, prompt, options and seed -> the same tokens. Runs on the calling
+// thread; the model must not change adapters meanwhile (see LlamaModel's contract).
+#ifndef OFT_SERVER_MODEL_GENERATE_H_
+#define OFT_SERVER_MODEL_GENERATE_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "server/model/llama.h"
+#include "server/model/tokenizer.h"
+
+namespace oft {
+
+struct SamplingOptions {
+  int64_t max_tokens = 64;          // new tokens, in [1, kMaxGenerateTokens]
+  double temperature = 0.0;         // 0: greedy; else in (0, 5]
+  double top_p = 1.0;               // nucleus mass in (0, 1]
+  int64_t top_k = 0;                // 0: off
+  uint64_t seed = 0;                // sampling RNG seed
+  std::vector<int32_t> stop_ids;    // generation ends after any of these (e.g. EOS)
+  std::vector<std::string> stop_strings;  // ends when the decoded text contains one
+};
+
+inline constexpr int64_t kMaxGenerateTokens = 8192;
+
+// Validates ranges; errors name the field.
+absl::Status ValidateSamplingOptions(const SamplingOptions& options);
+
+struct GenerateResult {
+  std::vector<int32_t> tokens;  // generated ids (prompt excluded, stop id included)
+  std::string text;             // decoded generated text (stop string removed)
+  std::string finish_reason;    // "stop" or "length"
+};
+
+// Calls `on_token(id)` as each token is produced; returning false stops early.
+// `tokenizer` may be null: then stop_strings are ignored and `text` stays empty.
+absl::StatusOr<GenerateResult> Generate(const LlamaModel& model, const Tokenizer* tokenizer,
+                                        const std::vector<int32_t>& prompt,
+                                        const SamplingOptions& options,
+                                        const std::function<bool(int32_t)>& on_token = {});
+
+}  // namespace oft
+
+#endif  // OFT_SERVER_MODEL_GENERATE_H_
