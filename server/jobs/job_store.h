@@ -1,0 +1,361 @@
+// JobStore: the durable state of the service in one SQLite database (jobs.db): jobs and
+// their state machine, each job's event log, dataset records and API keys.
+//
+// Durability. The database runs in WAL mode with synchronous=FULL: when a mutating
+// method returns OK its effect has been fsynced and survives a process crash or power
+// loss. CreateJob writes the job row and its first event in one transaction, so a job id
+// handed to a client always has a job behind it.
+//
+// Tenancy. Every client-facing read and write takes the caller's tenant; a job or
+// dataset of another tenant is reported exactly like a missing one (NOT_FOUND), so ids
+// leak nothing. Methods without a tenant (Transition, AppendEvent, EventsAfter,
+// QueuedJobs, RecoverAfterRestart) are for the scheduler and trainer, or for the service
+// after it has checked ownership with GetJob.
+//
+// Event log. Each job has events numbered 1, 2, 3, ... with no gaps; an event id is
+// assigned in the same transaction that writes the event (and, for state changes, the
+// new state), so the log and the job row never disagree. `kind` is the name of the
+// oft.v1.JobEvent payload field ("state_changed", "step", "eval", "checkpoint_saved",
+// "queue_position_changed", "warning") and `payload_json` is the proto3 JSON form of that
+// payload message; the store only checks that it is a JSON object. Only the store writes
+// "state_changed" events (CreateJob, Transition, RequestCancel, RecoverAfterRestart),
+// with payload {"previousState": S0, "state": S1, "message": M[, "failure": {...}]}.
+// The terminal state change is always a job's last event.
+//
+// State names are the oft.v1.Job.State value names ("QUEUED", ...) and failure reasons
+// are oft.v1.JobFailure.Reason value names ("OUT_OF_MEMORY", ...), so the service maps
+// them with the generated *_Parse functions.
+//
+// Thread safety. All methods may be called from any thread. Writes go through one
+// connection, serialised by a mutex (SQLite allows one writer at a time anyway); reads
+// use a small pool of separate connections, which WAL lets run concurrently with each
+// other and with a write, so readers never wait for a commit's fsync. A read started
+// after a write returned sees that write. The path must name a file (":memory:" cannot
+// be shared between connections).
+#ifndef OFT_SERVER_JOBS_JOB_STORE_H_
+#define OFT_SERVER_JOBS_JOB_STORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/random/random.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+struct sqlite3;
+
+namespace oft {
+
+enum class JobState { kQueued, kRunning, kSucceeded, kFailed, kCancelled };
+
+// "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED" (= oft.v1.Job.State names).
+absl::string_view JobStateName(JobState state);
+// Inverse of JobStateName; INVALID_ARGUMENT naming the known states.
+absl::StatusOr<JobState> ParseJobState(absl::string_view name);
+// SUCCEEDED, FAILED and CANCELLED.
+bool IsTerminal(JobState state);
+// The legal moves: QUEUED -> RUNNING | CANCELLED | FAILED;
+// RUNNING -> SUCCEEDED | FAILED | CANCELLED | QUEUED (requeue on restart/shutdown).
+bool IsLegalTransition(JobState from, JobState to);
+
+// Event kinds written by the store itself.
+inline constexpr absl::string_view kEventStateChanged = "state_changed";
+
+// Why a job FAILED.
+struct JobFailureInfo {
+  std::string reason;   // oft.v1.JobFailure.Reason value name, e.g. "OUT_OF_MEMORY"
+  std::string message;  // human-readable, says what to fix
+  std::string field;    // offending JobSpec field path, "" if none
+};
+
+// Progress and latest metrics of a job (the columns the job view shows).
+struct JobProgressInfo {
+  int64_t step = 0;                 // optimizer steps completed
+  int64_t total_steps = 0;          // 0 = unknown
+  double epoch = 0.0;               // fractional epoch
+  double loss = 0.0;                // latest training loss
+  std::optional<double> eval_loss;  // latest eval loss; nullopt before the first eval
+  double learning_rate = 0.0;       // learning rate of the latest step
+  double grad_norm = 0.0;           // gradient norm of the latest step, before clipping
+  double tokens_per_second = 0.0;   // recent training throughput
+  double eta_seconds = -1.0;        // estimated seconds to completion; < 0 = unknown
+};
+
+// What CreateJob needs. The service has validated the spec already.
+struct NewJob {
+  std::string tenant;                    // owner; required, at most 128 bytes
+  std::string idempotency_key;           // "" = none; at most 128 bytes
+  std::string spec_json;                 // the canonical JSON of the whole spec (a JSON
+                                         // object); compared byte for byte for idempotency
+  int32_t priority = 0;                  // higher runs first, in [-100, 100]
+  std::vector<std::string> dataset_ids;  // datasets the job reads; each must exist for
+                                         // the tenant, and cannot be deleted while the
+                                         // job is QUEUED or RUNNING
+};
+
+struct JobRecord {
+  std::string id;  // "job-" + 24 lowercase hex digits
+  std::string tenant;
+  std::string idempotency_key;  // "" = none
+  std::string spec_json;
+  JobState state = JobState::kQueued;
+  int32_t priority = 0;
+  bool cancel_requested = false;  // RequestCancel on a RUNNING job
+  absl::Time created_at;
+  std::optional<absl::Time> started_at;   // the latest move to RUNNING
+  std::optional<absl::Time> finished_at;  // the move to a terminal state
+  JobFailureInfo failure;                 // FAILED only
+  JobProgressInfo progress;
+  std::string result_adapter_name;     // SUCCEEDED only ("" = none)
+  int64_t result_adapter_version = 0;  // SUCCEEDED only (0 = none)
+  int64_t queue_position = 0;          // QUEUED only: 1-based over all tenants' queued
+                                       // jobs (priority desc, creation asc); else 0
+  int64_t latest_event_id = 0;         // id of the job's newest event
+};
+
+struct CreateJobResult {
+  JobRecord job;
+  bool created = false;  // false: an earlier CreateJob with the same idempotency key made it
+};
+
+struct JobPage {
+  std::vector<JobRecord> jobs;  // newest first
+  std::string next_page_token;  // "" = last page
+};
+
+// Extra column values written together with a state change.
+struct TransitionFields {
+  std::string message;                    // for the state_changed event; "" = a default
+  std::optional<JobFailureInfo> failure;  // required for -> FAILED, not allowed otherwise
+  std::string result_adapter_name;        // -> SUCCEEDED only (optional)
+  int64_t result_adapter_version = 0;     // -> SUCCEEDED only (optional)
+};
+
+struct EventRecord {
+  std::string job_id;
+  int64_t event_id = 0;      // 1, 2, 3, ... per job, no gaps
+  std::string kind;          // oft.v1.JobEvent payload field name
+  std::string payload_json;  // proto3 JSON of that payload message
+  absl::Time created_at;
+};
+
+struct RecoveryReport {
+  std::vector<std::string> requeued;   // RUNNING -> QUEUED ("requeued after restart")
+  std::vector<std::string> cancelled;  // RUNNING with cancel_requested -> CANCELLED
+};
+
+struct NewDataset {
+  std::string tenant;       // owner; required
+  std::string name;         // display name (validated by the caller)
+  std::string sha256;       // lowercase hex, 64 characters
+  int64_t size_bytes = 0;   // > 0
+  int64_t rows = 0;         // non-blank rows, >= 0
+  int64_t blank_lines = 0;  // >= 0
+  std::string format;       // row format as the service names it (e.g. "DATASET_FORMAT_CHAT")
+  std::string path;         // where the bytes are (server-chosen, content-addressed)
+};
+
+struct DatasetRecord {
+  std::string id;  // "ds-" + 24 lowercase hex digits
+  std::string tenant;
+  std::string name;
+  std::string sha256;
+  int64_t size_bytes = 0;
+  int64_t rows = 0;
+  int64_t blank_lines = 0;
+  std::string format;
+  std::string path;
+  absl::Time created_at;
+};
+
+struct DatasetPage {
+  std::vector<DatasetRecord> datasets;  // newest first
+  std::string next_page_token;          // "" = last page
+};
+
+struct DeletedDataset {
+  DatasetRecord record;
+  bool path_still_referenced = false;  // another dataset record (any tenant) has the same
+                                       // path: do not delete the file
+};
+
+// Called after a commit that appended an event to a job, with the new event id (once
+// per event, in order per job). Runs on the writing thread after the store's locks are
+// released; it must be quick and must not block (hand work to an executor).
+using EventListener = std::function<void(const std::string& job_id, int64_t event_id)>;
+
+struct JobStoreOptions {
+  std::function<absl::Time()> clock;                // time source; empty = absl::Now
+  absl::Duration busy_timeout = absl::Seconds(10);  // wait for another process's lock
+  int read_connections = 4;                         // reader pool size, in [1, 64]
+  int64_t max_active_jobs_per_tenant = 0;           // QUEUED + RUNNING cap; 0 = none
+};
+
+// Paging: page_size 0 means kDefaultPageSize, larger than kMaxPageSize is lowered to it,
+// negative is INVALID_ARGUMENT. Page tokens are opaque, bound to the tenant and filter
+// they were issued for (INVALID_ARGUMENT otherwise), and never expire. Listing is keyed
+// on insertion order, so rows created while paging never repeat or shift a later page.
+inline constexpr int kDefaultPageSize = 50;
+inline constexpr int kMaxPageSize = 1000;
+
+class JobStore {
+ public:
+  // Opens (creating if needed) the database at `db_path` and migrates its schema to the
+  // current version. Errors: FAILED_PRECONDITION (WAL not available, or the schema is
+  // newer than this binary knows), DATA_LOSS (not a database / corrupt), INVALID_ARGUMENT
+  // (bad options), UNAVAILABLE (locked by another process past busy_timeout), INTERNAL.
+  static absl::StatusOr<std::unique_ptr<JobStore>> Open(const std::string& db_path);
+  static absl::StatusOr<std::unique_ptr<JobStore>> Open(const std::string& db_path,
+                                                        JobStoreOptions options);
+
+  JobStore(const JobStore&) = delete;
+  JobStore& operator=(const JobStore&) = delete;
+  ~JobStore();
+
+  // The schema version this binary writes.
+  static int SchemaVersion();
+
+  // Registers the (single) event listener, replacing any earlier one; nullptr removes it.
+  void SetEventListener(EventListener listener) ABSL_LOCKS_EXCLUDED(listener_mu_);
+
+  // ---- jobs ----
+
+  // Inserts a QUEUED job and its first event (state_changed, "job created") durably.
+  // With a non-empty idempotency key already used by the tenant: the same spec_json
+  // returns the existing job (created = false, whatever its state now); a different one
+  // is ALREADY_EXISTS naming the key and the existing job. Other errors:
+  // INVALID_ARGUMENT (empty tenant, spec_json not a JSON object, priority out of range,
+  // over-long key), NOT_FOUND (a dataset id, named), RESOURCE_EXHAUSTED (the tenant has
+  // max_active_jobs_per_tenant active jobs).
+  absl::StatusOr<CreateJobResult> CreateJob(const NewJob& job) ABSL_LOCKS_EXCLUDED(write_mu_);
+
+  // NOT_FOUND (naming the id) when there is no such job for `tenant`.
+  absl::StatusOr<JobRecord> GetJob(const std::string& tenant, const std::string& id) const;
+
+  // The tenant's jobs, newest first; `states` empty = every state.
+  absl::StatusOr<JobPage> ListJobs(const std::string& tenant, const std::vector<JobState>& states,
+                                   int page_size, const std::string& page_token) const;
+
+  // Compare-and-set of the state, with the state_changed event, in one transaction.
+  // Sets started_at (-> RUNNING), finished_at and eta 0 (-> terminal), clears
+  // cancel_requested (-> QUEUED). Errors: NOT_FOUND (id), FAILED_PRECONDITION when the
+  // job is not in `from` or `from -> to` is illegal (the message names the states),
+  // INVALID_ARGUMENT (failure missing for -> FAILED or given otherwise; a result
+  // adapter for a state other than SUCCEEDED).
+  absl::StatusOr<JobRecord> Transition(const std::string& id, JobState from, JobState to,
+                                       const TransitionFields& fields = {})
+      ABSL_LOCKS_EXCLUDED(write_mu_);
+
+  // CancelJob semantics: QUEUED -> CANCELLED at once; RUNNING -> cancel_requested set
+  // (with a "warning" event, code "CANCEL_REQUESTED"), the worker then moves it to
+  // CANCELLED; CANCELLED -> returned unchanged. Errors: NOT_FOUND, FAILED_PRECONDITION
+  // (already SUCCEEDED or FAILED).
+  absl::StatusOr<JobRecord> RequestCancel(const std::string& tenant, const std::string& id)
+      ABSL_LOCKS_EXCLUDED(write_mu_);
+
+  // Appends an event and returns its id. With `progress`, the job's progress/metric
+  // columns are updated in the same transaction. Errors: NOT_FOUND (job),
+  // INVALID_ARGUMENT (empty kind, kind "state_changed" (use Transition), payload not a
+  // JSON object), FAILED_PRECONDITION (the job is terminal: its last event is final).
+  absl::StatusOr<int64_t> AppendEvent(const std::string& job_id, absl::string_view kind,
+                                      absl::string_view payload_json,
+                                      const std::optional<JobProgressInfo>& progress = std::nullopt)
+      ABSL_LOCKS_EXCLUDED(write_mu_);
+
+  // Up to `limit` events with event_id > after_event_id, ascending. Errors: NOT_FOUND
+  // (job), INVALID_ARGUMENT (after_event_id < 0, limit outside [1, 10000]).
+  absl::StatusOr<std::vector<EventRecord>> EventsAfter(const std::string& job_id,
+                                                       int64_t after_event_id,
+                                                       int limit = 1000) const;
+
+  // All QUEUED jobs of all tenants in the order they should start: priority descending,
+  // then creation ascending; queue_position is 1, 2, 3, ...
+  absl::StatusOr<std::vector<JobRecord>> QueuedJobs() const;
+
+  // Call once at start-up, before the scheduler runs: every RUNNING job becomes QUEUED
+  // (event message "requeued after restart"), or CANCELLED when its cancellation was
+  // already requested. One transaction.
+  absl::StatusOr<RecoveryReport> RecoverAfterRestart() ABSL_LOCKS_EXCLUDED(write_mu_);
+
+  // ---- datasets ----
+
+  // Inserts a dataset record with a new id. INVALID_ARGUMENT names a bad field.
+  absl::StatusOr<DatasetRecord> CreateDataset(const NewDataset& dataset)
+      ABSL_LOCKS_EXCLUDED(write_mu_);
+  // NOT_FOUND (naming the id) when there is no such dataset for `tenant`.
+  absl::StatusOr<DatasetRecord> GetDataset(const std::string& tenant, const std::string& id) const;
+  // The tenant's datasets, newest first.
+  absl::StatusOr<DatasetPage> ListDatasets(const std::string& tenant, int page_size,
+                                           const std::string& page_token) const;
+  // Deletes the record. The caller deletes the file when !path_still_referenced.
+  // Errors: NOT_FOUND, FAILED_PRECONDITION naming a QUEUED or RUNNING job that uses it.
+  absl::StatusOr<DeletedDataset> DeleteDataset(const std::string& tenant, const std::string& id)
+      ABSL_LOCKS_EXCLUDED(write_mu_);
+
+  // ---- API keys (only their SHA-256 is stored; keys must be high-entropy secrets) ----
+
+  // Errors: INVALID_ARGUMENT (key shorter than 16 bytes, empty tenant), ALREADY_EXISTS.
+  absl::Status AddApiKey(const std::string& key, const std::string& tenant)
+      ABSL_LOCKS_EXCLUDED(write_mu_);
+  // The key's tenant. NOT_FOUND for an unknown key (the service answers UNAUTHENTICATED);
+  // the message never contains the key.
+  absl::StatusOr<std::string> LookupApiKey(const std::string& key) const;
+  // Errors: NOT_FOUND.
+  absl::Status RevokeApiKey(const std::string& key) ABSL_LOCKS_EXCLUDED(write_mu_);
+
+ private:
+  class ReadLease;
+  struct Conn;
+
+  JobStore(std::string path, JobStoreOptions options);
+
+  absl::Time Now() const;
+  // A fresh id "<prefix>-" + 24 hex digits.
+  std::string NewId(absl::string_view prefix) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Appends one event inside the open write transaction; returns its id.
+  absl::StatusOr<int64_t> AppendEventLocked(const std::string& job_id, absl::string_view kind,
+                                            absl::string_view payload_json)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // The job row read through the writer, inside its transaction.
+  absl::StatusOr<JobRecord> GetJobLocked(const std::string& id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  absl::StatusOr<JobRecord> TransitionLocked(const std::string& id, JobState from, JobState to,
+                                             const TransitionFields& fields)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Runs `body` inside BEGIN IMMEDIATE ... COMMIT on the writer (ROLLBACK when it or the
+  // commit fails), then reports the events it appended to the listener.
+  absl::Status RunInWriteTxn(const std::function<absl::Status()>& body)
+      ABSL_LOCKS_EXCLUDED(write_mu_);
+  // Calls the listener for each (job, event id), outside every lock.
+  void Notify(const std::vector<std::pair<std::string, int64_t>>& events)
+      ABSL_LOCKS_EXCLUDED(listener_mu_);
+
+  const std::string path_;
+  const JobStoreOptions options_;
+
+  absl::Mutex write_mu_;
+  sqlite3* writer_ ABSL_GUARDED_BY(write_mu_) = nullptr;
+  absl::BitGen rng_ ABSL_GUARDED_BY(write_mu_);
+  // (job id, event id) appended by the open write transaction; reported after commit.
+  std::vector<std::pair<std::string, int64_t>> pending_events_ ABSL_GUARDED_BY(write_mu_);
+
+  mutable absl::Mutex read_mu_;
+  std::vector<sqlite3*> all_readers_;  // owned; fixed after Open
+  mutable std::vector<sqlite3*> free_readers_ ABSL_GUARDED_BY(read_mu_);
+
+  absl::Mutex listener_mu_;
+  std::shared_ptr<const EventListener> listener_ ABSL_GUARDED_BY(listener_mu_);
+};
+
+}  // namespace oft
+
+#endif  // OFT_SERVER_JOBS_JOB_STORE_H_

@@ -1,0 +1,35 @@
+// Adapts the model's Tokenizer (server/model/tokenizer.h) to the data pipeline's
+// TextEncoder (server/data/batching.h): no special tokens added by Encode; BOS/EOS from
+// the tokenizer (tokenizer_config.json first, see Tokenizer::bos_id()).
+// Thread-safe (Tokenizer is immutable). Does not own the tokenizer.
+#ifndef OFT_SERVER_TRAIN_TEXT_ENCODER_H_
+#define OFT_SERVER_TRAIN_TEXT_ENCODER_H_
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "server/data/batching.h"
+#include "server/model/tokenizer.h"
+
+namespace oft {
+
+class TokenizerTextEncoder : public TextEncoder {
+ public:
+  // `tokenizer` must outlive this object.
+  explicit TokenizerTextEncoder(const Tokenizer& tokenizer) : tokenizer_(tokenizer) {}
+
+  std::vector<int32_t> Encode(absl::string_view text) const override {
+    return tokenizer_.Encode(text, /*add_special_tokens=*/false);
+  }
+  std::optional<int32_t> bos_id() const override { return tokenizer_.bos_id(); }
+  std::optional<int32_t> eos_id() const override { return tokenizer_.eos_id(); }
+
+ private:
+  const Tokenizer& tokenizer_;
+};
+
+}  // namespace oft
+
+#endif  // OFT_SERVER_TRAIN_TEXT_ENCODER_H_

@@ -1,0 +1,166 @@
+// oft_train: trains one OFTv2 adapter from the command line, printing one JSON line per
+// training event on stdout (flushed per line). Used by the resume test and `make demo`.
+//
+//   oft_train --model_dir=DIR --train=train.jsonl [--valid=valid.jsonl] --out=ADAPTER_DIR
+//             [--checkpoint_dir=DIR] [--config=job.json] [--threads=N] [--device=cpu|cuda:0]
+//             [--dtype=fp32|bf16] [--chat_template=NAME] [--adapter_name=NAME]
+//             [--target_modules=q_proj,v_proj|all-linear] [--oft_block_size=32] [--r=0]
+//             [--<any TrainOptions field>=VALUE ...]
+//
+// job.json: {"train_options": {TrainOptions JSON}, "oft_block_size": 32, "r": 0,
+//            "target_modules": [...], "module_dropout": 0.0, "chat_template": "chatml"}.
+// Individual flags override job.json. Exit status: 0 done, 1 error, 2 usage, 3 cancelled
+// (SIGINT/SIGTERM: a checkpoint is written, a rerun resumes).
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <string>
+#include <thread>
+
+#include "ATen/Parallel.h"
+#include "absl/strings/str_split.h"
+#include "nlohmann/json.hpp"
+#include "server/common/file_util.h"
+#include "server/data/chat_template.h"
+#include "server/data/dataset.h"
+#include "server/model/llama.h"
+#include "server/model/tokenizer.h"
+#include "server/train/trainer.h"
+
+namespace {
+
+using Json = nlohmann::json;
+std::atomic<bool> g_cancel{false};
+
+void OnSignal(int) { g_cancel.store(true); }
+
+void PrintError(const absl::Status& st) {
+  Json j;
+  j["kind"] = "error";
+  j["code"] = absl::StatusCodeToString(st.code());
+  j["message"] = std::string(st.message());
+  std::cout << j.dump() << std::endl;
+  std::cerr << "oft_train: " << st << std::endl;
+}
+
+// A flag value as JSON: numbers and booleans as such, anything else a string.
+Json FlagValue(const std::string& v) {
+  Json j = Json::parse(v, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_discarded() && (j.is_number() || j.is_boolean())) return j;
+  return Json(v);
+}
+
+int Main(int argc, char** argv) {
+  std::map<std::string, std::string> flags;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a.rfind("--", 0) != 0) {
+      std::cerr << "unexpected argument " << a << "\n";
+      return 2;
+    }
+    const size_t eq = a.find('=');
+    if (eq == std::string::npos) flags[a.substr(2)] = "true";
+    else flags[a.substr(2, eq - 2)] = a.substr(eq + 1);
+  }
+  auto take = [&](const std::string& k, const std::string& def = "") {
+    auto it = flags.find(k);
+    if (it == flags.end()) return def;
+    std::string v = it->second;
+    flags.erase(it);
+    return v;
+  };
+  const std::string model_dir = take("model_dir"), train_path = take("train"),
+                    valid_path = take("valid"), out_dir = take("out"),
+                    checkpoint_dir = take("checkpoint_dir"), config_path = take("config");
+  const int threads = std::stoi(take("threads", "0"));
+  const std::string device = take("device", "cpu"), dtype = take("dtype", "fp32");
+  if (model_dir.empty() || train_path.empty()) {
+    std::cerr << "usage: oft_train --model_dir=DIR --train=FILE [--valid=FILE] [--out=DIR] "
+                 "[--checkpoint_dir=DIR] [--config=job.json] [--threads=N] [--<option>=V]\n";
+    return 2;
+  }
+  at::set_num_threads(threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency()));
+
+  Json job = Json::object();
+  if (!config_path.empty()) {
+    auto text = oft::ReadFile(config_path);
+    if (!text.ok()) return PrintError(text.status()), 1;
+    job = Json::parse(*text, nullptr, false);
+    if (job.is_discarded() || !job.is_object()) {
+      return PrintError(absl::InvalidArgumentError(config_path + ": not a JSON object")), 1;
+    }
+  }
+  for (const char* k : {"adapter_name", "chat_template", "oft_block_size", "r", "module_dropout",
+                        "target_modules"}) {
+    if (flags.count(k)) job[k] = FlagValue(take(k));
+  }
+  Json topts = job.value("train_options", Json::object());
+  for (auto& [k, v] : flags) topts[k] = FlagValue(v);  // every other flag is a train option
+  auto options = oft::TrainOptionsFromJson(topts.dump());
+  if (!options.ok()) return PrintError(options.status()), 2;
+
+  oft::TrainerParams p;
+  p.options = *options;
+  p.checkpoint_dir = checkpoint_dir;
+  p.base_model_name = model_dir;
+  p.adapter_name = job.value("adapter_name", std::string("default"));
+  p.adapter.oft_block_size = job.value("oft_block_size", int64_t{32});
+  p.adapter.r = job.value("r", int64_t{0});
+  p.adapter.module_dropout = job.value("module_dropout", 0.0);
+  if (job.contains("target_modules")) {
+    const Json& t = job["target_modules"];
+    if (t.is_array()) {
+      for (const auto& x : t) p.targets.target_modules.push_back(x.get<std::string>());
+    } else {
+      p.targets.target_modules = absl::StrSplit(t.get<std::string>(), ',');
+    }
+  } else {
+    p.targets.target_modules = {"all-linear"};
+  }
+
+  oft::LoadOptions lo;
+  lo.device = device;
+  lo.dtype = dtype == "bf16" ? at::kBFloat16 : at::kFloat;
+  auto model = oft::LlamaModel::Load(model_dir, lo);
+  if (!model.ok()) return PrintError(model.status()), 1;
+  auto tokenizer = oft::Tokenizer::FromFile(model_dir + "/tokenizer.json");
+  if (!tokenizer.ok()) return PrintError(tokenizer.status()), 1;
+  if (job.contains("chat_template")) {
+    auto kind = oft::ParseTemplateName(job["chat_template"].get<std::string>());
+    if (!kind.ok()) return PrintError(kind.status()), 2;
+    p.chat_template = *kind;
+  } else if (auto cfg = oft::ReadFile(model_dir + "/tokenizer_config.json"); cfg.ok()) {
+    if (auto kind = oft::DetectTemplate(*cfg); kind.ok()) p.chat_template = *kind;
+  }
+  auto train = oft::ParseJsonlFile(train_path);
+  if (!train.ok()) return PrintError(train.status()), 1;
+  p.train = std::move(*train);
+  if (!valid_path.empty()) {
+    auto valid = oft::ParseJsonlFile(valid_path);
+    if (!valid.ok()) return PrintError(valid.status()), 1;
+    p.valid = std::move(*valid);
+  }
+  p.model = model->get();
+  p.tokenizer = tokenizer->get();
+
+  auto trainer = oft::Trainer::Create(std::move(p));
+  if (!trainer.ok()) return PrintError(trainer.status()), 1;
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  absl::Status st = (*trainer)->Run(
+      [](const oft::TrainEvent& e) { std::cout << oft::TrainEventToJson(e) << std::endl; },
+      &g_cancel);
+  if (absl::IsCancelled(st)) return PrintError(st), 3;
+  if (!st.ok()) return PrintError(st), 1;
+  if (!out_dir.empty()) {
+    st = (*trainer)->SaveAdapter(out_dir);
+    if (!st.ok()) return PrintError(st), 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return Main(argc, argv); }

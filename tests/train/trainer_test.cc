@@ -1,0 +1,369 @@
+// Trainer contract tests on a tiny random Llama built in memory (no fixtures needed).
+#include "server/train/trainer.h"
+
+#include <atomic>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "ATen/ATen.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "tests/train/tiny_model.h"
+
+namespace oft {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::MakeByteTokenizer;
+using testing::MakeTinyModel;
+using testing::RepetitiveRows;
+
+std::string FreshDir(const std::string& name) {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  fs::path p = fs::path(::testing::TempDir()) /
+               absl::StrCat("oft_trainer_", info->test_suite_name(), "_", info->name(), "_", name);
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p.string();
+}
+
+TrainOptions SmallOptions(int64_t steps) {
+  TrainOptions o;
+  o.learning_rate = 0.02;
+  o.schedule = LrSchedule::kConstant;
+  o.batch_size = 4;
+  o.max_seq_len = 64;
+  o.max_steps = steps;
+  o.epochs = 0;
+  o.checkpoint_every = 0;
+  o.seed = 11;
+  return o;
+}
+
+struct Harness {
+  std::unique_ptr<LlamaModel> model = MakeTinyModel();
+  std::unique_ptr<Tokenizer> tokenizer = MakeByteTokenizer();
+  std::unique_ptr<Trainer> trainer;
+  std::vector<TrainEvent> events;
+
+  TrainerParams Params(const TrainOptions& o, std::vector<Example> rows = RepetitiveRows(16),
+                       const std::string& ckpt = "") {
+    TrainerParams p;
+    p.model = model.get();
+    p.tokenizer = tokenizer.get();
+    p.train = std::move(rows);
+    p.options = o;
+    p.adapter.oft_block_size = 8;
+    p.targets.target_modules = {"all-linear"};
+    p.checkpoint_dir = ckpt;
+    return p;
+  }
+  absl::Status Create(TrainerParams p) {
+    auto t = Trainer::Create(std::move(p));
+    if (!t.ok()) return t.status();
+    trainer = std::move(*t);
+    return absl::OkStatus();
+  }
+  absl::Status Go(const std::atomic<bool>* cancel = nullptr,
+                  std::function<void(const TrainEvent&)> extra = nullptr) {
+    return trainer->Run(
+        [&, extra](const TrainEvent& e) {
+          events.push_back(e);
+          if (extra) extra(e);
+        },
+        cancel);
+  }
+  std::map<std::string, at::Tensor> Adapter() const {
+    std::map<std::string, at::Tensor> out;
+    auto params = model->AdapterParameters("default");
+    for (auto& [n, t] : *params) out[n] = t.detach().clone();
+    return out;
+  }
+  std::vector<double> Losses() const {
+    std::vector<double> l;
+    for (const auto& e : events) {
+      if (e.kind == TrainEvent::Kind::kStep) l.push_back(e.loss);
+    }
+    return l;
+  }
+};
+
+bool BitwiseEqual(const std::map<std::string, at::Tensor>& a, const std::map<std::string, at::Tensor>& b) {
+  if (a.size() != b.size()) return false;
+  for (const auto& [n, t] : a) {
+    if (!b.count(n) || !at::equal(t, b.at(n))) return false;
+  }
+  return true;
+}
+
+TEST(TrainerTest, LossDecreasesOnlyAdapterTrainsBaseUntouched) {
+  Harness r;
+  ASSERT_NE(r.model, nullptr);
+  std::map<std::string, at::Tensor> base_before;
+  for (auto& [n, t] : r.model->BaseTensors()) base_before[n] = t.clone();
+  ASSERT_TRUE(r.Create(r.Params(SmallOptions(30))).ok());
+  ASSERT_TRUE(r.Go().ok());
+  const auto losses = r.Losses();
+  ASSERT_EQ(losses.size(), 30u);
+  const double first = (losses[0] + losses[1] + losses[2]) / 3;
+  const double last = (losses[27] + losses[28] + losses[29]) / 3;
+  EXPECT_LT(last, first * 0.9) << "first " << first << " last " << last;
+
+  // Base weights: bitwise unchanged, never require grad, never got a gradient.
+  for (auto& [n, t] : r.model->BaseTensors()) {
+    EXPECT_TRUE(at::equal(t, base_before.at(n))) << n;
+    EXPECT_FALSE(t.requires_grad()) << n;
+    EXPECT_FALSE(t.grad().defined()) << n;
+  }
+  // Every adapter parameter trains (it started at zero, R = I).
+  for (auto& [n, t] : r.Adapter()) {
+    EXPECT_GT(t.abs().max().item<double>(), 0) << n;
+    EXPECT_TRUE(r.model->AdapterParameters("default")->at(n).requires_grad()) << n;
+  }
+  // Step events carry the fields users watch.
+  const TrainEvent& s = r.events[r.events.size() - 3];
+  EXPECT_EQ(s.kind, TrainEvent::Kind::kStep);
+  EXPECT_EQ(s.total_steps, 30);
+  EXPECT_GT(s.tokens_per_second, 0);
+  EXPECT_GT(s.grad_norm, 0);
+  EXPECT_DOUBLE_EQ(s.learning_rate, 0.02);
+  EXPECT_EQ(r.events.back().kind, TrainEvent::Kind::kDone);
+  EXPECT_EQ(r.trainer->metrics().steps_completed, 30);
+}
+
+TEST(TrainerTest, GradAccumulationEqualsBiggerBatch) {
+  auto opts = SmallOptions(3);
+  opts.adam_eps = 1e-2;  // keeps the update a smooth function of the gradient
+  Harness a, b;
+  auto oa = opts;
+  oa.batch_size = 2;
+  oa.grad_accum_steps = 1;
+  auto ob = opts;
+  ob.batch_size = 1;
+  ob.grad_accum_steps = 2;
+  ASSERT_TRUE(a.Create(a.Params(oa)).ok());
+  ASSERT_TRUE(b.Create(b.Params(ob)).ok());
+  ASSERT_TRUE(a.Go().ok());
+  ASSERT_TRUE(b.Go().ok());
+  auto pa = a.Adapter(), pb = b.Adapter();
+  for (auto& [n, t] : pa) {
+    EXPECT_TRUE(at::allclose(t, pb.at(n), 1e-4, 1e-6)) << n << " max diff "
+                                                      << (t - pb.at(n)).abs().max().item<double>();
+  }
+  const auto la = a.Losses(), lb = b.Losses();
+  for (size_t i = 0; i < la.size(); ++i) EXPECT_NEAR(la[i], lb[i], 1e-5);
+}
+
+TEST(TrainerTest, SameSeedGivesBitwiseIdenticalAdapter) {
+  auto opts = SmallOptions(5);
+  Harness a, b, c;
+  auto pa = a.Params(opts), pb = b.Params(opts);
+  pa.adapter.module_dropout = pb.adapter.module_dropout = 0.25;  // uses the RNG
+  pa.adapter.init_weights = pb.adapter.init_weights = false;
+  ASSERT_TRUE(a.Create(pa).ok());
+  ASSERT_TRUE(b.Create(pb).ok());
+  ASSERT_TRUE(a.Go().ok());
+  ASSERT_TRUE(b.Go().ok());
+  EXPECT_TRUE(BitwiseEqual(a.Adapter(), b.Adapter()));
+  opts.seed = 12;
+  auto pc = c.Params(opts);
+  pc.adapter.module_dropout = 0.25;
+  pc.adapter.init_weights = false;
+  ASSERT_TRUE(c.Create(pc).ok());
+  ASSERT_TRUE(c.Go().ok());
+  EXPECT_FALSE(BitwiseEqual(a.Adapter(), c.Adapter()));
+}
+
+TEST(TrainerTest, ResumeAfterCancelIsExact) {
+  const std::string dir = FreshDir("ckpt");
+  auto opts = SmallOptions(7);
+  opts.checkpoint_every = 2;
+  Harness full;
+  ASSERT_TRUE(full.Create(full.Params(opts)).ok());
+  ASSERT_TRUE(full.Go().ok());
+
+  Harness first;
+  ASSERT_TRUE(first.Create(first.Params(opts, RepetitiveRows(16), dir)).ok());
+  std::atomic<bool> cancel{false};
+  absl::Status st = first.Go(&cancel, [&](const TrainEvent& e) {
+    if (e.kind == TrainEvent::Kind::kStep && e.step == 3) cancel = true;
+  });
+  EXPECT_EQ(st.code(), absl::StatusCode::kCancelled) << st;
+  // Honoured before the next step: no step 4 ran, and step 3 was checkpointed.
+  EXPECT_EQ(first.Losses().size(), 3u);
+  EXPECT_TRUE(fs::exists(fs::path(dir) / "step-3" / "state.json"));
+
+  Harness second;
+  ASSERT_TRUE(second.Create(second.Params(opts, RepetitiveRows(16), dir)).ok());
+  ASSERT_TRUE(second.Go().ok());
+  ASSERT_FALSE(second.events.empty());
+  EXPECT_TRUE(absl::StrContains(second.events[0].message, "resumed from checkpoint")) << second.events[0].message;
+  EXPECT_EQ(second.Losses().size(), 4u);
+  EXPECT_TRUE(BitwiseEqual(full.Adapter(), second.Adapter()));
+  // keep_checkpoints = 2: only the newest two remain.
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(dir)) n += absl::StartsWith(e.path().filename().string(), "step-");
+  EXPECT_EQ(n, 2);
+}
+
+TEST(TrainerTest, ResumeWithOtherOptionsOrDataIsRefused) {
+  const std::string dir = FreshDir("ckpt");
+  auto opts = SmallOptions(2);
+  Harness first;
+  ASSERT_TRUE(first.Create(first.Params(opts, RepetitiveRows(16), dir)).ok());
+  ASSERT_TRUE(first.Go().ok());
+
+  auto other = opts;
+  other.learning_rate = 0.5;
+  Harness second;
+  ASSERT_TRUE(second.Create(second.Params(other, RepetitiveRows(16), dir)).ok());
+  absl::Status st = second.Go();
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(st.message(), "learning_rate (checkpoint 0.02, now 0.5)")) << st;
+
+  Harness third;
+  ASSERT_TRUE(third.Create(third.Params(opts, RepetitiveRows(12), dir)).ok());
+  st = third.Go();
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(st.message(), "different training/validation data")) << st;
+}
+
+TEST(TrainerTest, NonFiniteLossStopsAndKeepsLastGoodCheckpoint) {
+  const std::string dir = FreshDir("ckpt");
+  auto opts = SmallOptions(8);
+  opts.checkpoint_every = 2;
+  Harness r;
+  auto p = r.Params(opts, RepetitiveRows(16), dir);
+  p.inject_nan_for_testing = [](int64_t step) { return step == 5; };
+  ASSERT_TRUE(r.Create(p).ok());
+  absl::Status st = r.Go();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInternal);
+  EXPECT_TRUE(absl::StartsWith(st.message(), "non-finite loss at step 5")) << st;
+  EXPECT_TRUE(absl::StrContains(st.message(), "step-4")) << st;
+  EXPECT_TRUE(fs::exists(fs::path(dir) / "step-4"));
+  EXPECT_FALSE(fs::exists(fs::path(dir) / "step-5"));
+  for (auto& [n, t] : r.Adapter()) EXPECT_TRUE(at::isfinite(t).all().item<bool>()) << n;
+
+  // The last good checkpoint loads and training finishes from it.
+  Harness again;
+  ASSERT_TRUE(again.Create(again.Params(opts, RepetitiveRows(16), dir)).ok());
+  ASSERT_TRUE(again.Go().ok());
+  EXPECT_TRUE(absl::StrContains(again.events[0].message, "step-4")) << again.events[0].message;
+  EXPECT_EQ(again.Losses().size(), 4u);
+}
+
+TEST(TrainerTest, EarlyStoppingAndSelectBest) {
+  auto opts = SmallOptions(40);
+  opts.learning_rate = 0.2;  // large on purpose: the eval loss soon stops improving
+  opts.eval_every = 1;
+  opts.early_stopping_patience = 2;
+  opts.select_best = true;
+  Harness r;
+  auto p = r.Params(opts, RepetitiveRows(16));
+  p.valid = RepetitiveRows(6);
+  for (auto& v : p.valid) v.text = "sat on the cat mat dog " + v.text;
+  ASSERT_TRUE(r.Create(p).ok());
+  std::map<int64_t, std::map<std::string, at::Tensor>> snapshots;
+  absl::Status st = r.Go(nullptr, [&](const TrainEvent& e) {
+    if (e.kind == TrainEvent::Kind::kEval) snapshots[e.step] = r.Adapter();
+  });
+  ASSERT_TRUE(st.ok()) << st;
+  const TrainMetrics& m = r.trainer->metrics();
+  ASSERT_TRUE(m.stopped_early);
+  EXPECT_LT(m.steps_completed, 40);
+  double best = 1e30;
+  int64_t best_step = 0;
+  std::vector<double> evals;
+  for (const auto& e : r.events) {
+    if (e.kind != TrainEvent::Kind::kEval) continue;
+    evals.push_back(e.eval_loss);
+    if (e.eval_loss < best) best = e.eval_loss, best_step = e.step;
+  }
+  EXPECT_EQ(m.best_eval_loss, best);
+  EXPECT_EQ(m.best_step, best_step);
+  EXPECT_EQ(m.result_step, best_step);
+  EXPECT_EQ(m.steps_completed, best_step + 2);  // patience 2
+  EXPECT_TRUE(BitwiseEqual(r.Adapter(), snapshots.at(best_step)));
+  EXPECT_FALSE(BitwiseEqual(r.Adapter(), snapshots.at(m.steps_completed)));
+}
+
+TEST(TrainerTest, HeldOutFractionAndPackingAndActivationCheckpointing) {
+  auto opts = SmallOptions(3);
+  opts.eval_fraction = 0.25;
+  opts.eval_every = 3;
+  opts.pack = true;
+  opts.adam_eps = 1e-2;
+  Harness a, b;
+  ASSERT_TRUE(a.Create(a.Params(opts)).ok());
+  ASSERT_TRUE(a.Go().ok());
+  // 4 of 16 rows held out; two rows do not fit one 64-token sequence, so 4 sequences.
+  EXPECT_EQ(a.trainer->metrics().eval_sequences, 4);
+  EXPECT_EQ(a.trainer->metrics().train_sequences, 12);
+  EXPECT_GT(a.trainer->metrics().last_eval_loss, 0);
+  opts.activation_checkpointing = true;
+  ASSERT_TRUE(b.Create(b.Params(opts)).ok());
+  ASSERT_TRUE(b.Go().ok());
+  auto pa = a.Adapter(), pb = b.Adapter();
+  for (auto& [n, t] : pa) EXPECT_TRUE(at::allclose(t, pb.at(n), 1e-5, 1e-7)) << n;
+}
+
+TEST(TrainerTest, BadInputsAreRejected) {
+  Harness r;
+  auto opts = SmallOptions(3);
+  opts.learning_rate = -3;
+  auto st = Trainer::Create(r.Params(opts)).status();
+  EXPECT_EQ(st.message(), "learning_rate must be in (0, 1], got -3");
+  EXPECT_EQ(Trainer::Create(r.Params(SmallOptions(3), {})).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  auto noeval = SmallOptions(3);
+  noeval.eval_every = 2;
+  EXPECT_EQ(Trainer::Create(r.Params(noeval)).status().message(),
+            "eval_every > 0 needs a validation set or eval_fraction > 0");
+  ASSERT_TRUE(r.Create(r.Params(SmallOptions(3))).ok());
+  EXPECT_EQ(Trainer::Create(r.Params(SmallOptions(3))).status().code(),
+            absl::StatusCode::kAlreadyExists);
+}
+
+// The two model changes the trainer relies on.
+TEST(ModelForTrainingTest, DocumentIdsIsolatePackedDocuments) {
+  auto model = MakeTinyModel();
+  auto doc_a = at::tensor(std::vector<int64_t>{5, 6, 7, 8}).view({1, 4});
+  auto doc_b = at::tensor(std::vector<int64_t>{9, 10, 11}).view({1, 3});
+  auto packed = at::cat({doc_a, doc_b}, 1);
+  ForwardOptions fo;
+  fo.position_ids = at::tensor(std::vector<int64_t>{0, 1, 2, 3, 0, 1, 2}).view({1, 7});
+  fo.document_ids = at::tensor(std::vector<int64_t>{0, 0, 0, 0, 1, 1, 1}).view({1, 7});
+  auto both = model->Forward(packed, fo);
+  auto alone_b = model->Forward(doc_b);
+  EXPECT_TRUE(at::allclose(both.narrow(1, 4, 3), alone_b, 1e-5, 1e-5));
+  EXPECT_TRUE(at::allclose(both.narrow(1, 0, 4), model->Forward(doc_a), 1e-5, 1e-5));
+  // Undefined document_ids: unchanged behaviour (doc b sees doc a).
+  ForwardOptions plain;
+  plain.position_ids = fo.position_ids;
+  EXPECT_FALSE(at::allclose(model->Forward(packed, plain).narrow(1, 4, 3), alone_b, 1e-5, 1e-5));
+}
+
+TEST(ModelForTrainingTest, WeightCentricMatchesInputCentric) {
+  auto model = MakeTinyModel();
+  OftConfig c;
+  c.oft_block_size = 8;
+  c.init_weights = false;
+  TargetSpec t;
+  t.target_modules = {"all-linear"};
+  ASSERT_TRUE(model->AddAdapter("a", c, t).ok());
+  ASSERT_TRUE(model->SetActiveAdapters({"a"}).ok());
+  auto ids = at::tensor(std::vector<int64_t>{1, 50, 99, 200, 3}).view({1, 5});
+  auto ic = model->Forward(ids);
+  model->set_oft_compute(OftCompute::kWeightCentric);
+  auto wc = model->Forward(ids);
+  EXPECT_TRUE(at::allclose(ic, wc, 1e-4, 1e-4)) << (ic - wc).abs().max().item<double>();
+  ASSERT_TRUE(model->SetActiveAdapters({}).ok());
+  auto base = model->Forward(ids);
+  EXPECT_FALSE(at::allclose(ic, base, 1e-4, 1e-4));
+}
+
+}  // namespace
+}  // namespace oft
