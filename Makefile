@@ -18,12 +18,15 @@ build: configure
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 900
 
-# Until the gRPC service exists, the main job is the OFTv2 layer benchmark (CPU).
+# The main job on the embedded default model: base generation, an OFTv2 finetune on the
+# sample dataset with live progress, the PEFT artifact, generation with the adapter.
 demo: build
-	$(BUILD_DIR)/bench/oft_layer_bench --device=cpu
+	scripts/demo.sh $(BUILD_DIR)
 
 bench: build
 	$(BUILD_DIR)/bench/oft_layer_bench --device=cpu --reps=7
+	$(BUILD_DIR)/bench/model_bench --model_dir=models/default
+	$(BUILD_DIR)/bench/train_step_bench
 
 gpu-check:
 	scripts/gpu_check.sh

@@ -9,6 +9,7 @@
 // Usage: model_bench [--model_dir=models/default] [--device=cpu] [--batch=4] [--seq=256]
 //                    [--reps=5] [--threads=N] [--block=32]
 #include <algorithm>
+#include <cstdlib>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -19,6 +20,7 @@
 #include "ATen/ATen.h"
 #include "ATen/Parallel.h"
 #include "ATen/core/grad_mode.h"
+#include "server/common/runtime.h"
 #include "server/model/llama.h"
 #include "torch/autograd.h"
 
@@ -57,7 +59,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  at::set_num_threads(threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency()));
+  oft::ConfigureCpuRuntime(threads);
 
   struct Variant {
     const char* base;

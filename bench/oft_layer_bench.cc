@@ -22,6 +22,7 @@
 #include "ATen/ATen.h"
 #include "ATen/Parallel.h"
 #include "bench/memory_tracker.h"
+#include "server/common/runtime.h"
 #include "server/oft/oft_linear.h"
 #include "server/oft/ops.h"
 #include "torch/autograd.h"
@@ -131,8 +132,7 @@ int main(int argc, char** argv) {
                             : a.dtype == "fp16" ? at::kHalf
                                                 : at::kFloat;
   // Thread count is set explicitly (all cores by default).
-  at::set_num_threads(a.threads > 0 ? a.threads
-                                    : static_cast<int>(std::thread::hardware_concurrency()));
+  oft::ConfigureCpuRuntime(a.threads);
   if (!cuda) oft::bench::InstallCpuMemoryTracker();
   const c10::Device dev(cuda ? c10::kCUDA : c10::kCPU, cuda ? 0 : -1);
   const auto opts = at::TensorOptions().device(dev).dtype(dt);

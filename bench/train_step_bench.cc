@@ -34,6 +34,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "bench/memory_tracker.h"
+#include "server/common/runtime.h"
 #include "server/model/llama.h"
 #include "server/oft/ops.h"
 #include "torch/optim/adamw.h"
@@ -143,8 +144,7 @@ int main(int argc, char** argv) {
   a.batch = pick(a.batch, 1, 4, cuda);
   a.seq = pick(a.seq, 256, 1024, cuda);
   const at::ScalarType dt = a.dtype == "bf16" ? at::kBFloat16 : at::kFloat;
-  at::set_num_threads(a.threads > 0 ? a.threads
-                                    : static_cast<int>(std::thread::hardware_concurrency()));
+  oft::ConfigureCpuRuntime(a.threads);
   if (!cuda) oft::bench::InstallCpuMemoryTracker();
   const c10::Device dev(cuda ? c10::kCUDA : c10::kCPU, cuda ? 0 : -1);
 

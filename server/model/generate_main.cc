@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ATen/Parallel.h"
+#include "server/common/runtime.h"
 #include "server/artifacts/peft_format.h"
 #include "server/model/generate.h"
 #include "server/model/llama.h"
@@ -85,7 +86,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: oft_generate --model_dir=DIR [--adapter_dir=DIR] PROMPT...\n");
     return 2;
   }
-  at::set_num_threads(threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency()));
+  oft::ConfigureCpuRuntime(threads);
   oft::LoadOptions lo;
   lo.quantize_nf4 = nf4;
   auto model = oft::LlamaModel::Load(model_dir, lo);

@@ -22,6 +22,7 @@
 #include "ATen/Parallel.h"
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
+#include "server/common/runtime.h"
 #include "server/common/file_util.h"
 #include "server/data/chat_template.h"
 #include "server/data/dataset.h"
@@ -81,7 +82,7 @@ int Main(int argc, char** argv) {
                  "[--checkpoint_dir=DIR] [--config=job.json] [--threads=N] [--<option>=V]\n";
     return 2;
   }
-  at::set_num_threads(threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency()));
+  oft::ConfigureCpuRuntime(threads);
 
   Json job = Json::object();
   if (!config_path.empty()) {
@@ -98,6 +99,9 @@ int Main(int argc, char** argv) {
   }
   Json topts = job.value("train_options", Json::object());
   for (auto& [k, v] : flags) topts[k] = FlagValue(v);  // every other flag is a train option
+  // Naming only one of max_steps / epochs selects it (the other defaults to 0).
+  if (topts.contains("max_steps") && !topts.contains("epochs")) topts["epochs"] = 0;
+  if (topts.contains("epochs") && !topts.contains("max_steps")) topts["max_steps"] = 0;
   auto options = oft::TrainOptionsFromJson(topts.dump());
   if (!options.ok()) return PrintError(options.status()), 2;
 
