@@ -4,6 +4,7 @@
 
 #include "ATen/ATen.h"
 #include "ATen/core/dispatch/Dispatcher.h"
+#include "server/oft/ops_cpu.h"
 #include "server/oft/ops_reference.h"
 #include "torch/autograd.h"
 #include "torch/library.h"
@@ -137,8 +138,8 @@ TORCH_LIBRARY(oft, m) {
 TORCH_LIBRARY_IMPL(oft, CPU, m) {
   m.impl("build_rotation", &oft::reference::BuildRotationForward);
   m.impl("build_rotation_backward", &oft::reference::BuildRotationBackward);
-  m.impl("block_rotate", &oft::reference::BlockRotateForward);
-  m.impl("block_rotate_backward", &oft::reference::BlockRotateBackward);
+  m.impl("block_rotate", &oft::cpu::BlockRotateForward);
+  m.impl("block_rotate_backward", &oft::cpu::BlockRotateBackward);
 }
 
 TORCH_LIBRARY_IMPL(oft, Autograd, m) {

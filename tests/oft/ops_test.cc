@@ -4,6 +4,8 @@
 #include <torch/torch.h>
 
 #include "server/oft/ops.h"
+#include "server/oft/ops_cpu.h"
+#include "server/oft/ops_reference.h"
 
 namespace oft {
 namespace {
@@ -207,6 +209,33 @@ TEST(OftOps, BadArgumentsThrowWithAClearMessage) {
     FAIL() << "expected an error";
   } catch (const c10::Error& e) {
     EXPECT_NE(std::string(e.what()).find("packed must be [rows, 6] for block size 4"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace oft
+
+namespace oft {
+namespace {
+
+TEST(OftOps, CpuKernelsMatchTheReference) {
+  for (auto dt : {torch::kFloat64, torch::kFloat32, torch::kBFloat16}) {
+    for (int64_t rows : {1, 6}) {
+      torch::manual_seed(rows);
+      auto x = torch::randn({3, 7, 48}).to(dt);
+      auto r = torch::randn({rows, 8, 8}, dt == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32);
+      auto g = torch::randn({3, 7, 48}).to(dt);
+      const double tol = dt == torch::kFloat64 ? 1e-12 : dt == torch::kFloat32 ? 1e-4 : 5e-2;
+      auto y = cpu::BlockRotateForward(x, r);
+      auto y_ref = reference::BlockRotateForward(x, r);
+      EXPECT_EQ(y.scalar_type(), dt);
+      EXPECT_LT(MaxAbs(y.to(torch::kFloat64), y_ref.to(torch::kFloat64)), tol);
+      auto [gx, gr] = cpu::BlockRotateBackward(g, x, r, true, true);
+      auto [gx_ref, gr_ref] = reference::BlockRotateBackward(g, x, r, true, true);
+      EXPECT_LT(MaxAbs(gx.to(torch::kFloat64), gx_ref.to(torch::kFloat64)), tol);
+      EXPECT_LT(MaxAbs(gr.to(torch::kFloat64), gr_ref.to(torch::kFloat64)), tol * 10);
+      EXPECT_EQ(gr.scalar_type(), r.scalar_type());
+    }
   }
 }
 
