@@ -20,20 +20,12 @@
 #include "ATen/ATen.h"
 #include "ATen/Parallel.h"
 #include "ATen/core/grad_mode.h"
+#include "server/common/flags.h"
 #include "server/common/runtime.h"
 #include "server/model/llama.h"
 #include "torch/autograd.h"
 
 namespace {
-
-bool Flag(const char* arg, const char* name, std::string* value) {
-  const size_t n = std::strlen(name);
-  if (std::strncmp(arg, name, n) == 0 && arg[n] == '=') {
-    *value = arg + n + 1;
-    return true;
-  }
-  return false;
-}
 
 double NowMs() {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch())
@@ -47,13 +39,13 @@ int main(int argc, char** argv) {
   int64_t batch = 4, seq = 256, block = 32;
   int reps = 5, threads = 0;
   for (int i = 1; i < argc; ++i) {
-    if (Flag(argv[i], "--model_dir", &v)) model_dir = v;
-    else if (Flag(argv[i], "--device", &v)) device = v;
-    else if (Flag(argv[i], "--batch", &v)) batch = std::stoll(v);
-    else if (Flag(argv[i], "--seq", &v)) seq = std::stoll(v);
-    else if (Flag(argv[i], "--reps", &v)) reps = std::max(1, std::stoi(v));
-    else if (Flag(argv[i], "--threads", &v)) threads = std::stoi(v);
-    else if (Flag(argv[i], "--block", &v)) block = std::stoll(v);
+    if (oft::ParseFlag(argv[i], "--model_dir", &v)) model_dir = v;
+    else if (oft::ParseFlag(argv[i], "--device", &v)) device = v;
+    else if (oft::ParseFlag(argv[i], "--batch", &v)) batch = std::stoll(v);
+    else if (oft::ParseFlag(argv[i], "--seq", &v)) seq = std::stoll(v);
+    else if (oft::ParseFlag(argv[i], "--reps", &v)) reps = std::max(1, std::stoi(v));
+    else if (oft::ParseFlag(argv[i], "--threads", &v)) threads = std::stoi(v);
+    else if (oft::ParseFlag(argv[i], "--block", &v)) block = std::stoll(v);
     else {
       std::fprintf(stderr, "unknown argument %s\n", argv[i]);
       return 2;

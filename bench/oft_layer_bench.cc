@@ -22,6 +22,7 @@
 #include "ATen/ATen.h"
 #include "ATen/Parallel.h"
 #include "bench/memory_tracker.h"
+#include "server/common/flags.h"
 #include "server/common/runtime.h"
 #include "server/oft/oft_linear.h"
 #include "server/oft/ops.h"
@@ -49,15 +50,6 @@ std::vector<int64_t> ParseList(const char* s) {
     if (*p == ',') ++p;
   }
   return out;
-}
-
-bool Flag(const char* arg, const char* name, const char** value) {
-  const size_t n = std::strlen(name);
-  if (std::strncmp(arg, name, n) == 0 && arg[n] == '=') {
-    *value = arg + n + 1;
-    return true;
-  }
-  return false;
 }
 
 void Sync(const c10::Device& dev) {
@@ -108,13 +100,13 @@ int main(int argc, char** argv) {
   Args a;
   for (int i = 1; i < argc; ++i) {
     const char* v;
-    if (Flag(argv[i], "--device", &v)) a.device = v;
-    else if (Flag(argv[i], "--dtype", &v)) a.dtype = v;
-    else if (Flag(argv[i], "--tokens", &v)) a.tokens = ParseList(v);
-    else if (Flag(argv[i], "--d", &v)) a.d = std::atoll(v);
-    else if (Flag(argv[i], "--block", &v)) a.block = std::atoll(v);
-    else if (Flag(argv[i], "--reps", &v)) a.reps = std::max(1, std::atoi(v));
-    else if (Flag(argv[i], "--threads", &v)) a.threads = std::atoi(v);
+    if (oft::ParseFlag(argv[i], "--device", &v)) a.device = v;
+    else if (oft::ParseFlag(argv[i], "--dtype", &v)) a.dtype = v;
+    else if (oft::ParseFlag(argv[i], "--tokens", &v)) a.tokens = ParseList(v);
+    else if (oft::ParseFlag(argv[i], "--d", &v)) a.d = std::atoll(v);
+    else if (oft::ParseFlag(argv[i], "--block", &v)) a.block = std::atoll(v);
+    else if (oft::ParseFlag(argv[i], "--reps", &v)) a.reps = std::max(1, std::atoi(v));
+    else if (oft::ParseFlag(argv[i], "--threads", &v)) a.threads = std::atoi(v);
     else {
       std::fprintf(stderr, "unknown argument %s\n", argv[i]);
       return 2;

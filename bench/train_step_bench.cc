@@ -34,6 +34,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "bench/memory_tracker.h"
+#include "server/common/flags.h"
 #include "server/common/runtime.h"
 #include "server/model/llama.h"
 #include "server/oft/ops.h"
@@ -50,15 +51,6 @@ struct Args {
   int64_t batch = 0, seq = 0, block = 32;
   int reps = 3, threads = 0;
 };
-
-bool Flag(const char* arg, const char* name, const char** value) {
-  const size_t n = std::strlen(name);
-  if (std::strncmp(arg, name, n) == 0 && arg[n] == '=') {
-    *value = arg + n + 1;
-    return true;
-  }
-  return false;
-}
 
 void Sync(const c10::Device& dev) {
 #ifdef OFT_WITH_CUDA
@@ -107,21 +99,21 @@ int main(int argc, char** argv) {
   Args a;
   for (int i = 1; i < argc; ++i) {
     const char* v;
-    if (Flag(argv[i], "--model_dir", &v)) a.model_dir = v;
-    else if (Flag(argv[i], "--device", &v)) a.device = v;
-    else if (Flag(argv[i], "--dtype", &v)) a.dtype = v;
-    else if (Flag(argv[i], "--impls", &v)) a.impls = v;
-    else if (Flag(argv[i], "--hidden", &v)) a.hidden = std::atoll(v);
-    else if (Flag(argv[i], "--intermediate", &v)) a.intermediate = std::atoll(v);
-    else if (Flag(argv[i], "--layers", &v)) a.layers = std::atoll(v);
-    else if (Flag(argv[i], "--heads", &v)) a.heads = std::atoll(v);
-    else if (Flag(argv[i], "--kv_heads", &v)) a.kv_heads = std::atoll(v);
-    else if (Flag(argv[i], "--vocab", &v)) a.vocab = std::atoll(v);
-    else if (Flag(argv[i], "--batch", &v)) a.batch = std::atoll(v);
-    else if (Flag(argv[i], "--seq", &v)) a.seq = std::atoll(v);
-    else if (Flag(argv[i], "--block", &v)) a.block = std::atoll(v);
-    else if (Flag(argv[i], "--reps", &v)) a.reps = std::max(1, std::atoi(v));
-    else if (Flag(argv[i], "--threads", &v)) a.threads = std::atoi(v);
+    if (oft::ParseFlag(argv[i], "--model_dir", &v)) a.model_dir = v;
+    else if (oft::ParseFlag(argv[i], "--device", &v)) a.device = v;
+    else if (oft::ParseFlag(argv[i], "--dtype", &v)) a.dtype = v;
+    else if (oft::ParseFlag(argv[i], "--impls", &v)) a.impls = v;
+    else if (oft::ParseFlag(argv[i], "--hidden", &v)) a.hidden = std::atoll(v);
+    else if (oft::ParseFlag(argv[i], "--intermediate", &v)) a.intermediate = std::atoll(v);
+    else if (oft::ParseFlag(argv[i], "--layers", &v)) a.layers = std::atoll(v);
+    else if (oft::ParseFlag(argv[i], "--heads", &v)) a.heads = std::atoll(v);
+    else if (oft::ParseFlag(argv[i], "--kv_heads", &v)) a.kv_heads = std::atoll(v);
+    else if (oft::ParseFlag(argv[i], "--vocab", &v)) a.vocab = std::atoll(v);
+    else if (oft::ParseFlag(argv[i], "--batch", &v)) a.batch = std::atoll(v);
+    else if (oft::ParseFlag(argv[i], "--seq", &v)) a.seq = std::atoll(v);
+    else if (oft::ParseFlag(argv[i], "--block", &v)) a.block = std::atoll(v);
+    else if (oft::ParseFlag(argv[i], "--reps", &v)) a.reps = std::max(1, std::atoi(v));
+    else if (oft::ParseFlag(argv[i], "--threads", &v)) a.threads = std::atoi(v);
     else {
       std::fprintf(stderr, "unknown argument %s\n", argv[i]);
       return 2;

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -17,7 +18,8 @@ namespace oft {
 absl::Status ErrnoStatus(int err, absl::string_view what) {
   const std::string msg = absl::StrCat(what, ": ", std::strerror(err));
   switch (err) {
-    case ENOENT: return absl::NotFoundError(msg);
+    case ENOENT:
+    case ENOTDIR: return absl::NotFoundError(msg);
     case ENOSPC:
     case EDQUOT: return absl::ResourceExhaustedError(msg);
     case EACCES:
@@ -52,7 +54,8 @@ absl::Status WriteFileAtomic(const std::string& path,
   ByteSink sink = [&](const void* data, size_t size) -> absl::Status {
     const char* p = static_cast<const char*>(data);
     while (size > 0) {
-      const ssize_t n = ::write(fd, p, size);
+      // Linux caps a single write at ~2 GiB.
+      const ssize_t n = ::write(fd, p, std::min<size_t>(size, size_t{1} << 30));
       if (n < 0) {
         if (errno == EINTR) continue;
         return ErrnoStatus(errno, absl::StrCat("write ", tmp));
@@ -78,38 +81,50 @@ absl::Status WriteFileAtomic(const std::string& path, absl::string_view contents
       path, [&](const ByteSink& sink) { return sink(contents.data(), contents.size()); }, mode);
 }
 
-absl::StatusOr<std::string> ReadFile(const std::string& path, size_t max_bytes) {
+namespace {
+
+// Streams the file through `chunk` in 64 KiB pieces; stops early when `chunk` fails.
+absl::Status ReadChunks(const std::string& path, size_t max_bytes,
+                        const std::function<absl::Status(const char*, size_t)>& chunk) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus(errno, absl::StrCat("open ", path));
+  absl::Status status;
   struct stat st;
   if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    return ErrnoStatus(err, absl::StrCat("stat ", path));
-  }
-  if (static_cast<size_t>(st.st_size) > max_bytes) {
-    ::close(fd);
-    return absl::FailedPreconditionError(
+    status = ErrnoStatus(errno, absl::StrCat("stat ", path));
+  } else if (static_cast<size_t>(st.st_size) > max_bytes) {
+    status = absl::FailedPreconditionError(
         absl::StrCat(path, " is ", st.st_size, " bytes, over the limit of ", max_bytes));
   }
-  std::string out;
   char buf[1 << 16];
-  for (;;) {
+  size_t total = 0;
+  while (status.ok()) {
     const ssize_t n = ::read(fd, buf, sizeof(buf));
     if (n < 0) {
       if (errno == EINTR) continue;
-      const int err = errno;
-      ::close(fd);
-      return ErrnoStatus(err, absl::StrCat("read ", path));
-    }
-    if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
-    if (out.size() > max_bytes) {
-      ::close(fd);
-      return absl::FailedPreconditionError(absl::StrCat(path, " is over the limit of ", max_bytes, " bytes"));
+      status = ErrnoStatus(errno, absl::StrCat("read ", path));
+    } else if (n == 0) {
+      break;
+    } else if ((total += static_cast<size_t>(n)) > max_bytes) {
+      status = absl::FailedPreconditionError(
+          absl::StrCat(path, " is over the limit of ", max_bytes, " bytes"));
+    } else {
+      status = chunk(buf, static_cast<size_t>(n));
     }
   }
   ::close(fd);
+  return status;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> ReadFile(const std::string& path, size_t max_bytes) {
+  std::string out;
+  absl::Status s = ReadChunks(path, max_bytes, [&](const char* data, size_t n) {
+    out.append(data, n);
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return s;
   return out;
 }
 
@@ -143,22 +158,12 @@ std::string Sha256Hex(absl::string_view bytes) {
 }
 
 absl::StatusOr<std::string> Sha256File(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus(errno, absl::StrCat("open ", path));
   Sha256 h;
-  char buf[1 << 16];
-  for (;;) {
-    const ssize_t n = ::read(fd, buf, sizeof(buf));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
-      ::close(fd);
-      return ErrnoStatus(err, absl::StrCat("read ", path));
-    }
-    if (n == 0) break;
-    h.Update(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
+  absl::Status s = ReadChunks(path, ~size_t{0}, [&](const char* data, size_t n) {
+    h.Update(data, n);
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return s;
   return h.HexDigest();
 }
 

@@ -1,5 +1,7 @@
 #include "server/model/checkpoint.h"
 
+#include "server/common/file_util.h"
+
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -23,7 +25,7 @@ absl::StatusOr<bool> IsRegularFile(const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
     if (errno == ENOENT) return false;
-    return internal::ErrnoStatus(errno, absl::StrCat("stat ", path));
+    return ErrnoStatus(errno, absl::StrCat("stat ", path));
   }
   return S_ISREG(st.st_mode);
 }

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ATen/Parallel.h"
+#include "server/common/flags.h"
 #include "server/common/runtime.h"
 #include "server/artifacts/peft_format.h"
 #include "server/model/generate.h"
@@ -22,15 +23,6 @@
 #include "server/model/tokenizer.h"
 
 namespace {
-
-bool Flag(const char* arg, const char* name, std::string* value) {
-  const size_t n = std::strlen(name);
-  if (std::strncmp(arg, name, n) == 0 && arg[n] == '=') {
-    *value = arg + n + 1;
-    return true;
-  }
-  return false;
-}
 
 std::string Unescape(const std::string& s) {
   std::string out;
@@ -61,15 +53,15 @@ int main(int argc, char** argv) {
   std::vector<std::string> prompts;
   try {
     for (int i = 1; i < argc; ++i) {
-      if (Flag(argv[i], "--model_dir", &v)) model_dir = v;
-      else if (Flag(argv[i], "--adapter_dir", &v)) adapter_dir = v;
-      else if (Flag(argv[i], "--max_tokens", &v)) o.max_tokens = std::stoll(v);
-      else if (Flag(argv[i], "--temperature", &v)) o.temperature = std::stod(v);
-      else if (Flag(argv[i], "--top_p", &v)) o.top_p = std::stod(v);
-      else if (Flag(argv[i], "--top_k", &v)) o.top_k = std::stoll(v);
-      else if (Flag(argv[i], "--seed", &v)) o.seed = std::stoull(v);
-      else if (Flag(argv[i], "--stop", &v)) o.stop_strings.push_back(Unescape(v));
-      else if (Flag(argv[i], "--threads", &v)) threads = std::stoi(v);
+      if (oft::ParseFlag(argv[i], "--model_dir", &v)) model_dir = v;
+      else if (oft::ParseFlag(argv[i], "--adapter_dir", &v)) adapter_dir = v;
+      else if (oft::ParseFlag(argv[i], "--max_tokens", &v)) o.max_tokens = std::stoll(v);
+      else if (oft::ParseFlag(argv[i], "--temperature", &v)) o.temperature = std::stod(v);
+      else if (oft::ParseFlag(argv[i], "--top_p", &v)) o.top_p = std::stod(v);
+      else if (oft::ParseFlag(argv[i], "--top_k", &v)) o.top_k = std::stoll(v);
+      else if (oft::ParseFlag(argv[i], "--seed", &v)) o.seed = std::stoull(v);
+      else if (oft::ParseFlag(argv[i], "--stop", &v)) o.stop_strings.push_back(Unescape(v));
+      else if (oft::ParseFlag(argv[i], "--threads", &v)) threads = std::stoi(v);
       else if (std::strcmp(argv[i], "--nf4") == 0) nf4 = true;
       else if (std::strncmp(argv[i], "--", 2) == 0) {
         std::fprintf(stderr, "oft_generate: unknown flag %s\n", argv[i]);

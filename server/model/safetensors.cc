@@ -1,5 +1,6 @@
 #include "server/model/safetensors.h"
 
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -17,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
+#include "server/common/file_util.h"
 #include "server/common/status_macros.h"
 
 namespace oft {
@@ -176,54 +178,8 @@ absl::StatusOr<SafetensorsTensorInfo> ParseEntry(const std::string& path, const 
   return info;
 }
 
-// Writes all of [data, data + size) to fd.
-absl::Status WriteAll(int fd, const void* data, size_t size, const std::string& path) {
-  const char* p = static_cast<const char*>(data);
-  while (size > 0) {
-    // Linux caps a single write at ~2 GiB.
-    size_t chunk = std::min<size_t>(size, size_t{1} << 30);
-    ssize_t n = ::write(fd, p, chunk);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return internal::ErrnoStatus(errno, absl::StrCat("write ", path));
-    }
-    p += n;
-    size -= static_cast<size_t>(n);
-  }
-  return absl::OkStatus();
-}
-
-std::string DirName(const std::string& path) {
-  auto slash = path.find_last_of('/');
-  if (slash == std::string::npos) return ".";
-  if (slash == 0) return "/";
-  return path.substr(0, slash);
-}
-
 }  // namespace
 
-namespace internal {
-
-absl::Status ErrnoStatus(int err, absl::string_view what) {
-  std::string msg = absl::StrCat(what, ": ", std::strerror(err));
-  switch (err) {
-    case ENOENT:
-    case ENOTDIR:
-      return absl::NotFoundError(msg);
-    case EACCES:
-    case EPERM:
-    case EROFS:
-      return absl::PermissionDeniedError(msg);
-    case ENOSPC:
-    case EDQUOT:
-    case ENOMEM:
-      return absl::ResourceExhaustedError(msg);
-    default:
-      return absl::InternalError(msg);
-  }
-}
-
-}  // namespace internal
 
 absl::string_view SafetensorsDtypeName(SafetensorsDtype dtype) {
   for (const auto& e : kDtypes) {
@@ -264,12 +220,12 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   // O_NONBLOCK so that a FIFO in place of the file fails the regular-file check below
   // instead of blocking in open().
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) return internal::ErrnoStatus(errno, absl::StrCat("open ", path));
+  if (fd < 0) return ErrnoStatus(errno, absl::StrCat("open ", path));
   struct stat st;
   if (::fstat(fd, &st) != 0) {
     int err = errno;
     ::close(fd);
-    return internal::ErrnoStatus(err, absl::StrCat("fstat ", path));
+    return ErrnoStatus(err, absl::StrCat("fstat ", path));
   }
   if (!S_ISREG(st.st_mode)) {
     ::close(fd);
@@ -285,7 +241,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   int mmap_err = errno;
   ::close(fd);  // the mapping keeps the file open
   if (addr == MAP_FAILED) {
-    return internal::ErrnoStatus(mmap_err, absl::StrCat("mmap ", path));
+    return ErrnoStatus(mmap_err, absl::StrCat("mmap ", path));
   }
   auto mapping = std::make_shared<Mapping>();
   mapping->addr = addr;
@@ -452,39 +408,14 @@ absl::Status WriteSafetensorsRaw(const std::string& path,
   header_text.append((8 - header_text.size() % 8) % 8, ' ');
   const uint64_t header_len = header_text.size();
 
-  static std::atomic<uint64_t> counter{0};
-  const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid(), ".", counter++);
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return internal::ErrnoStatus(errno, absl::StrCat("create ", tmp));
-  auto fail = [&](absl::Status status) {
-    if (fd >= 0) ::close(fd);
-    ::unlink(tmp.c_str());
-    return status;
-  };
   uint8_t len_bytes[8];
   std::memcpy(len_bytes, &header_len, 8);
-  absl::Status s = WriteAll(fd, len_bytes, 8, tmp);
-  if (s.ok()) s = WriteAll(fd, header_text.data(), header_text.size(), tmp);
-  for (size_t i = 0; s.ok() && i < sorted.size(); ++i) {
-    s = WriteAll(fd, sorted[i]->data, sorted[i]->byte_size, tmp);
-  }
-  if (!s.ok()) return fail(s);
-  if (::fsync(fd) != 0) return fail(internal::ErrnoStatus(errno, absl::StrCat("fsync ", tmp)));
-  int close_rc = ::close(fd);
-  fd = -1;
-  if (close_rc != 0) return fail(internal::ErrnoStatus(errno, absl::StrCat("close ", tmp)));
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    return fail(internal::ErrnoStatus(errno, absl::StrCat("rename ", tmp, " to ", path)));
-  }
-  // Make the rename itself durable.
-  const std::string dir = DirName(path);
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) return internal::ErrnoStatus(errno, absl::StrCat("open directory ", dir));
-  int sync_rc = ::fsync(dfd);
-  int sync_err = errno;
-  ::close(dfd);
-  if (sync_rc != 0) return internal::ErrnoStatus(sync_err, absl::StrCat("fsync directory ", dir));
-  return absl::OkStatus();
+  return WriteFileAtomic(path, [&](const ByteSink& sink) -> absl::Status {
+    OFT_RETURN_IF_ERROR(sink(len_bytes, 8));
+    OFT_RETURN_IF_ERROR(sink(header_text.data(), header_text.size()));
+    for (const auto* t : sorted) OFT_RETURN_IF_ERROR(sink(t->data, t->byte_size));
+    return absl::OkStatus();
+  });
 }
 
 }  // namespace oft

@@ -151,11 +151,6 @@ absl::Status WriteSafetensorsRaw(const std::string& path,
                                  const std::vector<SafetensorsRawTensor>& tensors,
                                  const std::map<std::string, std::string>& metadata);
 
-namespace internal {
-// Status for a failed system call: ENOENT -> NOT_FOUND, EACCES/EPERM -> PERMISSION_DENIED,
-// ENOSPC/EDQUOT -> RESOURCE_EXHAUSTED, otherwise INTERNAL. `what` prefixes the message.
-absl::Status ErrnoStatus(int err, absl::string_view what);
-}  // namespace internal
 
 }  // namespace oft
 

@@ -1,0 +1,28 @@
+// Minimal "--name=value" parsing shared by the command-line tools and benchmarks.
+#ifndef OFT_SERVER_COMMON_FLAGS_H_
+#define OFT_SERVER_COMMON_FLAGS_H_
+
+#include <cstring>
+#include <string>
+
+namespace oft {
+
+// True when `arg` is "<name>=<value>" (name includes the leading dashes); points `value`
+// at the text after '='.
+inline bool ParseFlag(const char* arg, const char* name, const char** value) {
+  const size_t n = std::strlen(name);
+  if (std::strncmp(arg, name, n) != 0 || arg[n] != '=') return false;
+  *value = arg + n + 1;
+  return true;
+}
+
+inline bool ParseFlag(const char* arg, const char* name, std::string* value) {
+  const char* v = nullptr;
+  if (!ParseFlag(arg, name, &v)) return false;
+  *value = v;
+  return true;
+}
+
+}  // namespace oft
+
+#endif  // OFT_SERVER_COMMON_FLAGS_H_
