@@ -1,11 +1,13 @@
 #include "bench/memory_tracker.h"
 
 #include <atomic>
+#include <chrono>
 
 #include "c10/core/Allocator.h"
 #include "c10/core/CPUAllocator.h"
 #ifdef OFT_WITH_CUDA
 #include "c10/cuda/CUDACachingAllocator.h"
+#include "c10/cuda/CUDAStream.h"
 #endif
 
 namespace oft::bench {
@@ -88,6 +90,18 @@ int64_t PeakBytes(const c10::Device& device) {
   }
 #endif
   return g_peak.load();
+}
+
+void SyncDevice(const c10::Device& device) {
+#ifdef OFT_WITH_CUDA
+  if (device.is_cuda()) c10::cuda::getCurrentCUDAStream(device.index()).synchronize();
+#endif
+  (void)device;
+}
+
+double NowMs() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
 }
 
 }  // namespace oft::bench

@@ -1,4 +1,4 @@
-// Peak-memory measurement for benchmarks.
+// Peak-memory measurement and timing helpers for benchmarks.
 //
 // CPU: installs a tracking wrapper around LibTorch's CPU allocator (c10::SetCPUAllocator)
 // that counts live tensor bytes and their peak. CUDA: reads the caching allocator's
@@ -22,6 +22,11 @@ int64_t CurrentBytes(const c10::Device& device);
 void ResetPeak(const c10::Device& device);
 // Peak live bytes since the last ResetPeak.
 int64_t PeakBytes(const c10::Device& device);
+
+// Waits for the device's current stream (no-op on CPU), for timing.
+void SyncDevice(const c10::Device& device);
+// Monotonic clock in milliseconds.
+double NowMs();
 
 }  // namespace oft::bench
 

@@ -20,17 +20,13 @@
 #include "ATen/ATen.h"
 #include "ATen/Parallel.h"
 #include "ATen/core/grad_mode.h"
+#include "bench/memory_tracker.h"
 #include "server/common/flags.h"
 #include "server/common/runtime.h"
 #include "server/model/llama.h"
 #include "torch/autograd.h"
 
 namespace {
-
-double NowMs() {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 }  // namespace
 
@@ -107,9 +103,9 @@ int main(int argc, char** argv) {
       step();  // warm-up
       std::vector<double> times;
       for (int r = 0; r < reps; ++r) {
-        const double t0 = NowMs();
+        const double t0 = oft::bench::NowMs();
         step();
-        times.push_back(NowMs() - t0);
+        times.push_back(oft::bench::NowMs() - t0);
       }
       std::sort(times.begin(), times.end());
       const double ms = times[times.size() / 2];

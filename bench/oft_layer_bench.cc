@@ -52,19 +52,6 @@ std::vector<int64_t> ParseList(const char* s) {
   return out;
 }
 
-void Sync(const c10::Device& dev) {
-#ifdef OFT_WITH_CUDA
-  if (dev.is_cuda()) at::cuda::getCurrentCUDAStream().synchronize();
-#endif
-  (void)dev;
-}
-
-double NowMs() {
-  return std::chrono::duration<double, std::milli>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 struct Result {
   double median_ms;
   int64_t peak_bytes;  // above the pre-step baseline
@@ -73,17 +60,17 @@ struct Result {
 template <typename Step>
 Result Measure(const c10::Device& dev, int reps, Step step) {
   step();  // warm-up (allocator caches, kernel selection)
-  Sync(dev);
+  oft::bench::SyncDevice(dev);
   std::vector<double> times;
   int64_t peak = 0;
   for (int i = 0; i < reps; ++i) {
-    Sync(dev);
+    oft::bench::SyncDevice(dev);
     const int64_t base = oft::bench::CurrentBytes(dev);
     oft::bench::ResetPeak(dev);
-    const double t0 = NowMs();
+    const double t0 = oft::bench::NowMs();
     step();
-    Sync(dev);
-    times.push_back(NowMs() - t0);
+    oft::bench::SyncDevice(dev);
+    times.push_back(oft::bench::NowMs() - t0);
     peak = std::max(peak, oft::bench::PeakBytes(dev) - base);
   }
   std::sort(times.begin(), times.end());

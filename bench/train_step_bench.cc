@@ -52,19 +52,6 @@ struct Args {
   int reps = 3, threads = 0;
 };
 
-void Sync(const c10::Device& dev) {
-#ifdef OFT_WITH_CUDA
-  if (dev.is_cuda()) at::cuda::getCurrentCUDAStream().synchronize();
-#endif
-  (void)dev;
-}
-
-double NowMs() {
-  return std::chrono::duration<double, std::milli>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 // Shapes of every base tensor of a Llama with `c` (untied head).
 std::map<std::string, std::vector<int64_t>> LlamaShapes(const oft::ModelConfig& c) {
   const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
@@ -224,18 +211,18 @@ int main(int argc, char** argv) {
     }
   };
   for (auto& row : rows) step(row.impl);  // warm-up
-  Sync(dev);
+  oft::bench::SyncDevice(dev);
   // Repetitions are interleaved across implementations so that drift in machine load
   // (shared CI hosts) affects all of them alike.
   for (int r = 0; r < a.reps; ++r) {
     for (auto& row : rows) {
-      Sync(dev);
+      oft::bench::SyncDevice(dev);
       const int64_t base = oft::bench::CurrentBytes(dev);
       oft::bench::ResetPeak(dev);
-      const double t0 = NowMs();
+      const double t0 = oft::bench::NowMs();
       step(row.impl);
-      Sync(dev);
-      row.times.push_back(NowMs() - t0);
+      oft::bench::SyncDevice(dev);
+      row.times.push_back(oft::bench::NowMs() - t0);
       row.peak = std::max(row.peak, oft::bench::PeakBytes(dev) - base);
     }
   }
