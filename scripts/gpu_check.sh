@@ -10,8 +10,8 @@
 #     it holds torch/lib/libtorch_cuda.so, else the prefix of the `python3` on PATH; on the
 #     lent H100/H200 machines that is the machine's own PyTorch 2.11 cu130,
 #     /opt/torch/.venv).
-#   - The project's other C++ dependencies (Abseil, GoogleTest, nlohmann-json, OpenSSL,
-#     PCRE2 headers; the Debian -dev packages scripts/setup.sh installs). The lent GPU
+#   - It configures with -DOFT_KERNELS_ONLY=ON, which needs only Abseil, GoogleTest and
+#     OpenSSL besides LibTorch (scripts/fetch_gpu_debs.sh downloads exactly those .debs). The lent GPU
 #     machines have none of them and nothing can be fetched there. If they are missing from
 #     the system, copy the .debs into third_party_debs/ (git-ignored; `apt-get download`
 #     on a Debian 12 machine, together with their runtime library packages) and carry that
@@ -35,7 +35,8 @@ mkdir -p "$LOG_DIR"
 die() { echo "gpu_check: $*" >&2; exit 1; }
 
 command -v cmake >/dev/null || die "cmake not found"
-command -v ninja >/dev/null || die "ninja not found"
+GENERATOR=(-G Ninja)
+command -v ninja >/dev/null || GENERATOR=(-G "Unix Makefiles")
 if command -v nvidia-smi >/dev/null; then
   GPU_NAME="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n1)"
 else
@@ -73,7 +74,7 @@ fi
 CONFIGURE=fail BUILD_TESTS=fail BUILD_BENCH=missing TESTS="not run" BENCH="not run"
 
 echo "gpu_check: configuring $BUILD_DIR (OFT_CUDA=ON)"
-if cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DOFT_CUDA=ON \
+if cmake -S . -B "$BUILD_DIR" "${GENERATOR[@]}" -DCMAKE_BUILD_TYPE=Release -DOFT_CUDA=ON -DOFT_KERNELS_ONLY=ON \
      -DOFT_VENV="$OFT_VENV" "${CMAKE_EXTRA[@]}" >"$LOG_DIR/configure.log" 2>&1; then
   CONFIGURE=ok
 else
@@ -81,8 +82,8 @@ else
 fi
 
 if [ "$CONFIGURE" = ok ]; then
-  echo "gpu_check: building oft_cuda_ops_test"
-  if cmake --build "$BUILD_DIR" -j "$JOBS" --target oft_cuda_ops_test >"$LOG_DIR/build.log" 2>&1; then
+  echo "gpu_check: building oft_cuda_ops_test nf4_cuda_test"
+  if cmake --build "$BUILD_DIR" -j "$JOBS" --target oft_cuda_ops_test nf4_cuda_test >"$LOG_DIR/build.log" 2>&1; then
     BUILD_TESTS=ok
   else
     tail -n 40 "$LOG_DIR/build.log"
