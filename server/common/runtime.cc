@@ -1,5 +1,7 @@
 #include "server/common/runtime.h"
 
+#include <malloc.h>
+
 #include <thread>
 
 #include "ATen/Context.h"
@@ -9,6 +11,10 @@ namespace oft {
 
 int ConfigureCpuRuntime(int threads) {
   at::globalContext().setFlushDenormal(true);
+  // Keep freed activation buffers (up to 32 MiB each) in the heap instead of returning them
+  // to the kernel: otherwise every step re-faults its large temporaries page by page.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
   const int n = threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency());
   at::set_num_threads(n > 0 ? n : 1);
   return at::get_num_threads();

@@ -136,8 +136,8 @@ TORCH_LIBRARY(oft, m) {
 }
 
 TORCH_LIBRARY_IMPL(oft, CPU, m) {
-  m.impl("build_rotation", &oft::reference::BuildRotationForward);
-  m.impl("build_rotation_backward", &oft::reference::BuildRotationBackward);
+  m.impl("build_rotation", &oft::cpu::BuildRotationForward);
+  m.impl("build_rotation_backward", &oft::cpu::BuildRotationBackward);
   m.impl("block_rotate", &oft::cpu::BlockRotateForward);
   m.impl("block_rotate_backward", &oft::cpu::BlockRotateBackward);
 }

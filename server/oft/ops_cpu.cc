@@ -1,6 +1,7 @@
 #include "server/oft/ops_cpu.h"
 
 #include "ATen/ATen.h"
+#include "server/oft/ops.h"
 #include "server/oft/ops_reference.h"
 
 namespace oft::cpu {
@@ -19,7 +20,50 @@ void PerBlockMatmul(at::Tensor& out, const at::Tensor& a, const at::Tensor& mats
   }
 }
 
+// Horner terms H[k] = c_k I + Q H[k+1] for k = m-1 .. `lowest`, H[m] = c_m I (index = k).
+std::vector<at::Tensor> HornerTerms(const at::Tensor& q, const std::vector<double>& c, size_t lowest) {
+  const size_t m = c.size() - 1;
+  const auto eye = at::eye(q.size(1), q.options()).expand_as(q);
+  std::vector<at::Tensor> h(m + 1);
+  h[m] = eye * c[m];
+  for (size_t k = m; k-- > lowest;) h[k] = at::baddbmm(eye, q, h[k + 1], /*beta=*/c[k], /*alpha=*/1.0);
+  return h;
+}
+
 }  // namespace
+
+at::Tensor BuildRotationForward(const at::Tensor& packed, int64_t b, int64_t num_terms,
+                                bool use_cayley_neumann) {
+  if (!use_cayley_neumann) {
+    return reference::BuildRotationForward(packed, b, num_terms, use_cayley_neumann);
+  }
+  reference::CheckBuildRotationArgs(packed, b, num_terms);
+  const auto c = internal::NeumannCoefficients(num_terms);
+  return HornerTerms(SkewFromPacked(packed, b), c, 0)[0];
+}
+
+at::Tensor BuildRotationBackward(const at::Tensor& grad, const at::Tensor& packed,
+                                 const at::Tensor& rotation, int64_t b, int64_t num_terms,
+                                 bool use_cayley_neumann) {
+  if (!use_cayley_neumann) {
+    return reference::BuildRotationBackward(grad, packed, rotation, b, num_terms, false);
+  }
+  reference::CheckBuildRotationArgs(packed, b, num_terms);
+  const auto c = internal::NeumannCoefficients(num_terms);
+  const size_t m = c.size() - 1;
+  if (m == 0) return at::zeros_like(packed);
+  const auto q = SkewFromPacked(packed, b);
+  const auto h = HornerTerms(q, c, 1);
+  // R = H0 = c0 I + Q H1: dL/dQ = sum_k G_k H_{k+1}^T with G_0 = G, G_{k+1} = Q^T G_k.
+  auto gk = grad.to(packed.scalar_type());
+  auto gq = at::bmm(gk, h[1].transpose(1, 2));
+  const auto qt = q.transpose(1, 2);
+  for (size_t k = 1; k < m; ++k) {
+    gk = at::bmm(qt, gk);
+    gq = at::baddbmm(gq, gk, h[k + 1].transpose(1, 2));
+  }
+  return PackedFromSkew(gq - gq.transpose(1, 2));
+}
 
 at::Tensor BlockRotateForward(const at::Tensor& x, const at::Tensor& rotation) {
   const int64_t r = reference::CheckBlockRotateArgs(x, rotation);

@@ -1,4 +1,4 @@
-// CPU kernels of the oft:: block rotation, registered for the CPU dispatch key. Same
+// CPU kernels of the oft:: ops, registered for the CPU dispatch key. Same
 // contract and results as oft::reference (the spec); faster because each block's GEMM
 // reads and writes the natural [tokens, d] layout through strided views (no permute
 // copies). Other dtypes fall back to the reference.
@@ -10,6 +10,15 @@
 #include "ATen/core/Tensor.h"
 
 namespace oft::cpu {
+
+// Cayley-Neumann via Horner's scheme (R = c0 I + Q(c1 I + Q(c2 I + ...))) with fused
+// baddbmm steps, and its backward through the same recurrence; exact Cayley falls back to
+// the reference.
+at::Tensor BuildRotationForward(const at::Tensor& packed, int64_t block_size, int64_t num_terms,
+                                bool use_cayley_neumann);
+at::Tensor BuildRotationBackward(const at::Tensor& grad_rotation, const at::Tensor& packed,
+                                 const at::Tensor& rotation, int64_t block_size, int64_t num_terms,
+                                 bool use_cayley_neumann);
 
 at::Tensor BlockRotateForward(const at::Tensor& x, const at::Tensor& rotation);
 std::tuple<at::Tensor, at::Tensor> BlockRotateBackward(const at::Tensor& grad, const at::Tensor& x,

@@ -218,6 +218,21 @@ TEST(OftOps, BadArgumentsThrowWithAClearMessage) {
 namespace oft {
 namespace {
 
+TEST(OftOps, CpuRotationBuildMatchesTheReference) {
+  for (int64_t k = 1; k <= 9; ++k) {
+    for (int64_t b : {2, 5, 32}) {
+      auto p = RandomPacked(3, b, 0.4, 100 + k);
+      auto g = torch::randn({3, b, b}, torch::kFloat64);
+      auto r = cpu::BuildRotationForward(p, b, k, true);
+      EXPECT_LT(MaxAbs(r, reference::BuildRotationForward(p, b, k, true)), 1e-13) << k << " " << b;
+      EXPECT_LT(MaxAbs(cpu::BuildRotationBackward(g, p, r, b, k, true),
+                       reference::BuildRotationBackward(g, p, r, b, k, true)),
+                1e-12)
+          << k << " " << b;
+    }
+  }
+}
+
 TEST(OftOps, CpuKernelsMatchTheReference) {
   for (auto dt : {torch::kFloat64, torch::kFloat32, torch::kBFloat16}) {
     for (int64_t rows : {1, 6}) {
