@@ -7,8 +7,6 @@
 namespace oft::cpu {
 namespace {
 
-at::ScalarType AccType(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
-
 // out[:, block i] = a[:, block i] @ m_i for every block, with m_i = mats[i] (or mats[0]).
 void PerBlockMatmul(at::Tensor& out, const at::Tensor& a, const at::Tensor& mats, int64_t r, int64_t b,
                     bool transpose_mats) {
@@ -68,7 +66,7 @@ at::Tensor BuildRotationBackward(const at::Tensor& grad, const at::Tensor& packe
 at::Tensor BlockRotateForward(const at::Tensor& x, const at::Tensor& rotation) {
   const int64_t r = reference::CheckBlockRotateArgs(x, rotation);
   const int64_t d = x.size(-1), b = rotation.size(1);
-  const auto acc = AccType(x.scalar_type());
+  const auto acc = reference::AccumulationType(x.scalar_type());
   const auto xf = x.reshape({-1, d}).to(acc).contiguous();
   const auto rf = rotation.to(acc).contiguous();
   auto y = at::empty({xf.size(0), d}, xf.options());
@@ -81,7 +79,7 @@ std::tuple<at::Tensor, at::Tensor> BlockRotateBackward(const at::Tensor& grad, c
                                                        bool need_rotation) {
   const int64_t r = reference::CheckBlockRotateArgs(x, rotation);
   const int64_t d = x.size(-1), b = rotation.size(1);
-  const auto acc = AccType(x.scalar_type());
+  const auto acc = reference::AccumulationType(x.scalar_type());
   const auto gf = grad.reshape({-1, d}).to(acc).contiguous();
   const int64_t t = gf.size(0);
   at::Tensor gx, gr;

@@ -28,8 +28,6 @@ at::Tensor TriuIndices(int64_t b, const at::Device& device) {
   return at::triu_indices(b, b, 1, at::TensorOptions().dtype(at::kLong).device(device));
 }
 
-at::ScalarType AccType(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
-
 }  // namespace
 
 at::Tensor SkewFromPacked(const at::Tensor& packed, int64_t b) {
@@ -145,7 +143,7 @@ at::Tensor BuildRotationBackward(const at::Tensor& grad, const at::Tensor& packe
 at::Tensor BlockRotateForward(const at::Tensor& x, const at::Tensor& rotation) {
   const int64_t r = CheckBlockRotateArgs(x, rotation);
   const int64_t d = x.size(-1), b = rotation.size(1);
-  const auto acc = AccType(x.scalar_type());
+  const auto acc = AccumulationType(x.scalar_type());
   const auto xf = x.reshape({-1, d}).to(acc);
   const auto rf = rotation.to(acc);
   const int64_t t = xf.size(0);
@@ -163,7 +161,7 @@ std::tuple<at::Tensor, at::Tensor> BlockRotateBackward(const at::Tensor& grad, c
                                                        bool need_rotation) {
   const int64_t r = CheckBlockRotateArgs(x, rotation);
   const int64_t d = x.size(-1), b = rotation.size(1);
-  const auto acc = AccType(x.scalar_type());
+  const auto acc = AccumulationType(x.scalar_type());
   const auto gf = grad.reshape({-1, d}).to(acc);
   const int64_t t = gf.size(0);
   const bool shared = rotation.size(0) == 1;

@@ -25,6 +25,11 @@ std::tuple<at::Tensor, at::Tensor> BlockRotateBackward(const at::Tensor& grad, c
                                                        const at::Tensor& rotation, bool need_x,
                                                        bool need_rotation);
 
+// Accumulation dtype of the rotation: fp64 for fp64 inputs, fp32 otherwise.
+inline at::ScalarType AccumulationType(at::ScalarType t) {
+  return t == at::kDouble ? at::kDouble : at::kFloat;
+}
+
 // Shared argument checks (also used by the CUDA kernels). Return b and the block count.
 void CheckBuildRotationArgs(const at::Tensor& packed, int64_t block_size, int64_t num_terms);
 int64_t CheckBlockRotateArgs(const at::Tensor& x, const at::Tensor& rotation);

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "server/model/llama.h"
+#include "tests/train/tiny_model.h"
 
 namespace oft {
 namespace {
@@ -65,22 +66,13 @@ TEST(Targeting, SeveralAdaptersOnOneBase) {
   c.num_attention_heads = 2;
   c.num_key_value_heads = 2;
   c.head_dim = 8;
-  torch::manual_seed(0);
-  std::map<std::string, torch::Tensor> w;
+  const auto w = testing::RandomLlamaTensors(c, /*seed=*/0);
   auto model = LlamaModel::FromSource(
       c,
       [&](const std::string& n) -> absl::StatusOr<at::Tensor> {
-        // Deterministic random weights of the requested shape (shape read from the name).
-        if (!w.count(n)) {
-          std::vector<int64_t> shape;
-          if (n.find("norm") != std::string::npos) shape = {16};
-          else if (n.find("embed") != std::string::npos || n == "lm_head.weight") shape = {16, 16};
-          else if (n.find("gate") != std::string::npos || n.find("up_proj") != std::string::npos) shape = {32, 16};
-          else if (n.find("down") != std::string::npos) shape = {16, 32};
-          else shape = {16, 16};
-          w[n] = torch::randn(shape) * 0.3;
-        }
-        return w[n];
+        auto it = w.find(n);
+        if (it == w.end()) return absl::NotFoundError(n);
+        return it->second;
       },
       {});
   ASSERT_TRUE(model.ok()) << model.status();
