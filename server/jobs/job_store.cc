@@ -992,6 +992,19 @@ absl::StatusOr<std::vector<JobRecord>> JobStore::QueuedJobs() const {
   return jobs;
 }
 
+absl::StatusOr<std::map<std::string, int64_t>> JobStore::CountJobsByState() const {
+  ReadLease lease(this);
+  OFT_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(lease.db(),
+                                             "SELECT state, COUNT(*) FROM jobs GROUP BY state"));
+  std::map<std::string, int64_t> counts;
+  while (true) {
+    OFT_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    counts[s.Text(0)] = s.Int(1);
+  }
+  return counts;
+}
+
 absl::StatusOr<RecoveryReport> JobStore::RecoverAfterRestart() {
   RecoveryReport report;
   OFT_RETURN_IF_ERROR(RunInWriteTxn([&]() -> absl::Status {

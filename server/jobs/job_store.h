@@ -37,6 +37,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -280,6 +281,9 @@ class JobStore {
   // All QUEUED jobs of all tenants in the order they should start: priority descending,
   // then creation ascending; queue_position is 1, 2, 3, ...
   absl::StatusOr<std::vector<JobRecord>> QueuedJobs() const;
+
+  // Jobs of all tenants by state name ("QUEUED" -> 3, ...); states without jobs are absent.
+  absl::StatusOr<std::map<std::string, int64_t>> CountJobsByState() const;
 
   // Call once at start-up, before the scheduler runs: every RUNNING job becomes QUEUED
   // (event message "requeued after restart"), or CANCELLED when its cancellation was

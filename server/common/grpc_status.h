@@ -1,0 +1,18 @@
+// The one place that converts between absl::Status and grpc::Status (both directions).
+// Service handlers return ToGrpcStatus(logic_status); the client library turns what the
+// server sent back into absl::Status with FromGrpcStatus. Codes map one to one (gRPC and
+// Abseil share the canonical code numbering); messages pass through unchanged.
+#ifndef OFT_SERVER_COMMON_GRPC_STATUS_H_
+#define OFT_SERVER_COMMON_GRPC_STATUS_H_
+
+#include "absl/status/status.h"
+#include "grpcpp/support/status.h"
+
+namespace oft {
+
+grpc::Status ToGrpcStatus(const absl::Status& status);
+absl::Status FromGrpcStatus(const grpc::Status& status);
+
+}  // namespace oft
+
+#endif  // OFT_SERVER_COMMON_GRPC_STATUS_H_

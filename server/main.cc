@@ -1,0 +1,144 @@
+// oft_server: the long-running OFTv2 adapter training and serving service.
+//
+//   oft_server [--listen=127.0.0.1:50051] [--metrics_listen=127.0.0.1:9464]
+//              [--data_dir=./oft-data] [--model=NAME=DIR ...] [--devices=cpu,cuda:0]
+//              [--train_threads=N] [--api_key=TENANT:KEY ...] [--api_keys_file=FILE]
+//              [--allow_unauthenticated] [--tls_cert=PEM --tls_key=PEM [--tls_client_ca=PEM]]
+//              [--max_upload_bytes=N] [--max_message_bytes=N] [--max_active_jobs_per_tenant=N]
+//              [--adapter_memory_budget_bytes=N] [--device_memory_bytes=N]
+//              [--port_file=FILE] [--metrics_port_file=FILE]
+//
+// SIGTERM / SIGINT: graceful shutdown (running jobs are checkpointed and requeued), exit 0.
+// Exit status 2: bad flags; 1: the server could not start (the message says why).
+#include <signal.h>
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "server/common/runtime.h"
+#include "server/server.h"
+
+namespace {
+
+int Usage(const std::string& error) {
+  std::cerr << "oft_server: " << error << "\n"
+            << "usage: oft_server [--listen=HOST:PORT] [--metrics_listen=HOST:PORT] "
+               "[--data_dir=DIR] [--model=NAME=DIR] [--devices=cpu[,cuda:N]] "
+               "[--api_key=TENANT:KEY] [--api_keys_file=FILE] [--allow_unauthenticated] "
+               "[--tls_cert=F --tls_key=F [--tls_client_ca=F]] (see server/main.cc)\n";
+  return 2;
+}
+
+bool ParseInt(const std::string& name, const std::string& v, int64_t* out, std::string* err) {
+  if (!absl::SimpleAtoi(v, out) || *out < 0) {
+    *err = "--" + name + " must be a non-negative integer, got '" + v + "'";
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  oft::ServerOptions o;
+  bool models_given = false;
+  std::string err;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg.rfind("--", 0) != 0) return Usage("unexpected argument '" + arg + "'");
+    const size_t eq = arg.find('=');
+    const std::string name = arg.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+    const std::string v = eq == std::string::npos ? "" : arg.substr(eq + 1);
+    int64_t n = 0;
+    if (name == "listen") o.listen = v;
+    else if (name == "port_file") o.port_file = v;
+    else if (name == "metrics_listen") o.metrics_listen = v;
+    else if (name == "metrics_port_file") o.metrics_port_file = v;
+    else if (name == "data_dir") o.data_dir = v;
+    else if (name == "model") {
+      const size_t e = v.find('=');
+      if (e == std::string::npos || e == 0 || e + 1 == v.size()) {
+        return Usage("--model must be NAME=DIR, got '" + v + "'");
+      }
+      if (!models_given) o.models.clear();
+      models_given = true;
+      o.models[v.substr(0, e)] = v.substr(e + 1);
+    } else if (name == "devices") {
+      o.devices = absl::StrSplit(v, ',', absl::SkipEmpty());
+    } else if (name == "train_threads") {
+      if (!ParseInt(name, v, &n, &err) || n < 1) return Usage("--train_threads must be >= 1");
+      o.train_threads = static_cast<int>(n);
+    } else if (name == "api_key") {
+      const size_t c = v.find(':');
+      if (c == std::string::npos || c == 0 || c + 1 == v.size()) {
+        return Usage("--api_key must be TENANT:KEY");
+      }
+      o.api_keys.emplace_back(v.substr(0, c), v.substr(c + 1));
+    } else if (name == "api_keys_file") {
+      std::ifstream in(v);
+      if (!in) return Usage("--api_keys_file: cannot read " + v);
+      std::string line;
+      int line_no = 0;
+      while (std::getline(in, line)) {
+        ++line_no;
+        absl::string_view l = absl::StripAsciiWhitespace(line);
+        if (l.empty() || l[0] == '#') continue;
+        std::vector<std::string> parts = absl::StrSplit(l, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+        if (parts.size() != 2) {
+          return Usage("--api_keys_file " + v + " line " + std::to_string(line_no) +
+                       ": expected 'TENANT KEY'");
+        }
+        o.api_keys.emplace_back(parts[0], parts[1]);
+      }
+    } else if (name == "allow_unauthenticated") o.allow_unauthenticated = v.empty() || v == "true";
+    else if (name == "tls_cert") o.tls_cert = v;
+    else if (name == "tls_key") o.tls_key = v;
+    else if (name == "tls_client_ca") o.tls_client_ca = v;
+    else if (name == "max_upload_bytes") {
+      if (!ParseInt(name, v, &o.max_upload_bytes, &err)) return Usage(err);
+    } else if (name == "max_message_bytes") {
+      if (!ParseInt(name, v, &o.max_message_bytes, &err)) return Usage(err);
+    } else if (name == "max_active_jobs_per_tenant") {
+      if (!ParseInt(name, v, &o.max_active_jobs_per_tenant, &err)) return Usage(err);
+    } else if (name == "adapter_memory_budget_bytes") {
+      if (!ParseInt(name, v, &o.adapter_memory_budget_bytes, &err)) return Usage(err);
+    } else if (name == "device_memory_bytes") {
+      if (!ParseInt(name, v, &o.device_memory_bytes, &err)) return Usage(err);
+    } else {
+      return Usage("unknown flag --" + name);
+    }
+  }
+  if (!models_given) o.models["default"] = "models/default";
+
+  // Signals are taken by one thread with sigwait; every other thread blocks them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  oft::ConfigureCpuRuntime(o.train_threads);
+  absl::StatusOr<std::unique_ptr<oft::OftServer>> server = oft::OftServer::Start(o);
+  if (!server.ok()) {
+    std::cerr << "oft_server: cannot start: " << server.status() << "\n";
+    return 1;
+  }
+  std::thread waiter([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    std::fprintf(stderr, "oft_server: signal %d\n", sig);
+    (*server)->Shutdown();
+  });
+  (*server)->Wait();
+  waiter.detach();  // Shutdown came from elsewhere; the process exits now
+  server->reset();
+  return 0;
+}

@@ -1,0 +1,396 @@
+#include "server/server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "prometheus/registry.h"
+#include "server/artifacts/store.h"
+#include "server/common/executor.h"
+#include "server/common/file_util.h"
+#include "server/common/status_macros.h"
+#include "server/jobs/job_store.h"
+#include "server/jobs/scheduler.h"
+#include "server/metrics/http_exposer.h"
+#include "server/metrics/metrics.h"
+#include "server/service/adapter_service.h"
+#include "server/service/auth.h"
+#include "server/service/dataset_service.h"
+#include "server/service/event_hub.h"
+#include "server/service/job_service.h"
+#include "server/service/job_spec.h"
+#include "server/service/model_catalog.h"
+#include "server/service/rpc_metrics_interceptor.h"
+#include "server/service/service_env.h"
+#include "server/train/job_runner.h"
+
+namespace oft {
+namespace {
+
+void Log(const std::string& line) { std::fprintf(stderr, "oft_server: %s\n", line.c_str()); }
+
+// The machine's physical memory: what a CPU job may use at most.
+int64_t PhysicalMemoryBytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? static_cast<int64_t>(pages) * page : 0;
+}
+
+int64_t ResidentBytes() {
+  std::ifstream statm("/proc/self/statm");
+  int64_t size = 0, resident = 0;
+  statm >> size >> resident;
+  return resident * sysconf(_SC_PAGESIZE);
+}
+
+absl::StatusOr<std::string> ReadPem(const std::string& flag, const std::string& path) {
+  absl::StatusOr<std::string> text = ReadFile(path, 1 << 20);
+  if (!text.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": cannot read ", path, ": ",
+                                                   text.status().message()));
+  }
+  return text;
+}
+
+// A resolved spec as the job runner's plain struct.
+absl::StatusOr<TrainingJob> ToTrainingJob(const ResolvedJob& r, const std::string& job_id,
+                                          const std::string& tenant,
+                                          const std::vector<std::string>& train_paths,
+                                          const std::string& valid_path) {
+  TrainingJob j;
+  j.job_id = job_id;
+  j.tenant = tenant;
+  j.base_model_name = r.model->name;
+  j.model_dir = r.model->dir;
+  j.train_paths = train_paths;
+  j.valid_path = valid_path;
+  j.validation_fraction = r.spec.has_validation_fraction() ? r.spec.validation_fraction() : 0.0;
+  j.adapter = r.adapter;
+  j.targets = r.targets;
+  j.quantize_base_nf4 = r.quantize_base_nf4;
+  j.chat_template = r.model->chat_template;
+  j.options = r.options;
+  j.output_adapter_name = r.spec.output_adapter_name();
+  oft::v1::JobSpec for_manifest;
+  *for_manifest.mutable_hyperparameters() = r.spec.hyperparameters();
+  *for_manifest.mutable_adapter_config() = r.spec.adapter_config();
+  j.hyperparameters_json = JobSpecToJson(for_manifest);
+  return j;
+}
+
+}  // namespace
+
+struct OftServer::Impl {
+  ServerOptions options;
+  std::unique_ptr<JobStore> store;
+  std::unique_ptr<AdapterStore> adapters;
+  ModelCatalog catalog;
+  std::shared_ptr<prometheus::Registry> registry;
+  std::unique_ptr<ServiceMetrics> metrics;
+  std::unique_ptr<MetricsHttpServer> exposer;
+  std::unique_ptr<Authenticator> auth;
+  std::unique_ptr<Executor> executor;
+  EventHub events;
+  ServiceEnv env;
+  std::unique_ptr<Scheduler> scheduler;
+  std::unique_ptr<JobServiceImpl> job_service;
+  std::unique_ptr<DatasetServiceImpl> dataset_service;
+  std::unique_ptr<AdapterServiceImpl> adapter_service;
+  std::unique_ptr<ModelServiceImpl> model_service;
+  std::unique_ptr<grpc::Server> grpc_server;
+  int port = 0;
+  int metrics_port = 0;
+  int64_t device_memory = 0;
+
+  std::thread stats_thread;
+  absl::Notification stop_stats;
+  absl::Mutex shutdown_mu;
+  bool shut_down ABSL_GUARDED_BY(shutdown_mu) = false;
+  absl::Notification done;
+
+  JobOutcome Execute(const JobRecord& job, const std::string& device, JobControl& control);
+  absl::StatusOr<TrainingJob> TrainingJobFor(const JobRecord& job) const;
+  void StatsLoop();
+};
+
+absl::StatusOr<TrainingJob> OftServer::Impl::TrainingJobFor(const JobRecord& job) const {
+  OFT_ASSIGN_OR_RETURN(oft::v1::JobSpec spec, JobSpecFromJson(job.spec_json));
+  OFT_ASSIGN_OR_RETURN(ResolvedJob resolved, ResolveJobSpec(spec, catalog));
+  std::vector<std::string> train_paths;
+  for (const std::string& id : resolved.spec.training_dataset_ids()) {
+    OFT_ASSIGN_OR_RETURN(DatasetRecord ds, store->GetDataset(job.tenant, id));
+    train_paths.push_back(ds.path);
+  }
+  std::string valid_path;
+  if (resolved.spec.has_validation_dataset_id()) {
+    OFT_ASSIGN_OR_RETURN(DatasetRecord ds,
+                         store->GetDataset(job.tenant, resolved.spec.validation_dataset_id()));
+    valid_path = ds.path;
+  }
+  OFT_ASSIGN_OR_RETURN(TrainingJob tj,
+                       ToTrainingJob(resolved, job.id, job.tenant, train_paths, valid_path));
+  tj.work_dir = options.data_dir + "/jobs/" + job.id;
+  tj.train_threads = options.train_threads;
+  return tj;
+}
+
+JobOutcome OftServer::Impl::Execute(const JobRecord& job, const std::string& device,
+                                    JobControl& control) {
+  JobOutcome out;
+  absl::StatusOr<TrainingJob> tj = TrainingJobFor(job);
+  if (!tj.ok()) {
+    out.kind = JobOutcome::Kind::kFailed;
+    out.failure = ClassifyFailure(tj.status());
+    if (absl::IsNotFound(tj.status())) out.failure.reason = "DATASET_INVALID";
+    return out;
+  }
+  tj->device = device;
+  JobProgressInfo progress = job.progress;
+  auto last_step_write = std::chrono::steady_clock::time_point{};
+  auto last_step_seen = std::chrono::steady_clock::now();
+  const EventSink sink = [&](const TrainEvent& e) {
+    std::optional<StoreEvent> se = ToStoreEvent(e, progress);
+    if (!se) return;
+    if (se->progress) progress = *se->progress;
+    const auto now = std::chrono::steady_clock::now();
+    if (e.kind == TrainEvent::Kind::kStep) {
+      const double seconds = std::chrono::duration<double>(now - last_step_seen).count();
+      last_step_seen = now;
+      if (metrics) metrics->ObserveTrainStep(job.id, device, seconds, e.tokens_per_second, e.loss);
+      // Step events are throttled to about four a second; the last step always goes out.
+      if (now - last_step_write < std::chrono::milliseconds(250) && e.step != e.total_steps) return;
+      last_step_write = now;
+    }
+    absl::StatusOr<int64_t> id = store->AppendEvent(job.id, se->kind, se->payload_json, se->progress);
+    if (!id.ok()) Log(absl::StrCat("job ", job.id, ": event not stored: ", id.status().ToString()));
+  };
+  absl::StatusOr<TrainingJobResult> result = RunTrainingJob(*tj, adapters.get(), sink, &control.stop);
+  if (metrics) metrics->ForgetJob(job.id);
+  if (result.ok()) {
+    out.kind = JobOutcome::Kind::kSucceeded;
+    out.result_adapter_name = result->manifest.name;
+    out.result_adapter_version = result->manifest.version;
+    out.message = absl::StrCat("published ", result->manifest.name, " version ",
+                               result->manifest.version);
+    return out;
+  }
+  if (absl::IsCancelled(result.status())) {
+    out.kind = control.shutting_down.load() ? JobOutcome::Kind::kInterrupted
+                                            : JobOutcome::Kind::kCancelled;
+    out.message = control.shutting_down.load() ? "requeued at shutdown (checkpoint saved)"
+                                               : "cancelled by the user (checkpoint saved)";
+    return out;
+  }
+  out.kind = JobOutcome::Kind::kFailed;
+  out.failure = ClassifyFailure(result.status());
+  Log(absl::StrCat("job ", job.id, " failed: ", result.status().ToString()));
+  return out;
+}
+
+void OftServer::Impl::StatsLoop() {
+  do {
+    if (absl::StatusOr<std::map<std::string, int64_t>> counts = store->CountJobsByState();
+        counts.ok()) {
+      metrics->SetJobCounts(*counts);
+    }
+    metrics->SetDeviceMemory("cpu", static_cast<double>(ResidentBytes()));
+  } while (!stop_stats.WaitForNotificationWithTimeout(absl::Seconds(2)));
+}
+
+OftServer::OftServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+OftServer::~OftServer() { Shutdown(); }
+int OftServer::port() const { return impl_->port; }
+int OftServer::metrics_port() const { return impl_->metrics_port; }
+void OftServer::Wait() { impl_->done.WaitForNotification(); }
+
+absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  Impl& s = *impl;
+  s.options = options;
+  if (options.devices.empty()) return absl::InvalidArgumentError("--devices: at least one device");
+  std::error_code ec;
+  for (const char* sub : {"", "/datasets", "/jobs"}) {
+    std::filesystem::create_directories(options.data_dir + sub, ec);
+    if (ec) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--data_dir: cannot create ", options.data_dir, sub, ": ", ec.message()));
+    }
+  }
+  OFT_ASSIGN_OR_RETURN(s.catalog, ModelCatalog::Create(options.models));
+  JobStoreOptions store_options;
+  store_options.max_active_jobs_per_tenant = options.max_active_jobs_per_tenant;
+  OFT_ASSIGN_OR_RETURN(s.store, JobStore::Open(options.data_dir + "/jobs.db", store_options));
+  OFT_ASSIGN_OR_RETURN(s.adapters, AdapterStore::Open(options.data_dir));
+  for (const auto& [tenant, key] : options.api_keys) {
+    absl::Status st = s.store->AddApiKey(key, tenant);
+    if (absl::IsAlreadyExists(st)) {
+      absl::StatusOr<std::string> owner = s.store->LookupApiKey(key);
+      if (owner.ok() && *owner == tenant) continue;
+      return absl::InvalidArgumentError(
+          absl::StrCat("--api_key for tenant '", tenant, "': the key already belongs to another tenant"));
+    }
+    if (!st.ok()) return absl::InvalidArgumentError(absl::StrCat("--api_key: ", st.message()));
+  }
+  OFT_ASSIGN_OR_RETURN(RecoveryReport recovery, s.store->RecoverAfterRestart());
+  for (const std::string& id : recovery.requeued) Log("requeued after restart: " + id);
+
+  s.registry = std::make_shared<prometheus::Registry>();
+  s.metrics = std::make_unique<ServiceMetrics>(*s.registry);
+  if (!options.metrics_listen.empty()) {
+    absl::StatusOr<std::unique_ptr<MetricsHttpServer>> exposer =
+        MetricsHttpServer::Start(options.metrics_listen, s.registry);
+    if (!exposer.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--metrics_listen: ", exposer.status().message()));
+    }
+    s.exposer = std::move(*exposer);
+    s.metrics_port = s.exposer->port();
+  }
+
+  AuthOptions auth_options;
+  auth_options.allow_unauthenticated = options.allow_unauthenticated;
+  s.auth = std::make_unique<Authenticator>(s.store.get(), auth_options);
+  s.executor = std::make_unique<Executor>(options.executor_threads);
+  s.device_memory = options.device_memory_bytes > 0 ? options.device_memory_bytes : PhysicalMemoryBytes();
+
+  Impl* self = &s;
+  SchedulerOptions sched_options;
+  sched_options.devices = options.devices;
+  SchedulerObserver observer;
+  observer.on_job_finished = [self](const std::string& job_id, JobState state) {
+    self->metrics->JobFinished(std::string(JobStateName(state)));
+    self->metrics->ForgetJob(job_id);
+  };
+  OFT_ASSIGN_OR_RETURN(
+      s.scheduler,
+      Scheduler::Create(
+          s.store.get(), sched_options,
+          [self](const JobRecord& job, const std::string& device, JobControl& control) {
+            return self->Execute(job, device, control);
+          },
+          observer));
+
+  ServiceEnv& env = s.env;
+  env.store = s.store.get();
+  env.adapters = s.adapters.get();
+  env.models = &s.catalog;
+  env.auth = s.auth.get();
+  env.executor = s.executor.get();
+  env.events = &s.events;
+  env.metrics = s.metrics.get();
+  env.data_dir = options.data_dir;
+  env.limits.max_upload_bytes = options.max_upload_bytes;
+  env.devices = static_cast<int>(options.devices.size());
+  env.busy_devices = [self] { return static_cast<int>(self->scheduler->RunningJobIds().size()); };
+  env.wake_scheduler = [self] { self->scheduler->Wake(); };
+  env.cancel_running = [self](const std::string& id) { self->scheduler->Cancel(id); };
+  env.check_job = [self](const ResolvedJob& job, const std::vector<std::string>& train_paths,
+                         const std::string& valid_path) -> absl::StatusOr<std::vector<std::string>> {
+    OFT_ASSIGN_OR_RETURN(TrainingJob tj, ToTrainingJob(job, "", "", train_paths, valid_path));
+    tj.device = self->options.devices[0];
+    absl::StatusOr<JobCheckResult> check = CheckTrainingJob(tj, self->device_memory);
+    if (!check.ok()) {
+      // The runner names fields relative to the spec ("adapter_config.r"): say "spec.".
+      return absl::Status(check.status().code(), absl::StrCat("spec.", check.status().message()));
+    }
+    return check->warnings;
+  };
+  s.store->SetEventListener([self](const std::string& job_id, int64_t) { self->events.Publish(job_id); });
+
+  s.job_service = std::make_unique<JobServiceImpl>(&env);
+  s.dataset_service = std::make_unique<DatasetServiceImpl>(&env);
+  s.adapter_service = std::make_unique<AdapterServiceImpl>(&env);
+  s.model_service = std::make_unique<ModelServiceImpl>(&env);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
+  if (!options.tls_cert.empty() || !options.tls_key.empty()) {
+    if (options.tls_cert.empty() || options.tls_key.empty()) {
+      return absl::InvalidArgumentError("--tls_cert and --tls_key must be given together");
+    }
+    grpc::SslServerCredentialsOptions ssl;
+    OFT_ASSIGN_OR_RETURN(std::string cert, ReadPem("--tls_cert", options.tls_cert));
+    OFT_ASSIGN_OR_RETURN(std::string key, ReadPem("--tls_key", options.tls_key));
+    ssl.pem_key_cert_pairs.push_back({key, cert});
+    if (!options.tls_client_ca.empty()) {
+      OFT_ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadPem("--tls_client_ca", options.tls_client_ca));
+      ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    }
+    creds = grpc::SslServerCredentials(ssl);
+  } else if (!options.tls_client_ca.empty()) {
+    return absl::InvalidArgumentError("--tls_client_ca needs --tls_cert and --tls_key");
+  }
+  builder.AddListeningPort(options.listen, creds, &s.port);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
+  builder.RegisterService(s.job_service.get());
+  builder.RegisterService(s.dataset_service.get());
+  builder.RegisterService(s.adapter_service.get());
+  builder.RegisterService(s.model_service.get());
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(MakeRpcMetricsInterceptorFactory(s.metrics.get()));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  s.grpc_server = builder.BuildAndStart();
+  if (!s.grpc_server || s.port == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--listen=", options.listen, ": cannot listen there (address in use or invalid)"));
+  }
+  grpc::HealthCheckServiceInterface* health = s.grpc_server->GetHealthCheckService();
+  if (health != nullptr) {
+    for (const char* name : {"", "oft.v1.JobService", "oft.v1.DatasetService",
+                             "oft.v1.AdapterService", "oft.v1.ModelService"}) {
+      health->SetServingStatus(name, true);
+    }
+  }
+  s.scheduler->Start();
+  s.stats_thread = std::thread([self] { self->StatsLoop(); });
+
+  if (!options.port_file.empty()) {
+    OFT_RETURN_IF_ERROR(WriteFileAtomic(options.port_file, absl::StrCat(s.port, "\n")));
+  }
+  if (!options.metrics_port_file.empty() && s.metrics_port != 0) {
+    OFT_RETURN_IF_ERROR(WriteFileAtomic(options.metrics_port_file, absl::StrCat(s.metrics_port, "\n")));
+  }
+  Log(absl::StrCat("serving gRPC on port ", s.port, ", metrics on port ", s.metrics_port,
+                   ", models: ", s.catalog.Names(), ", data_dir ", options.data_dir));
+  return std::unique_ptr<OftServer>(new OftServer(std::move(impl)));
+}
+
+void OftServer::Shutdown() {
+  Impl& s = *impl_;
+  {
+    absl::MutexLock lock(&s.shutdown_mu);
+    if (s.shut_down) return;
+    s.shut_down = true;
+  }
+  Log("shutting down: no new calls; checkpointing running jobs");
+  if (grpc::HealthCheckServiceInterface* h = s.grpc_server->GetHealthCheckService()) {
+    h->Shutdown();
+  }
+  s.grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(3));
+  s.scheduler->Shutdown();
+  s.store->SetEventListener(nullptr);
+  s.executor->Shutdown();
+  s.stop_stats.Notify();
+  if (s.stats_thread.joinable()) s.stats_thread.join();
+  s.grpc_server->Wait();
+  Log("stopped");
+  s.done.Notify();
+}
+
+}  // namespace oft

@@ -1,0 +1,65 @@
+// The composition root of oft_server: turns ServerOptions into wired components (stores,
+// model catalog, metrics, scheduler, gRPC services, health, reflection) and runs them.
+// Nothing else constructs these components in production.
+//
+// Lifecycle: Start() returns once the gRPC and metrics ports are bound and the scheduler
+// runs. Shutdown() is graceful: health goes NOT_SERVING, the gRPC server stops accepting
+// (in-flight calls get a short grace period), running jobs are checkpointed and go back to
+// QUEUED, then everything is torn down. Thread-safe; Shutdown() is idempotent.
+#ifndef OFT_SERVER_SERVER_H_
+#define OFT_SERVER_SERVER_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace oft {
+
+struct ServerOptions {
+  std::string listen = "127.0.0.1:50051";          // gRPC address; port 0 = any free port
+  std::string port_file;                           // bound gRPC port written here ("" = no)
+  std::string metrics_listen = "127.0.0.1:9464";   // Prometheus exposer; "" = off
+  std::string metrics_port_file;                   // bound metrics port written here
+  std::string data_dir = "./oft-data";             // jobs.db, datasets/, jobs/, adapters/
+  std::map<std::string, std::string> models;       // base model name -> HF directory
+  std::vector<std::string> devices = {"cpu"};      // one training worker per entry
+  int train_threads = 1;                           // torch intra-op threads per CPU job
+  std::vector<std::pair<std::string, std::string>> api_keys;  // (tenant, key)
+  bool allow_unauthenticated = false;              // every caller is tenant "default"
+  std::string tls_cert, tls_key;                   // PEM files: serve TLS when both set
+  std::string tls_client_ca;                       // PEM: require verified client certs (mTLS)
+  int64_t max_upload_bytes = int64_t{256} << 20;   // largest dataset upload
+  int64_t max_message_bytes = int64_t{4} << 20;    // largest gRPC message either way
+  int64_t max_active_jobs_per_tenant = 32;         // QUEUED + RUNNING per tenant; 0 = no cap
+  int64_t adapter_memory_budget_bytes = int64_t{1} << 30;  // inference adapters (issue 6)
+  int64_t device_memory_bytes = 0;  // memory a job may use; 0 = the machine's RAM (CPU)
+  int executor_threads = 8;         // threads for blocking RPC work (SQLite, files)
+};
+
+class OftServer {
+ public:
+  // Errors name the offending option (bad address, unreadable TLS file, model directory).
+  static absl::StatusOr<std::unique_ptr<OftServer>> Start(const ServerOptions& options);
+  ~OftServer();  // Shutdown()
+
+  int port() const;          // bound gRPC port
+  int metrics_port() const;  // bound metrics port; 0 when off
+
+  // Blocks until Shutdown() has finished.
+  void Wait();
+  void Shutdown();
+
+ private:
+  struct Impl;
+  explicit OftServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace oft
+
+#endif  // OFT_SERVER_SERVER_H_

@@ -1,0 +1,49 @@
+#include "server/service/auth.h"
+
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+
+namespace oft {
+
+Authenticator::Authenticator(const JobStore* store, AuthOptions options)
+    : store_(store), options_(std::move(options)) {}
+
+absl::StatusOr<std::string> Authenticator::Authenticate(const grpc::ServerContextBase& context) {
+  const auto& md = context.client_metadata();
+  auto it = md.find("authorization");
+  if (it == md.end()) {
+    if (options_.allow_unauthenticated) return options_.default_tenant;
+    return absl::UnauthenticatedError(
+        "missing API key: send metadata 'authorization: Bearer <key>'");
+  }
+  std::string value(it->second.data(), it->second.size());
+  constexpr absl::string_view kBearer = "Bearer ";
+  if (!absl::StartsWithIgnoreCase(value, kBearer)) {
+    return absl::UnauthenticatedError(
+        "malformed authorization metadata: expected 'Bearer <key>'");
+  }
+  std::string key(absl::StripAsciiWhitespace(absl::string_view(value).substr(kBearer.size())));
+  if (key.empty()) return absl::UnauthenticatedError("empty API key in authorization metadata");
+  const absl::Time now = absl::Now();
+  {
+    absl::MutexLock lock(&mu_);
+    auto c = cache_.find(key);
+    if (c != cache_.end() && c->second.expires > now) return c->second.tenant;
+  }
+  absl::StatusOr<std::string> tenant = store_->LookupApiKey(key);
+  if (!tenant.ok()) {
+    if (absl::IsNotFound(tenant.status())) {
+      return absl::UnauthenticatedError("unknown API key");
+    }
+    return absl::UnavailableError("cannot check the API key right now: " +
+                                  std::string(tenant.status().message()));
+  }
+  absl::MutexLock lock(&mu_);
+  if (cache_.size() > 10000) cache_.clear();  // bounded: keys are few, guessing is not
+  cache_[key] = Entry{*tenant, now + options_.cache_ttl};
+  return *tenant;
+}
+
+}  // namespace oft

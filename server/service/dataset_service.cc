@@ -1,0 +1,291 @@
+#include "server/service/dataset_service.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+#include <utility>
+
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "google/protobuf/util/time_util.h"
+#include "server/common/file_util.h"
+#include "server/common/names.h"
+#include "server/common/status_macros.h"
+#include "server/data/dataset.h"
+
+namespace oft {
+namespace {
+
+using oft::v1::DatasetFormat;
+using oft::v1::UploadDatasetRequest;
+
+DatasetFormat FormatOf(RowFormat f) {
+  switch (f) {
+    case RowFormat::kText: return oft::v1::DATASET_FORMAT_TEXT;
+    case RowFormat::kPromptCompletion: return oft::v1::DATASET_FORMAT_PROMPT_COMPLETION;
+    case RowFormat::kChat: return oft::v1::DATASET_FORMAT_CHAT;
+  }
+  return oft::v1::DATASET_FORMAT_UNSPECIFIED;
+}
+
+bool IsLowerHex64(const std::string& s) {
+  if (s.size() != 64) return false;
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+// Receives one upload into a temp file, then validates and publishes it on the executor.
+class UploadReactor final : public grpc::ServerReadReactor<UploadDatasetRequest> {
+ public:
+  UploadReactor(const ServiceEnv* env, grpc::CallbackServerContext* ctx, oft::v1::Dataset* response)
+      : env_(env), response_(response) {
+    absl::StatusOr<std::string> tenant = env_->auth->Authenticate(*ctx);
+    if (!tenant.ok()) {
+      Fail(tenant.status());
+      return;
+    }
+    tenant_ = *tenant;
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (finished_) return;
+    if (!ok) {  // the client closed its side: check and publish
+      if (!have_header_) {
+        Fail(absl::InvalidArgumentError("header: the first message must carry the upload header"));
+        return;
+      }
+      if (!env_->executor->Schedule([this] { Complete(); })) {
+        Fail(absl::UnavailableError("server is shutting down"));
+      }
+      return;
+    }
+    absl::Status st = Consume();
+    if (!st.ok()) {
+      Fail(st);
+      return;
+    }
+    StartRead(&request_);
+  }
+
+  void OnDone() override {
+    if (fd_ >= 0) close(fd_);
+    if (!temp_path_.empty()) unlink(temp_path_.c_str());
+    delete this;
+  }
+
+ private:
+  absl::Status Consume() {
+    if (request_.has_header()) {
+      if (have_header_) return absl::InvalidArgumentError("header: sent twice (only the first message carries it)");
+      have_header_ = true;
+      header_ = request_.header();
+      OFT_RETURN_IF_ERROR(ValidateName("header.name", header_.name()));
+      if (!IsLowerHex64(header_.sha256())) {
+        return absl::InvalidArgumentError("header.sha256 must be 64 lowercase hex digits");
+      }
+      if (header_.size_bytes() <= 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("header.size_bytes must be > 0, got ", header_.size_bytes()));
+      }
+      if (header_.size_bytes() > env_->limits.max_upload_bytes) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("header.size_bytes ", header_.size_bytes(), " is over the upload limit of ",
+                         env_->limits.max_upload_bytes, " bytes"));
+      }
+      const std::string dir = env_->data_dir + "/datasets";
+      temp_path_ = absl::StrFormat("%s/.upload-%016x", dir, absl::Uniform<uint64_t>(absl::BitGen()));
+      fd_ = open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+      if (fd_ < 0) {
+        const int err = errno;
+        temp_path_.clear();
+        return ErrnoStatus(err, "creating the upload file");
+      }
+      return absl::OkStatus();
+    }
+    if (!request_.has_chunk()) return absl::InvalidArgumentError("message without header or chunk");
+    if (!have_header_) {
+      return absl::InvalidArgumentError("header: the first message must carry the upload header");
+    }
+    const std::string& chunk = request_.chunk();
+    if (chunk.empty() || static_cast<int64_t>(chunk.size()) > env_->limits.max_chunk_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat("chunk must be 1 to ", env_->limits.max_chunk_bytes,
+                                                     " bytes, got ", chunk.size()));
+    }
+    received_ += static_cast<int64_t>(chunk.size());
+    if (received_ > env_->limits.max_upload_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "upload is over the limit of ", env_->limits.max_upload_bytes, " bytes"));
+    }
+    if (received_ > header_.size_bytes()) {
+      return absl::InvalidArgumentError(absl::StrCat("upload is longer than header.size_bytes (",
+                                                     header_.size_bytes(), ")"));
+    }
+    sha_.Update(chunk.data(), chunk.size());
+    size_t done = 0;
+    while (done < chunk.size()) {
+      const ssize_t n = write(fd_, chunk.data() + done, chunk.size() - done);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return ErrnoStatus(errno, "writing the upload");
+      }
+      done += static_cast<size_t>(n);
+    }
+    return absl::OkStatus();
+  }
+
+  void Complete() {
+    absl::Status st = Publish();
+    if (!st.ok()) {
+      Fail(st);
+      return;
+    }
+    finished_ = true;
+    Finish(grpc::Status::OK);
+  }
+
+  absl::Status Publish() {
+    if (received_ != header_.size_bytes()) {
+      return absl::InvalidArgumentError(absl::StrCat("size mismatch: header.size_bytes is ",
+                                                     header_.size_bytes(), ", received ", received_,
+                                                     " bytes"));
+    }
+    const std::string sha = sha_.HexDigest();
+    if (sha != header_.sha256()) {
+      return absl::InvalidArgumentError(absl::StrCat("sha256 mismatch: header.sha256 is ",
+                                                     header_.sha256(), ", received bytes hash to ", sha));
+    }
+    if (fsync(fd_) != 0) return ErrnoStatus(errno, "fsync of the upload");
+    close(fd_);
+    fd_ = -1;
+    OFT_ASSIGN_OR_RETURN(std::string contents,
+                         ReadFile(temp_path_, static_cast<size_t>(env_->limits.max_upload_bytes)));
+    DatasetLimits limits;
+    limits.max_file_bytes = env_->limits.max_upload_bytes;
+    OFT_ASSIGN_OR_RETURN(DatasetSummary summary, ValidateJsonl(contents, limits));
+    const DatasetFormat format = FormatOf(summary.format);
+    if (header_.format() != oft::v1::DATASET_FORMAT_UNSPECIFIED && header_.format() != format) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("header.format is ", oft::v1::DatasetFormat_Name(header_.format()),
+                       " but the rows are ", oft::v1::DatasetFormat_Name(format)));
+    }
+    // Content-addressed: the same bytes uploaded twice share one file.
+    const std::string final_path = env_->data_dir + "/datasets/" + sha + ".jsonl";
+    if (rename(temp_path_.c_str(), final_path.c_str()) != 0) {
+      return ErrnoStatus(errno, "storing the upload");
+    }
+    temp_path_.clear();
+    OFT_RETURN_IF_ERROR(FsyncDirectory(env_->data_dir + "/datasets"));
+    NewDataset record;
+    record.tenant = tenant_;
+    record.name = header_.name();
+    record.sha256 = sha;
+    record.size_bytes = received_;
+    record.rows = summary.rows;
+    record.blank_lines = summary.blank_lines;
+    record.format = oft::v1::DatasetFormat_Name(format);
+    record.path = final_path;
+    OFT_ASSIGN_OR_RETURN(DatasetRecord stored, env_->store->CreateDataset(record));
+    *response_ = DatasetToProto(stored);
+    return absl::OkStatus();
+  }
+
+  void Fail(const absl::Status& st) {
+    if (finished_) return;
+    finished_ = true;
+    Finish(ToGrpcStatus(st));
+  }
+
+  const ServiceEnv* env_;
+  oft::v1::Dataset* response_;
+  std::string tenant_;
+  UploadDatasetRequest request_;
+  oft::v1::UploadDatasetHeader header_;
+  bool have_header_ = false;
+  bool finished_ = false;  // touched by one thread at a time (reads are sequential)
+  int64_t received_ = 0;
+  int fd_ = -1;
+  std::string temp_path_;
+  Sha256 sha_;
+};
+
+absl::Status ValidateDatasetId(const std::string& id) {
+  if (id.empty()) return absl::InvalidArgumentError("id is required");
+  return ValidateName("id", id);
+}
+
+}  // namespace
+
+oft::v1::Dataset DatasetToProto(const DatasetRecord& r) {
+  oft::v1::Dataset d;
+  d.set_id(r.id);
+  d.set_name(r.name);
+  d.set_sha256(r.sha256);
+  d.set_size_bytes(r.size_bytes);
+  DatasetFormat f = oft::v1::DATASET_FORMAT_UNSPECIFIED;
+  oft::v1::DatasetFormat_Parse(r.format, &f);
+  d.set_format(f);
+  *d.mutable_create_time() =
+      google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(r.created_at));
+  d.mutable_validation()->set_rows(r.rows);
+  d.mutable_validation()->set_blank_lines(r.blank_lines);
+  return d;
+}
+
+grpc::ServerReadReactor<UploadDatasetRequest>* DatasetServiceImpl::UploadDataset(
+    grpc::CallbackServerContext* ctx, oft::v1::Dataset* response) {
+  return new UploadReactor(env_, ctx, response);
+}
+
+grpc::ServerUnaryReactor* DatasetServiceImpl::GetDataset(grpc::CallbackServerContext* ctx,
+                                                         const oft::v1::GetDatasetRequest* request,
+                                                         oft::v1::Dataset* response) {
+  auto* reactor = ctx->DefaultReactor();
+  FinishAsync(*env_, reactor, [this, ctx, request, response]() -> absl::Status {
+    OFT_ASSIGN_OR_RETURN(std::string tenant, env_->auth->Authenticate(*ctx));
+    OFT_RETURN_IF_ERROR(ValidateDatasetId(request->id()));
+    OFT_ASSIGN_OR_RETURN(DatasetRecord r, env_->store->GetDataset(tenant, request->id()));
+    *response = DatasetToProto(r);
+    return absl::OkStatus();
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* DatasetServiceImpl::ListDatasets(
+    grpc::CallbackServerContext* ctx, const oft::v1::ListDatasetsRequest* request,
+    oft::v1::ListDatasetsResponse* response) {
+  auto* reactor = ctx->DefaultReactor();
+  FinishAsync(*env_, reactor, [this, ctx, request, response]() -> absl::Status {
+    OFT_ASSIGN_OR_RETURN(std::string tenant, env_->auth->Authenticate(*ctx));
+    OFT_ASSIGN_OR_RETURN(DatasetPage page, env_->store->ListDatasets(tenant, request->page_size(),
+                                                                     request->page_token()));
+    for (const DatasetRecord& r : page.datasets) *response->add_datasets() = DatasetToProto(r);
+    response->set_next_page_token(page.next_page_token);
+    return absl::OkStatus();
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* DatasetServiceImpl::DeleteDataset(
+    grpc::CallbackServerContext* ctx, const oft::v1::DeleteDatasetRequest* request,
+    google::protobuf::Empty*) {
+  auto* reactor = ctx->DefaultReactor();
+  FinishAsync(*env_, reactor, [this, ctx, request]() -> absl::Status {
+    OFT_ASSIGN_OR_RETURN(std::string tenant, env_->auth->Authenticate(*ctx));
+    OFT_RETURN_IF_ERROR(ValidateDatasetId(request->id()));
+    OFT_ASSIGN_OR_RETURN(DeletedDataset d, env_->store->DeleteDataset(tenant, request->id()));
+    if (!d.path_still_referenced) {
+      std::error_code ec;
+      std::filesystem::remove(d.record.path, ec);  // the record is gone; a leftover file is harmless
+    }
+    return absl::OkStatus();
+  });
+  return reactor;
+}
+
+}  // namespace oft

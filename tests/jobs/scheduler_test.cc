@@ -1,0 +1,442 @@
+#include "server/jobs/scheduler.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace oft {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::SizeIs;
+using ::testing::UnorderedElementsAre;
+
+namespace fs = std::filesystem;
+
+// Polls `pred` every 2 ms for up to 10 s.
+bool Eventually(const std::function<bool()>& pred) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (absl::Now() < deadline) {
+    if (pred()) return true;
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  return pred();
+}
+
+// Distinct, increasing creation times.
+class FakeClock {
+ public:
+  absl::Time Now() { return absl::FromUnixMicros(micros_.fetch_add(1000)); }
+
+ private:
+  std::atomic<int64_t> micros_{1'700'000'000'000'000};
+};
+
+// A fake executor: records starts; each job either returns at once (`outcomes`), or,
+// when `gated`, waits until released or stopped.
+class FakeExecutor {
+ public:
+  JobOutcome Run(const JobRecord& job, const std::string& device, JobControl& control) {
+    absl::Notification* release = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      starts_.push_back(job.id);
+      devices_[job.id] = device;
+      release = &releases_[job.id];
+    }
+    if (throw_for_.count(job.id)) throw std::runtime_error("boom in the executor");
+    if (auto it = outcomes_.find(job.id); it != outcomes_.end()) return it->second;
+    if (gated_) {
+      const absl::Time deadline = absl::Now() + absl::Seconds(20);
+      while (!release->HasBeenNotified() && !control.stop.load() && absl::Now() < deadline) {
+        release->WaitForNotificationWithTimeout(absl::Milliseconds(1));
+      }
+      if (control.stop.load()) {
+        JobOutcome o;
+        o.kind = control.shutting_down.load() ? shutdown_kind_ : JobOutcome::Kind::kCancelled;
+        return o;
+      }
+    }
+    JobOutcome ok;
+    ok.result_adapter_name = "adapter-" + job.id;
+    ok.result_adapter_version = 1;
+    return ok;
+  }
+
+  JobExecutor AsExecutor() {
+    return [this](const JobRecord& j, const std::string& d, JobControl& c) { return Run(j, d, c); };
+  }
+  void Release(const std::string& id) {
+    absl::MutexLock lock(&mu_);
+    releases_[id].Notify();
+  }
+  // Waits until `n` jobs have started.
+  bool WaitStarted(size_t n) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [this, n]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return starts_.size() >= n; };
+    return mu_.AwaitWithTimeout(absl::Condition(&enough), absl::Seconds(10));
+  }
+  std::vector<std::string> starts() {
+    absl::MutexLock lock(&mu_);
+    return starts_;
+  }
+  std::string device(const std::string& id) {
+    absl::MutexLock lock(&mu_);
+    return devices_[id];
+  }
+
+  bool gated_ = false;
+  JobOutcome::Kind shutdown_kind_ = JobOutcome::Kind::kInterrupted;
+  std::map<std::string, JobOutcome> outcomes_;  // set before Start()
+  std::set<std::string> throw_for_;             // set before Start()
+
+ private:
+  absl::Mutex mu_;
+  std::vector<std::string> starts_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> devices_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, absl::Notification> releases_ ABSL_GUARDED_BY(mu_);
+};
+
+class SchedulerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = fs::path(::testing::TempDir()) /
+           absl::StrCat("scheduler_test_", getpid(), "_", info->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    JobStoreOptions o;
+    o.clock = [this] { return clock_.Now(); };
+    auto s = JobStore::Open((dir_ / "jobs.db").string(), o);
+    ASSERT_TRUE(s.ok()) << s.status();
+    store_ = std::move(*s);
+  }
+  void TearDown() override {
+    scheduler_.reset();
+    store_.reset();
+    fs::remove_all(dir_);
+  }
+
+  std::string AddJob(int priority = 0) {
+    NewJob j;
+    j.tenant = "t1";
+    j.spec_json = "{}";
+    j.priority = priority;
+    auto r = store_->CreateJob(j);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? r->job.id : "";
+  }
+
+  void MakeScheduler(SchedulerOptions options, SchedulerObserver obs = {}) {
+    obs.on_job_finished = [this](const std::string& id, JobState state) {
+      absl::MutexLock lock(&mu_);
+      finished_[id] = state;
+    };
+    auto s = Scheduler::Create(store_.get(), std::move(options), fake_.AsExecutor(), obs);
+    ASSERT_TRUE(s.ok()) << s.status();
+    scheduler_ = std::move(*s);
+  }
+
+  bool WaitFinished(size_t n) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [this, n]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return finished_.size() >= n; };
+    return mu_.AwaitWithTimeout(absl::Condition(&enough), absl::Seconds(10));
+  }
+  std::map<std::string, JobState> finished() {
+    absl::MutexLock lock(&mu_);
+    return finished_;
+  }
+
+  JobRecord Get(const std::string& id) {
+    auto r = store_->GetJob("t1", id);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : JobRecord{};
+  }
+
+  std::vector<EventRecord> Events(const std::string& id, const std::string& kind) {
+    auto r = store_->EventsAfter(id, 0);
+    EXPECT_TRUE(r.ok()) << r.status();
+    std::vector<EventRecord> out;
+    if (!r.ok()) return out;
+    for (auto& e : *r) {
+      if (e.kind == kind) out.push_back(e);
+    }
+    return out;
+  }
+
+  std::string LastStateMessage(const std::string& id) {
+    auto events = Events(id, "state_changed");
+    if (events.empty()) return "";
+    return nlohmann::json::parse(events.back().payload_json).value("message", "");
+  }
+
+  fs::path dir_;
+  FakeClock clock_;
+  std::unique_ptr<JobStore> store_;
+  FakeExecutor fake_;
+  std::unique_ptr<Scheduler> scheduler_;
+  absl::Mutex mu_;
+  std::map<std::string, JobState> finished_ ABSL_GUARDED_BY(mu_);
+};
+
+TEST_F(SchedulerTest, CreateRejectsBadOptions) {
+  JobExecutor ex = fake_.AsExecutor();
+  EXPECT_TRUE(absl::IsInvalidArgument(Scheduler::Create(nullptr, {}, ex).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(Scheduler::Create(store_.get(), {}, nullptr).status()));
+  SchedulerOptions o;
+  o.devices = {};
+  EXPECT_TRUE(absl::IsInvalidArgument(Scheduler::Create(store_.get(), o, ex).status()));
+  o.devices = {"cpu"};
+  o.jobs_per_device = 0;
+  EXPECT_TRUE(absl::IsInvalidArgument(Scheduler::Create(store_.get(), o, ex).status()));
+  o.jobs_per_device = 1;
+  o.poll_interval = absl::ZeroDuration();
+  EXPECT_TRUE(absl::IsInvalidArgument(Scheduler::Create(store_.get(), o, ex).status()));
+}
+
+TEST_F(SchedulerTest, RunsByPriorityThenCreationOnOneDevice) {
+  const std::string a = AddJob(0), b = AddJob(5), c = AddJob(0), d = AddJob(10);
+  MakeScheduler({});
+  scheduler_->Start();
+  ASSERT_TRUE(WaitFinished(4));
+  EXPECT_THAT(fake_.starts(), ElementsAre(d, b, a, c));
+  for (const std::string& id : {a, b, c, d}) {
+    const JobRecord j = Get(id);
+    EXPECT_EQ(j.state, JobState::kSucceeded) << id;
+    EXPECT_EQ(j.result_adapter_name, "adapter-" + id);
+    EXPECT_EQ(j.result_adapter_version, 1);
+    EXPECT_EQ(finished()[id], JobState::kSucceeded);
+    EXPECT_EQ(fake_.device(id), "cpu");
+  }
+}
+
+TEST_F(SchedulerTest, TwoDevicesRunTwoJobsAtOnce) {
+  fake_.gated_ = true;
+  const std::string a = AddJob(), b = AddJob(), c = AddJob();
+  SchedulerOptions o;
+  o.devices = {"cpu", "cuda:0"};
+  MakeScheduler(o);
+  scheduler_->Start();
+  ASSERT_TRUE(fake_.WaitStarted(2));
+  EXPECT_THAT(scheduler_->RunningJobIds(), UnorderedElementsAre(a, b));
+  EXPECT_EQ(Get(a).state, JobState::kRunning);
+  EXPECT_EQ(Get(b).state, JobState::kRunning);
+  EXPECT_EQ(Get(c).state, JobState::kQueued);
+  EXPECT_NE(fake_.device(a), fake_.device(b));
+  EXPECT_THAT(fake_.starts(), SizeIs(2));  // c waits for a free device
+  fake_.Release(a);
+  fake_.Release(b);
+  fake_.Release(c);
+  ASSERT_TRUE(WaitFinished(3));
+  for (const std::string& id : {a, b, c}) EXPECT_EQ(Get(id).state, JobState::kSucceeded);
+}
+
+TEST_F(SchedulerTest, JobsPerDeviceAllowsConcurrentJobsOnOneDevice) {
+  fake_.gated_ = true;
+  const std::string a = AddJob(), b = AddJob();
+  SchedulerOptions o;
+  o.jobs_per_device = 2;
+  MakeScheduler(o);
+  scheduler_->Start();
+  ASSERT_TRUE(fake_.WaitStarted(2));
+  EXPECT_EQ(fake_.device(a), "cpu");
+  EXPECT_EQ(fake_.device(b), "cpu");
+  fake_.Release(a);
+  fake_.Release(b);
+  ASSERT_TRUE(WaitFinished(2));
+}
+
+TEST_F(SchedulerTest, CancelStopsARunningJob) {
+  fake_.gated_ = true;
+  const std::string a = AddJob(), b = AddJob();
+  SchedulerOptions o;
+  o.poll_interval = absl::Minutes(10);  // only Cancel() can stop it
+  MakeScheduler(o);
+  scheduler_->Start();
+  ASSERT_TRUE(fake_.WaitStarted(1));
+  ASSERT_EQ(fake_.starts()[0], a);
+  scheduler_->Cancel(b);  // queued: harmless
+  scheduler_->Cancel("job-unknown");
+  const absl::Time t0 = absl::Now();
+  scheduler_->Cancel(a);
+  ASSERT_TRUE(Eventually([&] { return finished().count(a) > 0; }));
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(2));
+  EXPECT_EQ(finished()[a], JobState::kCancelled);
+  EXPECT_EQ(Get(a).state, JobState::kCancelled);
+  // The device is free again: b runs.
+  ASSERT_TRUE(fake_.WaitStarted(2));
+  fake_.Release(b);
+  ASSERT_TRUE(WaitFinished(2));
+  EXPECT_EQ(Get(b).state, JobState::kSucceeded);
+}
+
+TEST_F(SchedulerTest, CancelRequestedInTheStoreIsPolled) {
+  fake_.gated_ = true;
+  const std::string a = AddJob();
+  SchedulerOptions o;
+  o.poll_interval = absl::Milliseconds(20);
+  MakeScheduler(o);
+  scheduler_->Start();
+  ASSERT_TRUE(fake_.WaitStarted(1));
+  ASSERT_TRUE(store_->RequestCancel("t1", a).ok());  // no Scheduler::Cancel
+  ASSERT_TRUE(WaitFinished(1));
+  EXPECT_EQ(Get(a).state, JobState::kCancelled);
+}
+
+TEST_F(SchedulerTest, ShutdownRequeuesRunningJobs) {
+  fake_.gated_ = true;
+  const std::string a = AddJob(), b = AddJob();
+  SchedulerOptions o;
+  o.poll_interval = absl::Minutes(10);
+  MakeScheduler(o);
+  scheduler_->Start();
+  ASSERT_TRUE(fake_.WaitStarted(1));
+  scheduler_->Shutdown();
+  scheduler_->Shutdown();  // idempotent
+  EXPECT_THAT(fake_.starts(), ElementsAre(a));
+  const JobRecord ja = Get(a);
+  EXPECT_EQ(ja.state, JobState::kQueued);
+  EXPECT_EQ(LastStateMessage(a), "requeued at shutdown");
+  EXPECT_EQ(Get(b).state, JobState::kQueued);
+  EXPECT_TRUE(finished().empty());
+  EXPECT_TRUE(scheduler_->RunningJobIds().empty());
+  // Requeued first (priority, then creation): a starts again first on the next server.
+  auto q = store_->QueuedJobs();
+  ASSERT_TRUE(q.ok());
+  ASSERT_THAT(*q, SizeIs(2));
+  EXPECT_EQ((*q)[0].id, a);
+}
+
+TEST_F(SchedulerTest, ShutdownRequeuesAJobWhoseExecutorReportsCancelled) {
+  fake_.gated_ = true;
+  fake_.shutdown_kind_ = JobOutcome::Kind::kCancelled;  // executor does not tell them apart
+  const std::string a = AddJob();
+  MakeScheduler({});
+  scheduler_->Start();
+  ASSERT_TRUE(fake_.WaitStarted(1));
+  scheduler_->Shutdown();
+  EXPECT_EQ(Get(a).state, JobState::kQueued);
+}
+
+TEST_F(SchedulerTest, ShutdownKeepsAPendingCancel) {
+  fake_.gated_ = true;
+  const std::string a = AddJob();
+  SchedulerOptions o;
+  o.poll_interval = absl::Minutes(10);  // the poll never sees the request
+  MakeScheduler(o);
+  scheduler_->Start();
+  ASSERT_TRUE(fake_.WaitStarted(1));
+  ASSERT_TRUE(store_->RequestCancel("t1", a).ok());
+  scheduler_->Shutdown();
+  EXPECT_EQ(Get(a).state, JobState::kCancelled);
+}
+
+TEST_F(SchedulerTest, ShutdownWithoutStartAndDestructorAreSafe) {
+  AddJob();
+  MakeScheduler({});
+  scheduler_->Shutdown();
+  scheduler_->Start();  // after Shutdown: nothing runs
+  EXPECT_TRUE(fake_.starts().empty());
+  scheduler_.reset();
+}
+
+TEST_F(SchedulerTest, ExecutorFailureFailsTheJobWithItsReason) {
+  const std::string a = AddJob();
+  JobOutcome failed;
+  failed.kind = JobOutcome::Kind::kFailed;
+  failed.failure = {"DATASET_INVALID", "train.jsonl line 3: not JSON", "training_dataset_ids"};
+  fake_.outcomes_[a] = failed;
+  MakeScheduler({});
+  scheduler_->Start();
+  ASSERT_TRUE(WaitFinished(1));
+  const JobRecord j = Get(a);
+  EXPECT_EQ(j.state, JobState::kFailed);
+  EXPECT_EQ(j.failure.reason, "DATASET_INVALID");
+  EXPECT_EQ(j.failure.message, "train.jsonl line 3: not JSON");
+  EXPECT_EQ(j.failure.field, "training_dataset_ids");
+  EXPECT_EQ(finished()[a], JobState::kFailed);
+}
+
+TEST_F(SchedulerTest, ExecutorExceptionIsInternalAndTheWorkerSurvives) {
+  const std::string a = AddJob(), b = AddJob();
+  fake_.throw_for_.insert(a);
+  MakeScheduler({});
+  scheduler_->Start();
+  ASSERT_TRUE(WaitFinished(2));
+  const JobRecord ja = Get(a);
+  EXPECT_EQ(ja.state, JobState::kFailed);
+  EXPECT_EQ(ja.failure.reason, "INTERNAL");
+  EXPECT_THAT(ja.failure.message, HasSubstr("boom in the executor"));
+  EXPECT_EQ(Get(b).state, JobState::kSucceeded);
+}
+
+TEST_F(SchedulerTest, PublishesQueuePositionChanges) {
+  fake_.gated_ = true;
+  const std::string a = AddJob();
+  SchedulerOptions o;
+  o.poll_interval = absl::Minutes(10);  // only Wake() and finished jobs trigger passes
+  std::vector<std::pair<int64_t, int64_t>> reports;
+  absl::Mutex reports_mu;
+  SchedulerObserver obs;
+  obs.on_queue_changed = [&](int64_t queued, int64_t running) {
+    absl::MutexLock lock(&reports_mu);
+    reports.emplace_back(queued, running);
+  };
+  MakeScheduler(o, obs);
+  scheduler_->Start();
+  ASSERT_TRUE(fake_.WaitStarted(1));
+  EXPECT_TRUE(Events(a, "queue_position_changed").empty());  // started at once
+
+  const std::string b = AddJob(), c = AddJob();
+  scheduler_->Wake();
+  ASSERT_TRUE(Eventually([&] { return Events(c, "queue_position_changed").size() == 1; }));
+  auto eb = Events(b, "queue_position_changed");
+  ASSERT_THAT(eb, SizeIs(1));
+  EXPECT_EQ(nlohmann::json::parse(eb[0].payload_json),
+            nlohmann::json::parse(R"({"queuePosition":1,"reason":"0 jobs ahead; 1 device busy"})"));
+  EXPECT_EQ(nlohmann::json::parse(Events(c, "queue_position_changed")[0].payload_json),
+            nlohmann::json::parse(R"({"queuePosition":2,"reason":"1 job ahead; 1 device busy"})"));
+
+  // Nothing changed: another pass publishes nothing new.
+  scheduler_->Wake();
+  fake_.Release(a);  // a finishes, b starts, c moves up
+  ASSERT_TRUE(fake_.WaitStarted(2));
+  ASSERT_TRUE(Eventually([&] { return Events(c, "queue_position_changed").size() == 2; }));
+  EXPECT_EQ(nlohmann::json::parse(Events(c, "queue_position_changed")[1].payload_json)
+                .value("queuePosition", 0),
+            1);
+  EXPECT_THAT(Events(b, "queue_position_changed"), SizeIs(1));
+  fake_.Release(b);
+  fake_.Release(c);
+  ASSERT_TRUE(WaitFinished(3));
+  EXPECT_THAT(Events(c, "queue_position_changed"), SizeIs(2));
+  EXPECT_TRUE(Eventually([&] {
+    absl::MutexLock lock(&reports_mu);
+    return !reports.empty() && reports.back() == std::make_pair(int64_t{0}, int64_t{0});
+  }));
+  scheduler_->Shutdown();
+  absl::MutexLock lock(&reports_mu);
+  EXPECT_NE(std::find(reports.begin(), reports.end(), std::make_pair(int64_t{2}, int64_t{1})),
+            reports.end());
+}
+
+}  // namespace
+}  // namespace oft
