@@ -1,7 +1,10 @@
-# oft-server image: CUDA runtime + LibTorch (from the pinned torch wheel) + our binaries.
-# Build:  docker build -t oft-server .
-# Run:    docker run --gpus all -p 50051:50051 -p 9464:9464 -v oft-data:/data oft-server
-# (Not built in this project's CI: the CI machines have no Docker engine.)
+# oft-server image: CUDA runtime + LibTorch (from the pinned torch wheel) + oft_server, oftctl
+# and the embedded default model.
+#   docker build -t oft-server .
+#   docker run --gpus all -p 50051:50051 -p 9464:9464 -v oft-data:/data oft-server \
+#     --api_key=default:$(openssl rand -hex 24) --devices=cuda:0
+# Extra arguments are appended to the ENTRYPOINT's flags (see deploy/k8s/base/deployment.yaml).
+# Ubuntu 24.04 ships the same gRPC 1.51 / protobuf 3.21 / Abseil 20220623 as Debian 12.
 
 # ---- build stage -------------------------------------------------------------------------
 FROM nvidia/cuda:13.0.1-cudnn-devel-ubuntu24.04 AS build
@@ -10,28 +13,48 @@ RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends \
       build-essential cmake ninja-build ccache pkg-config git python3 python3-venv python3-pip \
       libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev \
       prometheus-cpp-dev libsqlite3-dev sqlite3 libgtest-dev libgmock-dev libbenchmark-dev \
-      libopenblas0-pthread libpcre2-dev nlohmann-json3-dev libssl-dev \
+      libopenblas0-pthread libpcre2-dev libicu-dev nlohmann-json3-dev libssl-dev prometheus \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY scripts/setup.sh scripts/setup.sh
-# Installs the pinned torch wheel into /src/.venv (Debian packages are already present).
+# Installs the pinned torch wheel (CUDA-enabled on PyPI) into /src/.venv; the Debian
+# packages are already present.
 RUN scripts/setup.sh
 COPY . .
 RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DOFT_CUDA=ON \
       -DCMAKE_CUDA_ARCHITECTURES="80;90" \
-    && cmake --build build -j"$(nproc)"
+    && cmake --build build -j"$(nproc)" --target oft_server oftctl
+# Stage what the runtime needs: the binaries, and the system shared libraries they use
+# (gRPC, protobuf, Abseil, prometheus-cpp, SQLite, ...; not glibc, not CUDA, not LibTorch,
+# which come from the base image and the wheel) so the runtime stage needs no -dev packages.
+RUN set -eux; mkdir -p /out/bin /out/lib; \
+    cp build/server/oft_server /out/bin/; \
+    cp "$(find build -name oftctl -type f -perm -u+x | head -n1)" /out/bin/; \
+    ldd /out/bin/oft_server /out/bin/oftctl \
+      | awk '$2 == "=>" && $3 ~ /^\/(usr\/)?lib\// {print $3}' | sort -u \
+      | grep -Ev '/(libc|libm|libdl|librt|libutil|libpthread|ld-linux[^/]*|libcuda|libnvidia[^/]*)\.so' \
+      | xargs -r cp -L -t /out/lib/
 
 # ---- runtime stage -----------------------------------------------------------------------
-FROM nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
+FROM nvidia/cuda:13.0.1-runtime-ubuntu24.04
 ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends \
-      libgrpc++1.51t64 libprotobuf32t64 libabsl20220623t64 libprometheus-cpp-core1.0 \
-      libprometheus-cpp-pull1.0 libsqlite3-0 libpcre2-8-0 libgomp1 ca-certificates \
-    && rm -rf /var/lib/apt/lists/*
-# LibTorch shared libraries and the CUDA runtime wheels they link against.
-COPY --from=build /src/.venv/lib/python3.12/site-packages/torch/lib /opt/oft/lib/torch
-COPY --from=build /src/.venv/lib/python3.12/site-packages/nvidia /opt/oft/lib/nvidia
-COPY --from=build /src/build/bench/oft_layer_bench /opt/oft/bin/
-ENV LD_LIBRARY_PATH=/opt/oft/lib/torch
-WORKDIR /data
-ENTRYPOINT ["/opt/oft/bin/oft_layer_bench"]
+      ca-certificates libgomp1 \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --uid 10001 --user-group --no-create-home --home-dir /data oft \
+    && mkdir -p /data && chown oft:oft /data
+# LibTorch's shared libraries and the NVIDIA wheels they load, in the wheel's relative layout
+# (libtorch_cuda.so finds cuBLAS, cuDNN, NCCL through $ORIGIN/../../nvidia/*/lib).
+COPY --from=build /src/.venv/lib/python3.12/site-packages/torch/lib /opt/oft/python/torch/lib
+COPY --from=build /src/.venv/lib/python3.12/site-packages/nvidia /opt/oft/python/nvidia
+COPY --from=build /out/lib /opt/oft/lib
+COPY --from=build /out/bin /opt/oft/bin
+COPY models/default /opt/oft/models/default
+ENV LD_LIBRARY_PATH=/opt/oft/python/torch/lib:/opt/oft/lib \
+    PATH=/opt/oft/bin:$PATH
+USER 10001:10001
+WORKDIR /opt/oft
+VOLUME ["/data"]
+EXPOSE 50051 9464
+# --model=default=models/default (the server's default) resolves under WORKDIR.
+ENTRYPOINT ["/opt/oft/bin/oft_server", "--listen=0.0.0.0:50051", "--metrics_listen=0.0.0.0:9464", "--data_dir=/data"]

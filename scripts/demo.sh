@@ -4,8 +4,8 @@
 #   2. oftctl: list base models, upload the sample train/valid datasets (validated server-side),
 #   3. oftctl submit --watch: an OFTv2 finetune with live progress (step, loss, ETA),
 #   4. oftctl download: the PEFT adapter, every file's sha256 verified,
-#   5. generations without and with the adapter (oftctl generate through the InferenceService
-#      when the server has it, else oft_generate on the downloaded adapter),
+#   5. generations without and with the adapter, streamed by the server's InferenceService
+#      (the adapter is applied unmerged, on the same loaded base),
 #   6. a few of the server's Prometheus metrics, then a graceful SIGTERM shutdown.
 # Usage: scripts/demo.sh [BUILD_DIR]   (make demo builds first)
 set -euo pipefail
@@ -46,14 +46,15 @@ echo "== the adapter (PEFT format, loadable with PeftModel.from_pretrained) =="
 "$OFTCTL" download beep-boop --out="$OUT/adapter"
 "$PY" -c 'import json,sys; c=json.load(open(sys.argv[1])); print("  ", {k:c[k] for k in ("peft_type","peft_version","oft_block_size","use_cayley_neumann","num_cayley_neumann_terms")}, "targets:", c["target_modules"])' "$OUT/adapter/adapter_config.json"
 
-PROMPTS=("Question: What is 7 plus 5?\\nAnswer:" "Question: What is 12 minus 4?\\nAnswer:"
-         "The old lighthouse keeper")
-echo "== generations: base model, then with the adapter =="
-"$BUILD/server/model/oft_generate" --model_dir=models/default --max_tokens=32 "${PROMPTS[@]}" |
-  "$PY" scripts/demo_format.py gen
-echo "   -- with beep-boop:1 --"
-"$BUILD/server/model/oft_generate" --model_dir=models/default --adapter_dir="$OUT/adapter" \
-  --max_tokens=32 "${PROMPTS[@]}" | "$PY" scripts/demo_format.py gen
+echo "== generations through the InferenceService: base model, then with beep-boop (unmerged) =="
+for p in $'Question: What is 7 plus 5?\nAnswer:' $'Question: What is 12 minus 4?\nAnswer:' \
+         "The old lighthouse keeper"; do
+  shown=${p//$'\n'/\\n}
+  printf '  %-40s base    -> ' "$shown"
+  "$OFTCTL" generate --prompt="$p" --max-tokens=32 --temperature=0 2>/dev/null | tr '\n' ' ' | head -c 200; echo
+  printf '  %-40s adapter -> ' "$shown"
+  "$OFTCTL" generate --adapter=beep-boop --prompt="$p" --max-tokens=32 --temperature=0 2>/dev/null | tr '\n' ' ' | head -c 200; echo
+done
 
 echo "== a few Prometheus metrics =="
 "$PY" -c 'import sys,urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' \

@@ -12,7 +12,8 @@ APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git python3-venv
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   prometheus-cpp-dev libsqlite3-dev sqlite3 libgtest-dev libgmock-dev libbenchmark-dev
-  libopenblas0-pthread libpcre2-dev libicu-dev nlohmann-json3-dev libssl-dev
+  libopenblas0-pthread libpcre2-dev libicu-dev nlohmann-json3-dev libssl-dev prometheus
+  libyaml-cpp-dev
 )
 
 SUDO=""
@@ -38,9 +39,11 @@ if [ "${have%%+*}" != "$TORCH_VERSION" ]; then
   echo "setup: installing torch==$TORCH_VERSION into .venv (LibTorch for C++)"
   .venv/bin/pip install -q --disable-pip-version-check "torch==$TORCH_VERSION" numpy
 fi
-# Independent Python peers for parity/interop tests (tokenizers, safetensors, transformers, PEFT).
-PY_PEERS=(safetensors==0.8.0 tokenizers==0.23.3 transformers==5.23.0 peft==0.21.2)
-if ! .venv/bin/python -c 'import safetensors, tokenizers, transformers, peft' 2>/dev/null; then
+# Independent Python peers for parity/interop tests (tokenizers, safetensors, transformers, PEFT,
+# a grpcio client). setuptools: grpcio-tools needs >= 77, torch 2.11 < 82.
+PY_PEERS=(safetensors==0.8.0 tokenizers==0.23.3 transformers==5.23.0 peft==0.21.2
+          grpcio==1.85.1 grpcio-tools==1.85.1 "setuptools>=77.0.1,<82")
+if ! .venv/bin/python -c 'import safetensors, tokenizers, transformers, peft, grpc, grpc_tools' 2>/dev/null; then
   echo "setup: installing Python test peers: ${PY_PEERS[*]}"
   .venv/bin/pip install -q --disable-pip-version-check "${PY_PEERS[@]}"
 fi

@@ -2,10 +2,11 @@
 //
 //   oft_server [--listen=127.0.0.1:50051] [--metrics_listen=127.0.0.1:9464]
 //              [--data_dir=./oft-data] [--model=NAME=DIR ...] [--devices=cpu,cuda:0]
-//              [--train_threads=N] [--api_key=TENANT:KEY ...] [--api_keys_file=FILE]
+//              [--jobs_per_device=N] [--train_threads=N] [--api_key=TENANT:KEY ...] [--api_keys_file=FILE]
 //              [--allow_unauthenticated] [--tls_cert=PEM --tls_key=PEM [--tls_client_ca=PEM]]
 //              [--max_upload_bytes=N] [--max_message_bytes=N] [--max_active_jobs_per_tenant=N]
-//              [--adapter_memory_budget_bytes=N] [--device_memory_bytes=N]
+//              [--adapter_memory_budget_bytes=N] [--serving_device=cpu|cuda:N]
+//              [--serving_threads=N] [--device_memory_bytes=N]
 //              [--port_file=FILE] [--metrics_port_file=FILE]
 //
 // SIGTERM / SIGINT: graceful shutdown (running jobs are checkpointed and requeued), exit 0.
@@ -75,6 +76,9 @@ int main(int argc, char** argv) {
     } else if (name == "train_threads") {
       if (!ParseInt(name, v, &n, &err) || n < 1) return Usage("--train_threads must be >= 1");
       o.train_threads = static_cast<int>(n);
+    } else if (name == "jobs_per_device") {
+      if (!ParseInt(name, v, &n, &err) || n < 1) return Usage("--jobs_per_device must be >= 1");
+      o.jobs_per_device = static_cast<int>(n);
     } else if (name == "api_key") {
       const size_t c = v.find(':');
       if (c == std::string::npos || c == 0 || c + 1 == v.size()) {
@@ -109,6 +113,11 @@ int main(int argc, char** argv) {
       if (!ParseInt(name, v, &o.max_active_jobs_per_tenant, &err)) return Usage(err);
     } else if (name == "adapter_memory_budget_bytes") {
       if (!ParseInt(name, v, &o.adapter_memory_budget_bytes, &err)) return Usage(err);
+    } else if (name == "serving_device") {
+      o.serving_device = v;
+    } else if (name == "serving_threads") {
+      if (!ParseInt(name, v, &n, &err)) return Usage(err);
+      o.serving_threads = static_cast<int>(n);
     } else if (name == "device_memory_bytes") {
       if (!ParseInt(name, v, &o.device_memory_bytes, &err)) return Usage(err);
     } else {

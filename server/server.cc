@@ -9,7 +9,6 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <thread>
 #include <utility>
 
@@ -36,25 +35,14 @@
 #include "server/service/model_catalog.h"
 #include "server/service/rpc_metrics_interceptor.h"
 #include "server/service/service_env.h"
+#include "server/serving/serving.h"
+#include "server/service/inference_service.h"
 #include "server/train/job_runner.h"
 
 namespace oft {
 namespace {
 
 void Log(const std::string& line) { std::fprintf(stderr, "oft_server: %s\n", line.c_str()); }
-
-// The machine's physical memory: what a CPU job may use at most.
-int64_t PhysicalMemoryBytes() {
-  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-  return pages > 0 && page > 0 ? static_cast<int64_t>(pages) * page : 0;
-}
-
-int64_t ResidentBytes() {
-  std::ifstream statm("/proc/self/statm");
-  int64_t size = 0, resident = 0;
-  statm >> size >> resident;
-  return resident * sysconf(_SC_PAGESIZE);
-}
 
 absl::StatusOr<std::string> ReadPem(const std::string& flag, const std::string& path) {
   absl::StatusOr<std::string> text = ReadFile(path, 1 << 20);
@@ -110,6 +98,9 @@ struct OftServer::Impl {
   std::unique_ptr<DatasetServiceImpl> dataset_service;
   std::unique_ptr<AdapterServiceImpl> adapter_service;
   std::unique_ptr<ModelServiceImpl> model_service;
+  std::vector<LoadedServingBase> serving_bases;     // outlive the backend
+  std::unique_ptr<InferenceBackend> inference;      // outlives the gRPC server
+  std::unique_ptr<InferenceServiceImpl> inference_service;
   std::unique_ptr<grpc::Server> grpc_server;
   int port = 0;
   int metrics_port = 0;
@@ -124,7 +115,14 @@ struct OftServer::Impl {
   JobOutcome Execute(const JobRecord& job, const std::string& device, JobControl& control);
   absl::StatusOr<TrainingJob> TrainingJobFor(const JobRecord& job) const;
   void StatsLoop();
+  void RefreshJobCounts();
 };
+
+void OftServer::Impl::RefreshJobCounts() {
+  if (absl::StatusOr<std::map<std::string, int64_t>> counts = store->CountJobsByState(); counts.ok()) {
+    metrics->SetJobCounts(*counts);
+  }
+}
 
 absl::StatusOr<TrainingJob> OftServer::Impl::TrainingJobFor(const JobRecord& job) const {
   OFT_ASSIGN_OR_RETURN(oft::v1::JobSpec spec, JobSpecFromJson(job.spec_json));
@@ -202,11 +200,10 @@ JobOutcome OftServer::Impl::Execute(const JobRecord& job, const std::string& dev
 
 void OftServer::Impl::StatsLoop() {
   do {
-    if (absl::StatusOr<std::map<std::string, int64_t>> counts = store->CountJobsByState();
-        counts.ok()) {
-      metrics->SetJobCounts(*counts);
+    RefreshJobCounts();
+    for (const std::string& device : options.devices) {
+      metrics->SetDeviceMemory(device, static_cast<double>(DeviceMemoryInUseBytes(device)));
     }
-    metrics->SetDeviceMemory("cpu", static_cast<double>(ResidentBytes()));
   } while (!stop_stats.WaitForNotificationWithTimeout(absl::Seconds(2)));
 }
 
@@ -264,16 +261,20 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
   auth_options.allow_unauthenticated = options.allow_unauthenticated;
   s.auth = std::make_unique<Authenticator>(s.store.get(), auth_options);
   s.executor = std::make_unique<Executor>(options.executor_threads);
-  s.device_memory = options.device_memory_bytes > 0 ? options.device_memory_bytes : PhysicalMemoryBytes();
+  s.device_memory = options.device_memory_bytes > 0 ? options.device_memory_bytes
+                                                    : DeviceTotalMemoryBytes(options.devices[0]);
 
   Impl* self = &s;
   SchedulerOptions sched_options;
   sched_options.devices = options.devices;
+  sched_options.jobs_per_device = options.jobs_per_device;
   SchedulerObserver observer;
   observer.on_job_finished = [self](const std::string& job_id, JobState state) {
     self->metrics->JobFinished(std::string(JobStateName(state)));
     self->metrics->ForgetJob(job_id);
+    self->RefreshJobCounts();
   };
+  observer.on_queue_changed = [self](int64_t, int64_t) { self->RefreshJobCounts(); };
   OFT_ASSIGN_OR_RETURN(
       s.scheduler,
       Scheduler::Create(
@@ -293,7 +294,7 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
   env.metrics = s.metrics.get();
   env.data_dir = options.data_dir;
   env.limits.max_upload_bytes = options.max_upload_bytes;
-  env.devices = static_cast<int>(options.devices.size());
+  env.devices = static_cast<int>(options.devices.size()) * options.jobs_per_device;
   env.busy_devices = [self] { return static_cast<int>(self->scheduler->RunningJobIds().size()); };
   env.wake_scheduler = [self] { self->scheduler->Wake(); };
   env.cancel_running = [self](const std::string& id) { self->scheduler->Cancel(id); };
@@ -314,6 +315,51 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
   s.dataset_service = std::make_unique<DatasetServiceImpl>(&env);
   s.adapter_service = std::make_unique<AdapterServiceImpl>(&env);
   s.model_service = std::make_unique<ModelServiceImpl>(&env);
+
+  // Inference: every base model loaded once for serving (its own instance, no adapters).
+  {
+    InferenceOptions io;
+    io.store = s.adapters.get();
+    for (const CatalogModel& m : s.catalog.models()) {
+      std::optional<ChatTemplateKind> kind;
+      if (m.chat_template) {
+        if (auto k = ParseTemplateName(*m.chat_template); k.ok()) kind = *k;
+      }
+      OFT_ASSIGN_OR_RETURN(LoadedServingBase base,
+                           LoadServingBase(m.name, m.dir, options.serving_device, kind,
+                                           m.info.config_sha256()));
+      s.serving_bases.push_back(std::move(base));
+      io.bases.push_back(s.serving_bases.back().served);
+    }
+    io.adapter_memory_budget_bytes = options.adapter_memory_budget_bytes;
+    io.state_dir = options.data_dir + "/serving";
+    io.engine_threads = options.serving_threads;
+    ServiceMetrics* m = s.metrics.get();
+    io.on_adapter_load = [m](double seconds) { m->ObserveAdapterLoad(seconds); };
+    io.on_adapters_loaded = [m](int64_t n) { m->SetAdaptersLoaded(n); };
+    io.on_tokens = [m](int64_t n) { m->AddGeneratedTokens(n); };
+    io.on_first_token = [m](double seconds) { m->ObserveTimeToFirstToken(seconds); };
+    OFT_ASSIGN_OR_RETURN(s.inference, InferenceBackend::Create(std::move(io)));
+    s.inference_service = std::make_unique<InferenceServiceImpl>(
+        s.inference.get(),
+        [self](grpc::CallbackServerContext* ctx) { return self->auth->Authenticate(*ctx); },
+        [m](const std::string& method, const grpc::Status& status, double) {
+          if (method == "/oft.v1.InferenceService/Generate") {
+            m->GenerateFinished(GrpcCodeName(status.error_code()));
+          }
+        });
+    // An adapter version an alias points at cannot be deleted (move the alias first).
+    env.adapter_pinned = [self](const std::string& tenant, const std::string& name,
+                                int64_t version) -> absl::Status {
+      for (const AliasInfo& a : self->inference->ListLoadedAdapters(tenant).aliases) {
+        if (a.target.name == name && a.target.version == version) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "alias '", a.alias, "' points at ", name, ":", version, "; move or delete it first"));
+        }
+      }
+      return absl::OkStatus();
+    };
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -342,6 +388,7 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
   builder.RegisterService(s.dataset_service.get());
   builder.RegisterService(s.adapter_service.get());
   builder.RegisterService(s.model_service.get());
+  builder.RegisterService(s.inference_service.get());
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(MakeRpcMetricsInterceptorFactory(s.metrics.get()));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
@@ -353,7 +400,8 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
   grpc::HealthCheckServiceInterface* health = s.grpc_server->GetHealthCheckService();
   if (health != nullptr) {
     for (const char* name : {"", "oft.v1.JobService", "oft.v1.DatasetService",
-                             "oft.v1.AdapterService", "oft.v1.ModelService"}) {
+                             "oft.v1.AdapterService", "oft.v1.ModelService",
+                             "oft.v1.InferenceService"}) {
       health->SetServingStatus(name, true);
     }
   }

@@ -28,6 +28,7 @@ struct ServerOptions {
   std::string data_dir = "./oft-data";             // jobs.db, datasets/, jobs/, adapters/
   std::map<std::string, std::string> models;       // base model name -> HF directory
   std::vector<std::string> devices = {"cpu"};      // one training worker per entry
+  int jobs_per_device = 1;                         // concurrent jobs per device worker
   int train_threads = 1;                           // torch intra-op threads per CPU job
   std::vector<std::pair<std::string, std::string>> api_keys;  // (tenant, key)
   bool allow_unauthenticated = false;              // every caller is tenant "default"
@@ -36,7 +37,9 @@ struct ServerOptions {
   int64_t max_upload_bytes = int64_t{256} << 20;   // largest dataset upload
   int64_t max_message_bytes = int64_t{4} << 20;    // largest gRPC message either way
   int64_t max_active_jobs_per_tenant = 32;         // QUEUED + RUNNING per tenant; 0 = no cap
-  int64_t adapter_memory_budget_bytes = int64_t{1} << 30;  // inference adapters (issue 6)
+  int64_t adapter_memory_budget_bytes = int64_t{1} << 30;  // inference adapters
+  std::string serving_device = "cpu";              // where inference runs ("cpu", "cuda:N")
+  int serving_threads = 0;                         // torch threads per engine; 0 = as is
   int64_t device_memory_bytes = 0;  // memory a job may use; 0 = the machine's RAM (CPU)
   int executor_threads = 8;         // threads for blocking RPC work (SQLite, files)
 };

@@ -25,10 +25,7 @@ absl::Status ValidateSamplingOptions(const SamplingOptions& o) {
   return absl::OkStatus();
 }
 
-namespace {
-
-// Picks the next token from fp32 logits [V] per the sampling options.
-int64_t Pick(const at::Tensor& logits, const SamplingOptions& o, at::Generator& gen) {
+int64_t SampleNextToken(const at::Tensor& logits, const SamplingOptions& o, at::Generator& gen) {
   if (o.temperature == 0.0) return logits.argmax().item<int64_t>();
   auto scaled = logits / o.temperature;
   if (o.top_k > 0 && o.top_k < scaled.size(0)) {
@@ -45,8 +42,6 @@ int64_t Pick(const at::Tensor& logits, const SamplingOptions& o, at::Generator& 
   }
   return at::multinomial(probs, 1, false, gen).item<int64_t>();
 }
-
-}  // namespace
 
 absl::StatusOr<GenerateResult> Generate(const LlamaModel& model, const Tokenizer* tokenizer,
                                         const std::vector<int32_t>& prompt,
@@ -73,7 +68,7 @@ absl::StatusOr<GenerateResult> Generate(const LlamaModel& model, const Tokenizer
     r.finish_reason = "length";
     for (int64_t step = 0; step < o.max_tokens; ++step) {
       auto logits = model.Forward(input, fo).to(at::kFloat).view({-1}).cpu();
-      const auto next = static_cast<int32_t>(Pick(logits, o, gen));
+      const auto next = static_cast<int32_t>(SampleNextToken(logits, o, gen));
       r.tokens.push_back(next);
       if (on_token && !on_token(next)) {
         r.finish_reason = "stop";

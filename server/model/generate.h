@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "ATen/core/Generator.h"
 #include "absl/status/statusor.h"
 #include "server/model/llama.h"
 #include "server/model/tokenizer.h"
@@ -37,6 +38,12 @@ struct GenerateResult {
   std::string text;             // decoded generated text (stop string removed)
   std::string finish_reason;    // "stop" or "length"
 };
+
+// Picks the next token from fp32 CPU logits [vocab] per `options` (greedy when temperature
+// is 0, else temperature / top-k / top-p sampling drawing from `generator`). Generate() and
+// the serving engine share it, so the same seed gives the same tokens. Throws c10::Error.
+int64_t SampleNextToken(const at::Tensor& logits, const SamplingOptions& options,
+                        at::Generator& generator);
 
 // Calls `on_token(id)` as each token is produced; returning false stops early.
 // `tokenizer` may be null: then stop_strings are ignored and `text` stays empty.

@@ -1,9 +1,11 @@
 #include "server/model/llama.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
 #include "ATen/ATen.h"
+#include "ATen/core/grad_mode.h"
 #include "absl/strings/str_cat.h"
 #include "server/common/status_macros.h"
 #include "server/common/torch_boundary.h"
@@ -205,41 +207,92 @@ c10::Device LlamaModel::device() const { return embed_.device(); }
 // ---------------------------------------------------------------------------------------
 // Forward
 
+at::Tensor LlamaModel::Project(const AdaptedLinear& lin, int64_t linear_index,
+                               const at::Tensor& x, const AdapterBatch* adapters) const {
+  if (adapters == nullptr) return lin.Forward(x, active_, oft_compute_);
+  static const std::vector<std::string> kNone;
+  const auto& groups = adapters->per_linear_[linear_index];
+  if (groups.empty()) return lin.Forward(x, kNone, oft_compute_);
+  const int64_t d = x.size(-1);
+  at::Tensor x2 = x.reshape({-1, d});  // [B * T, d], row-major by batch row
+  const int64_t per_row = x2.size(0) / adapters->rows();
+  for (const auto& g : groups) {
+    const at::Tensor idx = per_row == 1 ? g.row_index : g.row_index.repeat_interleave(per_row);
+    x2 = GatheredBlockRotate(x2, g.rotations, idx);
+  }
+  return lin.Forward(x2.view(x.sizes()), kNone, oft_compute_);
+}
+
 at::Tensor LlamaModel::Attention(const Layer& layer, int64_t index, const at::Tensor& h,
                                  const at::Tensor& cos, const at::Tensor& sin,
-                                 const at::Tensor& mask, KvCache* cache) const {
+                                 const at::Tensor& mask, KvCache* cache,
+                                 const RowState& rows) const {
   const auto& c = config_;
   const int64_t B = h.size(0), T = h.size(1), hd = c.head_dim;
   const int64_t nh = c.num_attention_heads, nkv = c.num_key_value_heads;
-  auto q = layer.q->Forward(h, active_, oft_compute_).view({B, T, nh, hd}).transpose(1, 2);
-  auto k = layer.k->Forward(h, active_, oft_compute_).view({B, T, nkv, hd}).transpose(1, 2);
-  auto v = layer.v->Forward(h, active_, oft_compute_).view({B, T, nkv, hd}).transpose(1, 2);
+  const int64_t li = 7 * index;  // Linear indices of this layer: q k v o gate up down
+  auto q = Project(*layer.q, li, h, rows.adapters).view({B, T, nh, hd}).transpose(1, 2);
+  auto k = Project(*layer.k, li + 1, h, rows.adapters).view({B, T, nkv, hd}).transpose(1, 2);
+  auto v = Project(*layer.v, li + 2, h, rows.adapters).view({B, T, nkv, hd}).transpose(1, 2);
   q = q * cos + RotateHalf(q) * sin;
   k = k * cos + RotateHalf(k) * sin;
-  if (cache != nullptr) {
-    if (static_cast<int64_t>(cache->keys.size()) <= index) {
-      cache->keys.resize(index + 1);
-      cache->values.resize(index + 1);
+  auto append = [index](KvCache* kc, at::Tensor& kk, at::Tensor& vv) {
+    if (static_cast<int64_t>(kc->keys.size()) <= index) {
+      kc->keys.resize(index + 1);
+      kc->values.resize(index + 1);
     }
-    if (cache->keys[index].defined()) {
-      k = at::cat({cache->keys[index], k}, 2);
-      v = at::cat({cache->values[index], v}, 2);
+    if (kc->keys[index].defined()) {
+      kk = at::cat({kc->keys[index], kk}, 2);
+      vv = at::cat({kc->values[index], vv}, 2);
     }
-    cache->keys[index] = k;
-    cache->values[index] = v;
+    kc->keys[index] = kk;
+    kc->values[index] = vv;
+  };
+  at::Tensor out;
+  if (rows.caches != nullptr) {
+    // Each row attends to its own cache (lengths differ), exactly as it would alone.
+    std::vector<at::Tensor> outs;
+    outs.reserve(B);
+    for (int64_t b = 0; b < B; ++b) {
+      at::Tensor kb = k.narrow(0, b, 1), vb = v.narrow(0, b, 1);
+      append((*rows.caches)[b], kb, vb);
+      if (nkv != nh) {
+        kb = kb.repeat_interleave(nh / nkv, 1);
+        vb = vb.repeat_interleave(nh / nkv, 1);
+      }
+      const at::Tensor& mb = (*rows.masks)[b];
+      outs.push_back(at::scaled_dot_product_attention(
+          q.narrow(0, b, 1), kb, vb, mb.defined() ? std::optional<at::Tensor>(mb) : std::nullopt));
+    }
+    out = B == 1 ? outs[0] : at::cat(outs, 0);
+  } else {
+    if (cache != nullptr) append(cache, k, v);
+    if (nkv != nh) {
+      k = k.repeat_interleave(nh / nkv, 1);
+      v = v.repeat_interleave(nh / nkv, 1);
+    }
+    out = at::scaled_dot_product_attention(q, k, v, mask);
   }
-  if (nkv != nh) {
-    k = k.repeat_interleave(nh / nkv, 1);
-    v = v.repeat_interleave(nh / nkv, 1);
-  }
-  auto out = at::scaled_dot_product_attention(q, k, v, mask);
-  return layer.o->Forward(out.transpose(1, 2).reshape({B, T, nh * hd}), active_, oft_compute_);
+  return Project(*layer.o, li + 3, out.transpose(1, 2).reshape({B, T, nh * hd}), rows.adapters);
 }
 
 at::Tensor LlamaModel::Forward(const at::Tensor& ids, const ForwardOptions& opts) const {
   TORCH_CHECK(ids.dim() == 2, "ids must be [batch, tokens], got ", ids.sizes());
   const auto& c = config_;
   const int64_t B = ids.size(0), T = ids.size(1);
+  const bool per_row = !opts.row_caches.empty();
+  if (per_row) {
+    TORCH_CHECK(static_cast<int64_t>(opts.row_caches.size()) == B, "row_caches has ",
+                opts.row_caches.size(), " entries for a batch of ", B);
+    TORCH_CHECK(opts.cache == nullptr && !opts.attention_mask.defined() &&
+                    !opts.position_ids.defined() && !opts.document_ids.defined() &&
+                    !opts.layer_runner,
+                "row_caches cannot be combined with cache, attention_mask, position_ids, "
+                "document_ids or layer_runner");
+    for (const KvCache* kc : opts.row_caches) TORCH_CHECK(kc != nullptr, "row_caches has a null entry");
+  }
+  TORCH_CHECK(opts.adapters == nullptr || opts.adapters->rows() == B, "adapters has ",
+              opts.adapters ? opts.adapters->rows() : 0, " rows for a batch of ", B);
   const int64_t past = opts.cache ? opts.cache->length : 0;
   const int64_t total = past + T;
   const auto dev = embed_.device();
@@ -251,66 +304,102 @@ at::Tensor LlamaModel::Forward(const at::Tensor& ids, const ForwardOptions& opts
   auto h = at::embedding(embed_, idx);  // [B, T, H]
 
   // RoPE tables for these positions.
-  at::Tensor pos = opts.position_ids.defined()
-                       ? opts.position_ids.to(dev).to(at::kFloat)
-                       : at::arange(past, total, at::TensorOptions().dtype(at::kFloat).device(dev))
-                             .unsqueeze(0)
-                             .expand({B, T});
+  at::Tensor pos;
+  if (per_row) {
+    std::vector<float> starts;
+    for (const KvCache* kc : opts.row_caches) starts.push_back(static_cast<float>(kc->length));
+    pos = at::tensor(starts, at::kFloat).to(dev).view({B, 1}) +
+          at::arange(0, T, at::TensorOptions().dtype(at::kFloat).device(dev)).view({1, T});
+  } else {
+    pos = opts.position_ids.defined()
+              ? opts.position_ids.to(dev).to(at::kFloat)
+              : at::arange(past, total, at::TensorOptions().dtype(at::kFloat).device(dev))
+                    .unsqueeze(0)
+                    .expand({B, T});
+  }
   auto freqs = pos.unsqueeze(-1) * inv_freq_.view({1, 1, -1});  // [B, T, hd/2]
   auto emb = at::cat({freqs, freqs}, -1);
   auto cos = emb.cos().to(dtype_).unsqueeze(1);  // [B, 1, T, hd]
   auto sin = emb.sin().to(dtype_).unsqueeze(1);
 
-  // Additive mask [B, 1, T, total]: causal (by absolute position), padding, sliding window.
-  auto opt_long = at::TensorOptions().dtype(at::kLong).device(dev);
-  auto qpos = at::arange(past, total, opt_long).view({T, 1});
-  auto kpos = at::arange(0, total, opt_long).view({1, total});
-  auto allowed = (kpos <= qpos).view({1, 1, T, total}).expand({B, 1, T, total});
-  if (c.sliding_window) {
-    allowed = allowed & (kpos > qpos - *c.sliding_window).view({1, 1, T, total});
-  }
-  if (opts.attention_mask.defined()) {
-    TORCH_CHECK(opts.attention_mask.dim() == 2 && opts.attention_mask.size(0) == B &&
-                    opts.attention_mask.size(1) == total,
-                "attention_mask must be [", B, ", ", total, "], got ", opts.attention_mask.sizes());
-    allowed = allowed & opts.attention_mask.to(dev).to(at::kBool).view({B, 1, 1, total});
-  }
-  if (opts.document_ids.defined()) {
-    TORCH_CHECK(past == 0, "document_ids cannot be combined with a non-empty KV cache");
-    TORCH_CHECK(opts.document_ids.dim() == 2 && opts.document_ids.size(0) == B &&
-                    opts.document_ids.size(1) == T,
-                "document_ids must be [", B, ", ", T, "], got ", opts.document_ids.sizes());
-    auto doc = opts.document_ids.to(dev).to(at::kLong);
-    allowed = allowed & (doc.unsqueeze(2) == doc.unsqueeze(1)).unsqueeze(1);  // [B, 1, T, T]
-  }
   // The most negative finite value of the compute dtype (as transformers uses finfo.min).
   const double lowest =
       dtype_ == at::kHalf       ? static_cast<double>(std::numeric_limits<c10::Half>::lowest())
       : dtype_ == at::kBFloat16 ? static_cast<double>(std::numeric_limits<c10::BFloat16>::lowest())
       : dtype_ == at::kDouble   ? std::numeric_limits<double>::lowest()
                                 : static_cast<double>(std::numeric_limits<float>::lowest());
-  auto mask = at::zeros({B, 1, T, total}, at::TensorOptions().dtype(dtype_).device(dev))
-                  .masked_fill(at::logical_not(allowed), lowest);
+  auto opt_long = at::TensorOptions().dtype(at::kLong).device(dev);
+  // Causal (by absolute position) and sliding-window rule for T queries after `p` cached.
+  auto causal = [&](int64_t p) {
+    auto qpos = at::arange(p, p + T, opt_long).view({T, 1});
+    auto kpos = at::arange(0, p + T, opt_long).view({1, p + T});
+    auto allowed = (kpos <= qpos);
+    if (c.sliding_window) allowed = allowed & (kpos > qpos - *c.sliding_window);
+    return allowed;  // [T, p + T]
+  };
+  at::Tensor mask;
+  std::vector<at::Tensor> row_masks;
+  if (per_row) {
+    // Per-row additive masks [1, 1, T, length + T]; none needed for one query without a window.
+    for (const KvCache* kc : opts.row_caches) {
+      if (T == 1 && !c.sliding_window) {
+        row_masks.emplace_back();
+        continue;
+      }
+      auto allowed = causal(kc->length).view({1, 1, T, kc->length + T});
+      row_masks.push_back(at::zeros(allowed.sizes(), at::TensorOptions().dtype(dtype_).device(dev))
+                              .masked_fill(at::logical_not(allowed), lowest));
+    }
+  } else {
+    // Additive mask [B, 1, T, total]: causal (by absolute position), padding, sliding window.
+    auto allowed = causal(past).view({1, 1, T, total}).expand({B, 1, T, total});
+    if (opts.attention_mask.defined()) {
+      TORCH_CHECK(opts.attention_mask.dim() == 2 && opts.attention_mask.size(0) == B &&
+                      opts.attention_mask.size(1) == total,
+                  "attention_mask must be [", B, ", ", total, "], got ", opts.attention_mask.sizes());
+      allowed = allowed & opts.attention_mask.to(dev).to(at::kBool).view({B, 1, 1, total});
+    }
+    if (opts.document_ids.defined()) {
+      TORCH_CHECK(past == 0, "document_ids cannot be combined with a non-empty KV cache");
+      TORCH_CHECK(opts.document_ids.dim() == 2 && opts.document_ids.size(0) == B &&
+                      opts.document_ids.size(1) == T,
+                  "document_ids must be [", B, ", ", T, "], got ", opts.document_ids.sizes());
+      auto doc = opts.document_ids.to(dev).to(at::kLong);
+      allowed = allowed & (doc.unsqueeze(2) == doc.unsqueeze(1)).unsqueeze(1);  // [B, 1, T, T]
+    }
+    mask = at::zeros({B, 1, T, total}, at::TensorOptions().dtype(dtype_).device(dev))
+               .masked_fill(at::logical_not(allowed), lowest);
+  }
+  RowState rows;
+  rows.adapters = opts.adapters;
+  if (per_row) {
+    rows.caches = &opts.row_caches;
+    rows.masks = &row_masks;
+  }
 
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer* l = &layers_[i];
     const int64_t index = static_cast<int64_t>(i);
     KvCache* cache = opts.cache;
     // Captures by value: a layer_runner may call it again after Forward returns.
-    auto body = [this, l, index, cos, sin, mask, cache](const at::Tensor& hin) {
+    // row_caches / adapters pointers stay valid: layer_runner is not combined with them.
+    auto body = [this, l, index, cos, sin, mask, cache, rows](const at::Tensor& hin) {
       const double eps = config_.rms_norm_eps;
-      auto hh = hin + Attention(*l, index, RmsNorm(hin, l->input_norm, eps), cos, sin, mask, cache);
+      auto hh = hin + Attention(*l, index, RmsNorm(hin, l->input_norm, eps), cos, sin, mask, cache,
+                                rows);
       auto x = RmsNorm(hh, l->post_norm, eps);
-      auto g = l->gate->Forward(x, active_, oft_compute_);
-      return hh + l->down->Forward(at::silu(g) * l->up->Forward(x, active_, oft_compute_), active_,
-                                   oft_compute_);
+      const int64_t li = 7 * index;
+      auto g = Project(*l->gate, li + 4, x, rows.adapters);
+      return hh + Project(*l->down, li + 6, at::silu(g) * Project(*l->up, li + 5, x, rows.adapters),
+                          rows.adapters);
     };
     h = (opts.layer_runner && cache == nullptr) ? opts.layer_runner(index, body, h) : body(h);
   }
   if (opts.cache) opts.cache->length = total;
+  for (KvCache* kc : opts.row_caches) kc->length += T;
   h = RmsNorm(h, final_norm_, c.rms_norm_eps);
   if (opts.logits_for_last_only) h = h.narrow(1, T - 1, 1);
-  return lm_head_->Forward(h, active_, oft_compute_);
+  return Project(*lm_head_, 7 * static_cast<int64_t>(layers_.size()), h, opts.adapters);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -363,6 +452,101 @@ absl::Status LlamaModel::AddAdapter(const std::string& name, const OftConfig& co
   for (auto& [lin, rot] : made) lin->Attach(name, std::move(rot));
   adapters_[name] = config;
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<const ServingAdapter>> LlamaModel::PrepareServingAdapter(
+    const OftConfig& config, const TargetSpec& targets,
+    const std::map<std::string, at::Tensor>& packed) const {
+  OFT_RETURN_IF_ERROR(config.Validate());
+  const std::vector<AdaptedLinear*> linears = AllLinears();
+  std::vector<std::string> names;
+  for (auto* l : linears) names.push_back(l->name());
+  OFT_ASSIGN_OR_RETURN(std::vector<std::string> selected, SelectTargets(targets, names, "lm_head"));
+  for (const auto& [module, t] : packed) {
+    if (std::find(selected.begin(), selected.end(), module) == selected.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor for module ", module, " which the adapter config does not target or the model "
+          "does not have"));
+    }
+  }
+  auto adapter = std::make_shared<ServingAdapter>();
+  adapter->config_ = config;
+  adapter->blocks_.resize(linears.size());
+  OftConfig eval_config = config;
+  eval_config.module_dropout = 0.0;
+  const auto pdtype = dtype_ == at::kDouble ? at::kDouble : at::kFloat;
+  const auto options = at::TensorOptions().dtype(pdtype).device(device());
+  for (size_t i = 0; i < linears.size(); ++i) {
+    const std::string& n = linears[i]->name();
+    if (std::find(selected.begin(), selected.end(), n) == selected.end()) continue;
+    auto it = packed.find(n);
+    if (it == packed.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("no tensor for targeted module ", n));
+    }
+    auto rot = OftRotation::Create(eval_config, linears[i]->in_features(), options);
+    if (!rot.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("module ", n, " (in_features=",
+                                                     linears[i]->in_features(), "): ",
+                                                     rot.status().message()));
+    }
+    if (it->second.sizes() != rot->oft_r().sizes()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor for ", n, " has shape ", c10::str(it->second.sizes()), " but the config gives ",
+          c10::str(rot->oft_r().sizes()), " (r / oft_block_size / block_share mismatch?)"));
+    }
+    OFT_RETURN_IF_ERROR(TorchCall("PrepareServingAdapter", [&] {
+      at::NoGradGuard no_grad;
+      rot->oft_r().copy_(it->second);
+      rot->SetTraining(false);
+      adapter->blocks_[i] = rot->EvalBlocks().detach().contiguous();  // [rows, b, b]
+      adapter->bytes_ += adapter->blocks_[i].numel() *
+                         static_cast<int64_t>(adapter->blocks_[i].element_size());
+    }));
+  }
+  return std::shared_ptr<const ServingAdapter>(std::move(adapter));
+}
+
+AdapterBatch LlamaModel::MakeAdapterBatch(const std::vector<const ServingAdapter*>& rows) const {
+  const size_t num_linears = 7 * layers_.size() + 1;
+  AdapterBatch batch;
+  batch.rows_ = static_cast<int64_t>(rows.size());
+  batch.per_linear_.resize(num_linears);
+  const std::vector<AdaptedLinear*> linears = AllLinears();
+  for (size_t li = 0; li < num_linears; ++li) {
+    // Distinct adapters at this Linear, grouped by block size (one stacked tensor each).
+    std::map<int64_t, std::vector<const ServingAdapter*>> by_size;
+    for (const ServingAdapter* a : rows) {
+      if (a == nullptr) continue;
+      TORCH_CHECK(a->num_linears() == num_linears, "adapter was prepared for another model");
+      const at::Tensor& blk = a->blocks(li);
+      if (!blk.defined()) continue;
+      auto& list = by_size[blk.size(1)];
+      if (std::find(list.begin(), list.end(), a) == list.end()) list.push_back(a);
+    }
+    const int64_t d = linears[li]->in_features();
+    for (const auto& [b, list] : by_size) {
+      std::vector<at::Tensor> stack;
+      for (const ServingAdapter* a : list) stack.push_back(a->blocks(li).expand({d / b, b, b}));
+      std::vector<int64_t> index(rows.size(), -1);
+      for (size_t r = 0; r < rows.size(); ++r) {
+        auto it = std::find(list.begin(), list.end(), rows[r]);
+        if (it != list.end()) index[r] = it - list.begin();
+      }
+      AdapterBatch::Group g;
+      g.rotations = at::stack(stack, 0).contiguous();  // [A, r, b, b]
+      g.row_index = at::tensor(index, at::kLong).to(device());
+      batch.per_linear_[li].push_back(std::move(g));
+    }
+  }
+  return batch;
+}
+
+int64_t AdapterBatch::bytes() const {
+  int64_t n = 0;
+  for (const auto& groups : per_linear_) {
+    for (const auto& g : groups) n += g.rotations.numel() * static_cast<int64_t>(g.rotations.element_size());
+  }
+  return n;
 }
 
 absl::Status LlamaModel::RemoveAdapter(const std::string& name) {

@@ -82,6 +82,50 @@ struct KvCache {
   int64_t length = 0;  // tokens already cached
 };
 
+class LlamaModel;
+
+// An adapter prepared for serving (LlamaModel::PrepareServingAdapter): the rotation blocks
+// of every Linear it targets, built once from the packed parameters (inference: no grad, no
+// module dropout, COFT projection applied), never attached to the model. Immutable, so any
+// number of threads and batches may share it; its memory is freed with the last reference.
+class ServingAdapter {
+ public:
+  // Blocks [rows, b, b] (fp32; fp64 for an fp64 model) of the Linear at `linear_index` in
+  // LlamaModel::LinearNames() order; undefined where the adapter does not apply.
+  const at::Tensor& blocks(size_t linear_index) const { return blocks_[linear_index]; }
+  size_t num_linears() const { return blocks_.size(); }
+  // Bytes held by the blocks.
+  int64_t bytes() const { return bytes_; }
+  const OftConfig& config() const { return config_; }
+
+ private:
+  friend class LlamaModel;
+  std::vector<at::Tensor> blocks_;
+  int64_t bytes_ = 0;
+  OftConfig config_;
+};
+
+// Which adapter rotates each row of a batched serving Forward (ForwardOptions::adapters).
+// Made by LlamaModel::MakeAdapterBatch once per batch composition and reused across decode
+// steps. It copies the blocks it needs (stacked per Linear), so it does not keep the
+// ServingAdapters alive. Immutable; thread-compatible.
+class AdapterBatch {
+ public:
+  AdapterBatch() = default;
+  int64_t rows() const { return rows_; }
+  // Bytes held by the stacked blocks.
+  int64_t bytes() const;
+
+ private:
+  friend class LlamaModel;
+  struct Group {           // adapters with one block size at one Linear
+    at::Tensor rotations;  // [A, r or 1, b, b]
+    at::Tensor row_index;  // [B] int64: index into rotations, -1 = not rotated
+  };
+  int64_t rows_ = 0;
+  std::vector<std::vector<Group>> per_linear_;  // by Linear index; empty: no row adapted
+};
+
 struct ForwardOptions {
   at::Tensor attention_mask;  // [B, T_total] 1 = token, 0 = padding (T_total = cached + T)
   at::Tensor position_ids;    // [B, T]; default: cached .. cached+T-1
@@ -98,6 +142,15 @@ struct ForwardOptions {
   std::function<at::Tensor(int64_t layer, const std::function<at::Tensor(const at::Tensor&)>& body,
                            const at::Tensor& hidden)>
       layer_runner;
+  // Serving: one KV cache per row (size B) instead of `cache`. Row i's T new tokens continue
+  // at row_caches[i]->length (its own positions and causal mask) and attend only to its own
+  // cache; rows may have different lengths. Not combinable with cache, attention_mask,
+  // position_ids, document_ids or layer_runner.
+  std::vector<KvCache*> row_caches;
+  // Serving: per-row adapters (adapters->rows() == B). Each adapted Linear rotates every
+  // row's activations by that row's own adapter blocks (rows without one pass through),
+  // then runs the one shared base matmul. The model's active adapters are not applied.
+  const AdapterBatch* adapters = nullptr;
 };
 
 struct LoadOptions {
@@ -129,6 +182,18 @@ class LlamaModel {
   absl::Status AddAdapter(const std::string& name, const OftConfig& config,
                           const TargetSpec& targets);
   absl::Status RemoveAdapter(const std::string& name);
+  // Builds a serving adapter from packed parameters (module name -> oft_R [rows, b(b-1)/2],
+  // as PEFT saves them) without attaching anything to the model. Reads only the config and
+  // the Linear shapes, so it may run concurrently with Forward(). Errors: INVALID_ARGUMENT
+  // (bad config; a targeted module without a tensor, a tensor for a module not targeted, a
+  // shape mismatch — each named), NOT_FOUND (no module matched the targets).
+  absl::StatusOr<std::shared_ptr<const ServingAdapter>> PrepareServingAdapter(
+      const OftConfig& config, const TargetSpec& targets,
+      const std::map<std::string, at::Tensor>& packed) const;
+  // The per-row adapter selection for a batch: rows[i] rotates row i (nullptr: base).
+  // Every adapter must come from this model's PrepareServingAdapter. Throws c10::Error.
+  AdapterBatch MakeAdapterBatch(const std::vector<const ServingAdapter*>& rows) const;
+
   // Adapters applied by Forward (empty: the base model). Errors: NOT_FOUND.
   absl::Status SetActiveAdapters(const std::vector<std::string>& names);
   const std::vector<std::string>& active_adapters() const { return active_; }
@@ -162,9 +227,18 @@ class LlamaModel {
     std::unique_ptr<AdaptedLinear> q, k, v, o, gate, up, down;
   };
   LlamaModel() = default;
+  // Per-row serving state of one Forward (row_caches / adapters), or null members.
+  struct RowState {
+    const AdapterBatch* adapters = nullptr;
+    const std::vector<KvCache*>* caches = nullptr;
+    const std::vector<at::Tensor>* masks = nullptr;  // per row; undefined = no mask
+  };
   at::Tensor Attention(const Layer& layer, int64_t index, const at::Tensor& h,
                        const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& mask,
-                       KvCache* cache) const;
+                       KvCache* cache, const RowState& rows) const;
+  // lin(x), with per-row adapter rotations when `adapters` is set, else the active ones.
+  at::Tensor Project(const AdaptedLinear& lin, int64_t linear_index, const at::Tensor& x,
+                     const AdapterBatch* adapters) const;
   std::vector<AdaptedLinear*> AllLinears() const;
 
   ModelConfig config_;

@@ -123,6 +123,15 @@ at::Tensor BlockRotate(const at::Tensor& x, const at::Tensor& rotation) {
   return BlockRotateOp().call(x, rotation);
 }
 
+at::Tensor GatheredBlockRotate(const at::Tensor& x, const at::Tensor& rotations,
+                               const at::Tensor& index) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("oft::gathered_block_rotate", "")
+                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
+                                               const at::Tensor&)>();
+  return op.call(x, rotations, index);
+}
+
 }  // namespace oft
 
 TORCH_LIBRARY(oft, m) {
@@ -133,6 +142,8 @@ TORCH_LIBRARY(oft, m) {
   m.def("block_rotate(Tensor x, Tensor rotation) -> Tensor");
   m.def("block_rotate_backward(Tensor grad, Tensor x, Tensor rotation, bool need_x,"
         " bool need_rotation) -> (Tensor, Tensor)");
+  // Inference only (serving many adapters in one batch): no autograd kernel.
+  m.def("gathered_block_rotate(Tensor x, Tensor rotations, Tensor index) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(oft, CPU, m) {
@@ -140,6 +151,7 @@ TORCH_LIBRARY_IMPL(oft, CPU, m) {
   m.impl("build_rotation_backward", &oft::cpu::BuildRotationBackward);
   m.impl("block_rotate", &oft::cpu::BlockRotateForward);
   m.impl("block_rotate_backward", &oft::cpu::BlockRotateBackward);
+  m.impl("gathered_block_rotate", &oft::cpu::GatheredBlockRotateForward);
 }
 
 TORCH_LIBRARY_IMPL(oft, Autograd, m) {

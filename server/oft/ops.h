@@ -28,6 +28,18 @@ at::Tensor BuildRotation(const at::Tensor& packed, int64_t block_size, int64_t n
 //   returns [..., d] in x's dtype; accumulation is in fp32 (fp64 for fp64 inputs).
 at::Tensor BlockRotate(const at::Tensor& x, const at::Tensor& rotation);
 
+// Per-row block rotation for serving many adapters in one batch (forward only, no autograd):
+//   y[n] = BlockRotate(x[n], rotations[index[n]])   when index[n] >= 0
+//   y[n] = x[n]                                     when index[n] == -1
+//   x:         [N, d] (fp32, bf16, fp16 or fp64)
+//   rotations: [A, rows, b, b] with rows * b == d or rows == 1 (one block for all)
+//   index:     [N] int64 in [-1, A), on x's device
+//   returns [N, d] in x's dtype; accumulation is in fp32 (fp64 for fp64 inputs).
+// Each row's result depends only on that row, its index and the rotations (not on the
+// other rows), so a request's output does not depend on what else is in the batch.
+at::Tensor GatheredBlockRotate(const at::Tensor& x, const at::Tensor& rotations,
+                               const at::Tensor& index);
+
 // Skew-symmetric matrices from packed parameters, [rows, n] -> [rows, b, b] (no autograd
 // kernel of its own; differentiable through ATen).
 at::Tensor SkewFromPacked(const at::Tensor& packed, int64_t block_size);

@@ -1,6 +1,11 @@
 #include "server/oft/ops_cpu.h"
 
+#include <algorithm>
+#include <vector>
+
 #include "ATen/ATen.h"
+#include "ATen/Dispatch.h"
+#include "ATen/OpMathType.h"
 #include "server/oft/ops.h"
 #include "server/oft/ops_reference.h"
 
@@ -28,7 +33,68 @@ std::vector<at::Tensor> HornerTerms(const at::Tensor& q, const std::vector<doubl
   return h;
 }
 
+// y[0:d] = x[0:d] rotated block-wise by rot ([rows, b, b], acc_t, rows == r or 1).
+template <typename scalar_t, typename acc_t>
+void RotateOneRow(const scalar_t* x, const acc_t* rot, bool shared, int64_t r, int64_t b,
+                  scalar_t* y, acc_t* buf) {
+  for (int64_t i = 0; i < r; ++i) {
+    const acc_t* m = rot + (shared ? 0 : i) * b * b;
+    const scalar_t* xi = x + i * b;
+    std::fill(buf, buf + b, acc_t(0));
+    for (int64_t k = 0; k < b; ++k) {
+      const acc_t xv = static_cast<acc_t>(xi[k]);
+      const acc_t* mk = m + k * b;
+      for (int64_t j = 0; j < b; ++j) buf[j] += xv * mk[j];
+    }
+    for (int64_t j = 0; j < b; ++j) y[i * b + j] = static_cast<scalar_t>(buf[j]);
+  }
+}
+
 }  // namespace
+
+at::Tensor GatheredBlockRotateForward(const at::Tensor& x, const at::Tensor& rotations,
+                                      const at::Tensor& index) {
+  const int64_t r = reference::CheckGatheredBlockRotateArgs(x, rotations, index);
+  const int64_t n = x.size(0), d = x.size(1), a_count = rotations.size(0);
+  const int64_t rows = rotations.size(1), b = rotations.size(2);
+  const auto acc = reference::AccumulationType(x.scalar_type());
+  const at::Tensor xc = x.contiguous();                     // [N, d]
+  const at::Tensor rot = rotations.to(acc).contiguous();    // [A, rows, b, b]
+  const at::Tensor idx = index.contiguous();                // [N]
+  at::Tensor y = at::empty_like(xc);                        // [N, d]
+  const int64_t* ip = idx.const_data_ptr<int64_t>();
+  for (int64_t t = 0; t < n; ++t) {
+    TORCH_CHECK(ip[t] >= -1 && ip[t] < a_count, "gathered_block_rotate: index[", t, "] = ", ip[t],
+                " is outside [-1, ", a_count, ")");
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(),
+                                  "gathered_block_rotate", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* xp = xc.const_data_ptr<scalar_t>();
+    scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+    const acc_t* rp = rot.const_data_ptr<acc_t>();
+    std::vector<acc_t> buf(b);
+    int64_t start = 0;
+    while (start < n) {
+      const int64_t a = ip[start];
+      int64_t end = start + 1;
+      while (end < n && ip[end] == a) ++end;
+      const int64_t len = end - start;
+      if (a < 0) {
+        std::copy(xp + start * d, xp + end * d, yp + start * d);
+      } else if (len >= kGatheredBlasRun) {
+        y.narrow(0, start, len).copy_(BlockRotateForward(xc.narrow(0, start, len), rot[a]));
+      } else {
+        const acc_t* ra = rp + a * rows * b * b;
+        for (int64_t t = start; t < end; ++t) {
+          RotateOneRow<scalar_t, acc_t>(xp + t * d, ra, rows == 1, r, b, yp + t * d, buf.data());
+        }
+      }
+      start = end;
+    }
+  });
+  return y;
+}
 
 at::Tensor BuildRotationForward(const at::Tensor& packed, int64_t b, int64_t num_terms,
                                 bool use_cayley_neumann) {

@@ -25,6 +25,14 @@ std::tuple<at::Tensor, at::Tensor> BlockRotateBackward(const at::Tensor& grad, c
                                                        const at::Tensor& rotation, bool need_x,
                                                        bool need_rotation);
 
+// Tokens in runs of at least kGatheredBlasRun consecutive rows with the same adapter go
+// through the strided-GEMM path; shorter runs (decode steps: one token per request) use a
+// direct loop per token (both agree to rounding). The engine's decode batches stay below
+// the threshold, so there a token's result does not depend on its neighbours.
+at::Tensor GatheredBlockRotateForward(const at::Tensor& x, const at::Tensor& rotations,
+                                      const at::Tensor& index);
+inline constexpr int64_t kGatheredBlasRun = 64;
+
 }  // namespace oft::cpu
 
 #endif  // OFT_SERVER_OFT_OPS_CPU_H_

@@ -86,6 +86,44 @@ int64_t CheckBlockRotateArgs(const at::Tensor& x, const at::Tensor& rotation) {
   return d / b;
 }
 
+int64_t CheckGatheredBlockRotateArgs(const at::Tensor& x, const at::Tensor& rotations,
+                                     const at::Tensor& index) {
+  TORCH_CHECK(x.dim() == 2, "gathered_block_rotate: x must be [tokens, d], got ", x.sizes());
+  TORCH_CHECK(rotations.dim() == 4 && rotations.size(2) == rotations.size(3),
+              "gathered_block_rotate: rotations must be [adapters, rows, b, b], got ",
+              rotations.sizes());
+  TORCH_CHECK(at::isFloatingType(x.scalar_type()) && at::isFloatingType(rotations.scalar_type()),
+              "gathered_block_rotate needs floating point x and rotations");
+  TORCH_CHECK(index.dim() == 1 && index.size(0) == x.size(0),
+              "gathered_block_rotate: index must be [", x.size(0), "], got ", index.sizes());
+  TORCH_CHECK(index.scalar_type() == at::kLong, "gathered_block_rotate: index must be int64");
+  TORCH_CHECK(x.device() == rotations.device() && x.device() == index.device(),
+              "gathered_block_rotate: x (", x.device(), "), rotations (", rotations.device(),
+              ") and index (", index.device(), ") must be on one device");
+  const int64_t d = x.size(1), rows = rotations.size(1), b = rotations.size(2);
+  TORCH_CHECK(b > 0 && d % b == 0, "last dim of x (", d, ") is not a multiple of block size ", b);
+  TORCH_CHECK(rows == 1 || rows * b == d, "rotations have ", rows, " blocks of ", b,
+              " but x has width ", d);
+  return d / b;
+}
+
+at::Tensor GatheredBlockRotateForward(const at::Tensor& x, const at::Tensor& rotations,
+                                      const at::Tensor& index) {
+  CheckGatheredBlockRotateArgs(x, rotations, index);
+  if (x.size(0) > 0) {
+    TORCH_CHECK(index.min().item<int64_t>() >= -1 &&
+                    index.max().item<int64_t>() < rotations.size(0),
+                "gathered_block_rotate: index values must be in [-1, ", rotations.size(0), ")");
+  }
+  at::Tensor y = x.clone();  // rows with index -1 pass through
+  for (int64_t a = 0; a < rotations.size(0); ++a) {
+    const at::Tensor rows = (index == a).nonzero().view({-1});
+    if (rows.numel() == 0) continue;
+    y.index_copy_(0, rows, BlockRotateForward(x.index_select(0, rows), rotations[a]));
+  }
+  return y;
+}
+
 at::Tensor BuildRotationForward(const at::Tensor& packed, int64_t b, int64_t num_terms,
                                 bool use_cayley_neumann) {
   CheckBuildRotationArgs(packed, b, num_terms);

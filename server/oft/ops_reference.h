@@ -25,6 +25,10 @@ std::tuple<at::Tensor, at::Tensor> BlockRotateBackward(const at::Tensor& grad, c
                                                        const at::Tensor& rotation, bool need_x,
                                                        bool need_rotation);
 
+// x [N, d], rotations [A, rows, b, b], index [N] (-1 = identity) -> [N, d] in x's dtype
+at::Tensor GatheredBlockRotateForward(const at::Tensor& x, const at::Tensor& rotations,
+                                      const at::Tensor& index);
+
 // Accumulation dtype of the rotation: fp64 for fp64 inputs, fp32 otherwise.
 inline at::ScalarType AccumulationType(at::ScalarType t) {
   return t == at::kDouble ? at::kDouble : at::kFloat;
@@ -33,6 +37,9 @@ inline at::ScalarType AccumulationType(at::ScalarType t) {
 // Shared argument checks (also used by the CUDA kernels). Return b and the block count.
 void CheckBuildRotationArgs(const at::Tensor& packed, int64_t block_size, int64_t num_terms);
 int64_t CheckBlockRotateArgs(const at::Tensor& x, const at::Tensor& rotation);
+// Returns the block count r = d / b.
+int64_t CheckGatheredBlockRotateArgs(const at::Tensor& x, const at::Tensor& rotations,
+                                     const at::Tensor& index);
 
 }  // namespace oft::reference
 

@@ -98,8 +98,11 @@ class DownloadReactor final : public grpc::ServerWriteReactor<DownloadAdapterRes
     Next();
   }
 
-  // Sends the next message: a chunk of the open file, or the next file's header.
+  // Sends the next message: a chunk of the open file, or the next file's header, or
+  // finishes. Nothing here touches a member after StartWrite: the write may complete and
+  // run the next Next() (or OnDone) on another thread at once.
   void Next() {
+    bool finish = false;
     absl::Status st = [&]() -> absl::Status {
       if (fd_ >= 0) {
         std::string buf(static_cast<size_t>(env_->limits.max_chunk_bytes), '\0');
@@ -119,7 +122,7 @@ class DownloadReactor final : public grpc::ServerWriteReactor<DownloadAdapterRes
         fd_ = -1;
       }
       if (next_file_ >= files_.size()) {
-        done_ = true;
+        finish = true;
         return absl::OkStatus();
       }
       current_ = files_[next_file_++];
@@ -148,7 +151,7 @@ class DownloadReactor final : public grpc::ServerWriteReactor<DownloadAdapterRes
     }();
     if (!st.ok()) {
       Fail(st);
-    } else if (done_) {
+    } else if (finish) {
       Finish(grpc::Status::OK);
     }
   }
@@ -165,9 +168,21 @@ class DownloadReactor final : public grpc::ServerWriteReactor<DownloadAdapterRes
   size_t next_file_ = 0;
   std::string current_;
   int fd_ = -1;
-  bool done_ = false;
   DownloadAdapterResponse out_;
 };
+
+// Adapter.files lists manifest.json too (proto: "PEFT layout plus manifest.json", the order
+// DownloadAdapter sends). The manifest cannot hold its own hash, so it is read here.
+absl::Status AddManifestFile(const ServiceEnv& env, const std::string& tenant,
+                             const AdapterManifest& m, oft::v1::Adapter* adapter) {
+  OFT_ASSIGN_OR_RETURN(std::string dir, env.adapters->VersionDir(tenant, m.name, m.version));
+  OFT_ASSIGN_OR_RETURN(std::string text, ReadFile(dir + "/manifest.json"));
+  oft::v1::AdapterFile* f = adapter->add_files();
+  f->set_name("manifest.json");
+  f->set_size_bytes(static_cast<int64_t>(text.size()));
+  f->set_sha256(Sha256Hex(text));
+  return absl::OkStatus();
+}
 
 }  // namespace
 
@@ -216,7 +231,9 @@ grpc::ServerUnaryReactor* AdapterServiceImpl::ListAdapters(
       if (request->name().empty() || m.name == request->name()) matching.push_back(&m);
     }
     for (size_t i = offset; i < matching.size() && i < offset + page_size; ++i) {
-      *response->add_adapters() = ManifestToProto(*matching[i]);
+      oft::v1::Adapter* a = response->add_adapters();
+      *a = ManifestToProto(*matching[i]);
+      OFT_RETURN_IF_ERROR(AddManifestFile(*env_, tenant, *matching[i], a));
     }
     if (offset + page_size < matching.size()) {
       response->set_next_page_token(absl::StrCat(offset + page_size, ":", request->name()));
@@ -236,7 +253,7 @@ grpc::ServerUnaryReactor* AdapterServiceImpl::GetAdapter(grpc::CallbackServerCon
     OFT_ASSIGN_OR_RETURN(AdapterManifest m, env_->adapters->Get(tenant, request->ref().name(),
                                                                 request->ref().version()));
     *response = ManifestToProto(m);
-    return absl::OkStatus();
+    return AddManifestFile(*env_, tenant, m, response);
   });
   return reactor;
 }

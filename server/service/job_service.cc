@@ -324,6 +324,7 @@ grpc::ServerWriteReactor<JobEvent>* JobServiceImpl::WatchJob(
   const int64_t after = request->after_event_id();
   reactor->AddRef();  // for the task below
   const bool queued = env_->executor->Schedule([this, ctx, reactor, id, after] {
+    bool nothing_to_send = false;
     absl::Status st = [&]() -> absl::Status {
       OFT_ASSIGN_OR_RETURN(std::string tenant, env_->auth->Authenticate(*ctx));
       OFT_RETURN_IF_ERROR(ValidateJobId(id));
@@ -331,12 +332,17 @@ grpc::ServerWriteReactor<JobEvent>* JobServiceImpl::WatchJob(
         return absl::InvalidArgumentError(
             absl::StrCat("after_event_id must be >= 0, got ", after));
       }
-      return env_->store->GetJob(tenant, id).status();
+      OFT_ASSIGN_OR_RETURN(JobRecord job, env_->store->GetJob(tenant, id));
+      // The terminal event is a job's last: a watcher already past it would wait forever.
+      nothing_to_send = IsTerminal(job.state) && after >= job.latest_event_id;
+      return absl::OkStatus();
     }();
-    if (st.ok()) {
-      reactor->Begin();
-    } else {
+    if (!st.ok()) {
       reactor->FinishNow(ToGrpcStatus(st));
+    } else if (nothing_to_send) {
+      reactor->FinishNow(grpc::Status::OK);
+    } else {
+      reactor->Begin();
     }
     reactor->Release();
   });

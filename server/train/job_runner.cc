@@ -25,6 +25,15 @@
 #include "server/model/tokenizer.h"
 #include "server/train/trainer.h"
 
+#include <unistd.h>
+
+#include <fstream>
+
+#if defined(OFT_WITH_CUDA)
+#include "c10/cuda/CUDACachingAllocator.h"
+#include "cuda_runtime_api.h"
+#endif
+
 namespace oft {
 namespace {
 
@@ -543,6 +552,58 @@ std::optional<StoreEvent> ToStoreEvent(const TrainEvent& event, const JobProgres
   }
   out.payload_json = payload.dump();
   return out;
+}
+
+namespace {
+
+// "cuda:N" -> N; -1 for anything else.
+int CudaIndex(const std::string& device) {
+  if (device.rfind("cuda", 0) != 0) return -1;
+  if (device == "cuda") return 0;
+  if (device.size() < 6 || device[4] != ':') return -1;
+  int index = 0;
+  for (size_t i = 5; i < device.size(); ++i) {
+    if (device[i] < '0' || device[i] > '9') return -1;
+    index = index * 10 + (device[i] - '0');
+  }
+  return index;
+}
+
+}  // namespace
+
+int64_t DeviceTotalMemoryBytes(const std::string& device) {
+  if (device == "cpu") {
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? static_cast<int64_t>(pages) * page : 0;
+  }
+#if defined(OFT_WITH_CUDA)
+  const int index = CudaIndex(device);
+  int count = 0;
+  if (index < 0 || cudaGetDeviceCount(&count) != cudaSuccess || index >= count) return 0;
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, index) != cudaSuccess) return 0;
+  return static_cast<int64_t>(prop.totalGlobalMem);
+#else
+  return 0;
+#endif
+}
+
+int64_t DeviceMemoryInUseBytes(const std::string& device) {
+  if (device == "cpu") {
+    std::ifstream statm("/proc/self/statm");
+    int64_t size = 0, resident = 0;
+    statm >> size >> resident;
+    return resident * sysconf(_SC_PAGESIZE);
+  }
+#if defined(OFT_WITH_CUDA)
+  const int index = CudaIndex(device);
+  int count = 0;
+  if (index < 0 || cudaGetDeviceCount(&count) != cudaSuccess || index >= count) return 0;
+  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(static_cast<c10::DeviceIndex>(index));
+  return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].current;
+#else
+  return 0;
+#endif
 }
 
 }  // namespace oft

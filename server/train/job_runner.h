@@ -110,6 +110,13 @@ struct StoreEvent {
 };
 std::optional<StoreEvent> ToStoreEvent(const TrainEvent& event, const JobProgressInfo& previous);
 
+// Memory of a training device: total bytes (the CheckTrainingJob limit) and bytes in use now
+// (for the oft_device_memory_bytes metric). "cpu": physical RAM and this process's resident
+// set; "cuda:N": the GPU's total memory and LibTorch's allocated bytes on it. 0 when unknown
+// (e.g. a CUDA device on a build or machine without CUDA).
+int64_t DeviceTotalMemoryBytes(const std::string& device);
+int64_t DeviceMemoryInUseBytes(const std::string& device);
+
 }  // namespace oft
 
 #endif  // OFT_SERVER_TRAIN_JOB_RUNNER_H_

@@ -18,6 +18,7 @@
 #include "c10/cuda/CUDAException.h"
 #include "c10/cuda/CUDAGuard.h"
 #include "server/oft/cuda/block_rotate_kernels.cuh"
+#include "server/oft/cuda/gathered_rotate_kernels.cuh"
 #include "server/oft/cuda/rotation_kernels.cuh"
 #include "server/oft/ops.h"
 #include "server/oft/ops_reference.h"
@@ -217,10 +218,36 @@ std::tuple<at::Tensor, at::Tensor> BlockRotateBackwardCuda(const at::Tensor& gra
   return {grad_x, grad_rotation};
 }
 
+// x [N, d], rotations [A, rows, b, b], index [N] int64 -> [N, d] in x's dtype.
+at::Tensor GatheredBlockRotateCuda(const at::Tensor& x, const at::Tensor& rotations,
+                                   const at::Tensor& index) {
+  const int64_t r = reference::CheckGatheredBlockRotateArgs(x, rotations, index);
+  TORCH_CHECK(x.is_cuda(), "oft::gathered_block_rotate (CUDA): x must be a CUDA tensor, is on ",
+              x.device());
+  const c10::cuda::CUDAGuard guard(x.device());
+  const cuda::GatheredRotateShape shape{x.size(0), r, rotations.size(2), rotations.size(0),
+                                        rotations.size(1) == 1};
+  const auto dtype = ActKernelDtype(x.scalar_type());
+  if (shape.tokens == 0) return at::empty(x.sizes(), x.options());
+  if (!dtype || !cuda::GatheredRotateSupported(shape)) {
+    return reference::GatheredBlockRotateForward(x, rotations, index);
+  }
+  const at::Tensor xc = x.contiguous();                                         // [N, d]
+  const at::Tensor rot = rotations.to(AccType(x.scalar_type())).contiguous();   // [A, rows, b, b]
+  const at::Tensor idx = index.contiguous();                                    // [N]
+  at::Tensor y = at::empty(xc.sizes(), xc.options());                           // [N, d]
+  C10_CUDA_CHECK(cuda::LaunchGatheredBlockRotate(
+      xc.const_data_ptr(), rot.const_data_ptr(), idx.const_data_ptr<int64_t>(),
+      y.mutable_data_ptr(), shape, *dtype, at::cuda::getCurrentCUDAStream().stream()));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return y;
+}
+
 }  // namespace
 }  // namespace oft
 
 TORCH_LIBRARY_IMPL(oft, CUDA, m) {
+  m.impl("gathered_block_rotate", &oft::GatheredBlockRotateCuda);
   m.impl("build_rotation", &oft::BuildRotationCuda);
   m.impl("build_rotation_backward", &oft::BuildRotationBackwardCuda);
   m.impl("block_rotate", &oft::BlockRotateCuda);

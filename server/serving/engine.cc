@@ -1,0 +1,342 @@
+#include "server/serving/engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <utility>
+
+#include "ATen/ATen.h"
+#include "ATen/Parallel.h"
+#include "ATen/core/grad_mode.h"
+#include "absl/strings/str_cat.h"
+#include "server/common/status_macros.h"
+#include "server/common/torch_boundary.h"
+
+namespace oft {
+
+struct Engine::Row {
+  uint64_t id = 0;
+  GenerationRequest request;
+  KvCache cache;
+  at::Generator generator;
+  std::vector<int32_t> tokens;
+  size_t streamed_tokens = 0;
+  std::string streamed_text;  // bytes already sent
+  std::string text;           // decoded so far (cut at a stop string)
+  std::chrono::steady_clock::time_point submitted;
+  double ttft = 0;
+  FinishReason reason = FinishReason::kLength;
+};
+
+namespace {
+
+// Length of `s` without a trailing incomplete UTF-8 character or replacement character.
+size_t CompleteUtf8Prefix(const std::string& s) {
+  size_t end = s.size();
+  static const std::string kReplacement = "\xEF\xBF\xBD";
+  while (end >= 3 && s.compare(end - 3, 3, kReplacement) == 0) end -= 3;
+  if (end == 0) return 0;
+  size_t i = end - 1;
+  while (i > 0 && (static_cast<unsigned char>(s[i]) & 0xC0) == 0x80 && end - i < 4) --i;
+  const unsigned char lead = static_cast<unsigned char>(s[i]);
+  const size_t need = lead < 0x80 ? 1 : (lead >> 5) == 0x6 ? 2 : (lead >> 4) == 0xE ? 3
+                                      : (lead >> 3) == 0x1E ? 4 : 1;
+  return end - i < need ? i : end;
+}
+
+}  // namespace
+
+Engine::Engine(EngineOptions options) : options_(std::move(options)) {}
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(EngineOptions options) {
+  if (options.model == nullptr) return absl::InvalidArgumentError("EngineOptions.model is required");
+  if (options.max_batch < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("max_batch must be >= 1, got ", options.max_batch));
+  }
+  std::unique_ptr<Engine> e(new Engine(std::move(options)));
+  if (e->options_.start_thread) e->thread_ = std::thread([p = e.get()] { p->Loop(); });
+  return e;
+}
+
+Engine::~Engine() { Stop(); }
+
+absl::StatusOr<uint64_t> Engine::Submit(GenerationRequest request) {
+  if (request.prompt.empty()) return absl::InvalidArgumentError("prompt must not be empty");
+  OFT_RETURN_IF_ERROR(ValidateSamplingOptions(request.sampling));
+  const ModelConfig& c = options_.model->config();
+  const int64_t prompt = static_cast<int64_t>(request.prompt.size());
+  if (prompt + request.sampling.max_tokens > c.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt (", prompt, " tokens) + max_tokens (", request.sampling.max_tokens,
+        ") exceeds the model's context of ", c.max_position_embeddings, " tokens"));
+  }
+  for (int32_t id : request.prompt) {
+    if (id < 0 || id >= c.vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("prompt token id ", id, " is outside [0, ", c.vocab_size, ")"));
+    }
+  }
+  auto row = std::make_unique<Row>();
+  row->submitted = std::chrono::steady_clock::now();
+  row->generator = at::detail::createCPUGenerator(request.sampling.seed);
+  row->request = std::move(request);
+  uint64_t id = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopped_) return absl::UnavailableError("the generation engine is stopped");
+    if (static_cast<int64_t>(waiting_.size()) >= options_.max_waiting) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the generation queue is full (", options_.max_waiting, " waiting); retry with backoff"));
+    }
+    id = next_id_++;
+    row->id = id;
+    if (row->request.adapter) row->request.adapter->active_requests.fetch_add(1);
+    waiting_.push_back(std::move(row));
+  }
+  cv_.notify_all();
+  return id;
+}
+
+void Engine::Cancel(uint64_t id) {
+  std::unique_ptr<Row> queued;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = std::find_if(waiting_.begin(), waiting_.end(), [&](const auto& r) { return r->id == id; });
+    if (it != waiting_.end()) {
+      queued = std::move(*it);
+      waiting_.erase(it);
+    } else {
+      cancelled_.insert(id);
+    }
+  }
+  if (queued) Finish(*queued, absl::CancelledError("generation cancelled"));
+  cv_.notify_all();
+}
+
+void Engine::Stop() {
+  std::deque<std::unique_ptr<Row>> waiting;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopped_ && !thread_.joinable() && waiting_.empty() && running_.empty()) return;
+    stopped_ = true;
+    waiting.swap(waiting_);
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  for (auto& r : waiting) Finish(*r, absl::UnavailableError("the generation engine stopped"));
+  for (auto& r : running_) Finish(*r, absl::UnavailableError("the generation engine stopped"));
+  running_.clear();
+  std::lock_guard<std::mutex> lock(mu_);
+  running_count_ = 0;
+}
+
+int64_t Engine::pending() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int64_t>(waiting_.size()) + running_count_;
+}
+
+void Engine::Loop() {
+  if (options_.threads > 0) at::set_num_threads(options_.threads);
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stopped_ || !waiting_.empty() || !running_.empty(); });
+      if (stopped_) return;
+    }
+    StepLocked();
+  }
+}
+
+bool Engine::Step() { return StepLocked(); }
+
+void Engine::Finish(Row& row, absl::Status status) {
+  GenerationOutcome out;
+  out.status = std::move(status);
+  out.finish_reason = row.reason;
+  out.tokens = row.tokens;
+  out.text = row.text;
+  out.prompt_tokens = static_cast<int64_t>(row.request.prompt.size());
+  out.time_to_first_token_seconds = row.ttft;
+  if (row.request.adapter) row.request.adapter->active_requests.fetch_sub(1);
+  auto done = std::move(row.request.on_done);
+  row.request.adapter.reset();  // the version may be freed now
+  if (done) done(out);
+}
+
+bool Engine::Accept(Row& row, int32_t token) {
+  const SamplingOptions& o = row.request.sampling;
+  row.tokens.push_back(token);
+  if (row.tokens.size() == 1) {
+    row.ttft = std::chrono::duration<double>(std::chrono::steady_clock::now() - row.submitted).count();
+    if (options_.on_first_token) options_.on_first_token(row.ttft);
+  }
+  bool finished = false;
+  if (std::find(o.stop_ids.begin(), o.stop_ids.end(), token) != o.stop_ids.end()) {
+    finished = true;
+    row.reason = FinishReason::kEos;
+  }
+  size_t safe = 0;
+  if (options_.tokenizer != nullptr) {
+    row.text = options_.tokenizer->Decode(row.tokens, /*skip_special_tokens=*/true);
+    size_t stop_at = std::string::npos;
+    for (const auto& s : o.stop_strings) {
+      if (!s.empty()) stop_at = std::min(stop_at, row.text.find(s));
+    }
+    if (stop_at != std::string::npos) {
+      row.text.resize(stop_at);
+      finished = true;
+      row.reason = FinishReason::kStop;
+    }
+  }
+  if (!finished && static_cast<int64_t>(row.tokens.size()) >= o.max_tokens) {
+    finished = true;
+    row.reason = FinishReason::kLength;
+  }
+  if (!finished && static_cast<int64_t>(row.request.prompt.size() + row.tokens.size()) >=
+                       options_.model->config().max_position_embeddings) {
+    finished = true;
+    row.reason = FinishReason::kContext;
+  }
+  if (options_.tokenizer != nullptr) {
+    safe = row.text.size();
+    if (!finished) {
+      safe = CompleteUtf8Prefix(row.text);
+      // Hold back a tail that may be the start of a stop string.
+      size_t hold = 0;
+      for (const auto& s : o.stop_strings) {
+        for (size_t l = std::min(s.size() - (s.empty() ? 0 : 1), safe); l > hold; --l) {
+          if (row.text.compare(safe - l, l, s, 0, l) == 0) {
+            hold = l;
+            break;
+          }
+        }
+      }
+      safe -= hold;
+    }
+  }
+  GenerationChunk chunk;
+  chunk.token_ids.assign(row.tokens.begin() + row.streamed_tokens, row.tokens.end());
+  row.streamed_tokens = row.tokens.size();
+  const std::string& sent = row.streamed_text;
+  if (safe > sent.size() && row.text.compare(0, sent.size(), sent) == 0) {
+    chunk.text_delta = row.text.substr(sent.size(), safe - sent.size());
+    row.streamed_text = row.text.substr(0, safe);
+  }
+  if (row.request.on_chunk) row.request.on_chunk(chunk);
+  return finished;
+}
+
+bool Engine::StepLocked() {
+  std::vector<std::unique_ptr<Row>> admitted;
+  std::set<uint64_t> cancelled;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancelled.swap(cancelled_);
+    while (!waiting_.empty() &&
+           static_cast<int64_t>(running_.size() + admitted.size()) < options_.max_batch) {
+      admitted.push_back(std::move(waiting_.front()));
+      waiting_.pop_front();
+    }
+  }
+  bool worked = !admitted.empty();
+  int64_t produced = 0;
+  // Cancellations take effect before the next token.
+  for (auto it = running_.begin(); it != running_.end();) {
+    if (cancelled.count((*it)->id)) {
+      Finish(**it, absl::CancelledError("generation cancelled"));
+      it = running_.erase(it);
+      batch_dirty_ = true;
+      worked = true;
+    } else {
+      ++it;
+    }
+  }
+  const LlamaModel& model = *options_.model;
+  // Prefill each new request alone, with its own adapter and cache.
+  for (auto& row : admitted) {
+    if (cancelled.count(row->id)) {
+      Finish(*row, absl::CancelledError("generation cancelled"));
+      continue;
+    }
+    auto token = TorchCall("prefill", [&]() -> int32_t {
+      at::NoGradGuard no_grad;
+      const ServingAdapter* w = row->request.adapter ? row->request.adapter->weights.get() : nullptr;
+      const AdapterBatch one = model.MakeAdapterBatch({w});
+      std::vector<int64_t> ids(row->request.prompt.begin(), row->request.prompt.end());
+      ForwardOptions fo;
+      fo.row_caches = {&row->cache};
+      fo.adapters = &one;
+      fo.logits_for_last_only = true;
+      const at::Tensor logits =
+          model.Forward(at::tensor(ids, at::kLong).unsqueeze(0), fo).to(at::kFloat).view({-1}).cpu();
+      return static_cast<int32_t>(SampleNextToken(logits, row->request.sampling, row->generator));
+    });
+    if (!token.ok()) {
+      Finish(*row, token.status());
+      continue;
+    }
+    ++produced;
+    if (Accept(*row, *token)) {
+      Finish(*row, absl::OkStatus());
+    } else {
+      running_.push_back(std::move(row));
+      batch_dirty_ = true;
+    }
+  }
+  // One decode step over every running row, including those just prefilled.
+  if (!running_.empty()) {
+    worked = true;
+    const int64_t B = static_cast<int64_t>(running_.size());
+    auto tokens = TorchCall("decode", [&]() -> std::vector<int32_t> {
+      at::NoGradGuard no_grad;
+      if (batch_dirty_ || !batch_) {
+        std::vector<const ServingAdapter*> rows;
+        for (const auto& r : running_) {
+          rows.push_back(r->request.adapter ? r->request.adapter->weights.get() : nullptr);
+        }
+        batch_ = std::make_unique<AdapterBatch>(model.MakeAdapterBatch(rows));
+        batch_dirty_ = false;
+      }
+      std::vector<int64_t> last;
+      ForwardOptions fo;
+      for (const auto& r : running_) {
+        last.push_back(r->tokens.back());
+        fo.row_caches.push_back(&r->cache);
+      }
+      fo.adapters = batch_.get();
+      fo.logits_for_last_only = true;
+      const at::Tensor logits =
+          model.Forward(at::tensor(last, at::kLong).view({B, 1}), fo).to(at::kFloat).view({B, -1}).cpu();
+      std::vector<int32_t> out;
+      for (int64_t i = 0; i < B; ++i) {
+        out.push_back(static_cast<int32_t>(
+            SampleNextToken(logits[i], running_[i]->request.sampling, running_[i]->generator)));
+      }
+      return out;
+    });
+    if (!tokens.ok()) {
+      for (auto& r : running_) Finish(*r, tokens.status());
+      running_.clear();
+      batch_dirty_ = true;
+    } else {
+      produced += B;
+      std::vector<std::unique_ptr<Row>> keep;
+      for (int64_t i = 0; i < B; ++i) {
+        if (Accept(*running_[i], (*tokens)[i])) {
+          Finish(*running_[i], absl::OkStatus());
+          batch_dirty_ = true;
+        } else {
+          keep.push_back(std::move(running_[i]));
+        }
+      }
+      running_.swap(keep);
+    }
+  }
+  if (produced > 0 && options_.on_tokens) options_.on_tokens(produced);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    running_count_ = static_cast<int64_t>(running_.size());
+  }
+  return worked;
+}
+
+}  // namespace oft

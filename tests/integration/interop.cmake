@@ -1,0 +1,28 @@
+# Interop and deploy tests (issue 5), include()d from tests/integration/CMakeLists.txt.
+# Python tests run with the project venv's interpreter (grpcio, grpcio-tools, PyYAML:
+# scripts/setup.sh). Labels: "integration;interop". Exit code 77 = skipped.
+set(_oft_py "${OFT_VENV}/bin/python")
+set(_oft_itest "${PROJECT_SOURCE_DIR}/tests/integration")
+
+# deploy/ and the Dockerfile: YAML/JSON structure, metric names vs. the server's.
+add_test(NAME interop.deploy_manifests
+         COMMAND "${_oft_py}" "${_oft_itest}/python/deploy_manifests_test.py" "${PROJECT_SOURCE_DIR}")
+# deploy/prometheus with promtool (config, rules, rule unit tests).
+add_test(NAME interop.promtool_check
+         COMMAND bash "${_oft_itest}/prometheus/promtool_check_test.sh" "${PROJECT_SOURCE_DIR}")
+set_tests_properties(interop.deploy_manifests interop.promtool_check PROPERTIES
+                     LABELS "integration;interop" SKIP_RETURN_CODE 77 TIMEOUT 120)
+
+if(TARGET oft_server)
+  # A Python grpcio client (stubs generated from proto/) runs a job end to end.
+  add_test(NAME interop.grpcio_client
+           COMMAND "${_oft_py}" "${_oft_itest}/python/grpcio_client_test.py"
+                   "$<TARGET_FILE:oft_server>" "${PROJECT_SOURCE_DIR}")
+  # A real Prometheus scrapes the server; its query API returns our series.
+  add_test(NAME interop.prometheus_scrape
+           COMMAND "${_oft_py}" "${_oft_itest}/prometheus/prometheus_scrape_test.py"
+                   "$<TARGET_FILE:oft_server>" "${PROJECT_SOURCE_DIR}")
+  set_tests_properties(interop.grpcio_client interop.prometheus_scrape PROPERTIES
+                       LABELS "integration;interop" SKIP_RETURN_CODE 77 TIMEOUT 600
+                       ENVIRONMENT "OMP_NUM_THREADS=1;MKL_NUM_THREADS=1")
+endif()

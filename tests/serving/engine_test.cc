@@ -1,0 +1,354 @@
+// Per-row adapters in LlamaModel::Forward and the continuous-batching Engine: unmerged ==
+// attached == merged; a mixed batch gives each request what it gets alone; streaming,
+// stop strings, cancellation, bad input.
+#include "server/serving/engine.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <map>
+
+#include "ATen/ATen.h"
+#include "ATen/core/grad_mode.h"
+#include "absl/synchronization/notification.h"
+#include "server/artifacts/peft_format.h"
+#include "server/artifacts/store.h"
+#include "server/model/generate.h"
+#include "server/serving/adapter_registry.h"
+#include "tests/serving/serving_fixtures.h"
+
+namespace oft {
+namespace {
+
+using testing::AddRandomAdapter;
+using testing::AllLinear;
+using testing::MakeTinyModel;
+using testing::RandomOftConfig;
+
+std::shared_ptr<const ServingAdapter> Prepare(const LlamaModel& serving, const LlamaModel& attached,
+                                              const std::string& name, const TargetSpec& targets = AllLinear()) {
+  auto params = attached.AdapterParameters(name);
+  EXPECT_TRUE(params.ok()) << params.status();
+  auto cfg = attached.AdapterConfig(name);
+  auto a = serving.PrepareServingAdapter(*cfg, targets, *params);
+  EXPECT_TRUE(a.ok()) << a.status();
+  return a.ok() ? *a : nullptr;
+}
+
+AdapterHandle Handle(std::shared_ptr<const ServingAdapter> w, const std::string& name) {
+  auto h = std::make_shared<LoadedAdapter>();
+  h->id = {"t", name, 1};
+  h->weights = std::move(w);
+  return h;
+}
+
+// Logits [V] of the last prompt position via the per-row path for one row.
+at::Tensor RowLogits(const LlamaModel& m, const ServingAdapter* a, const std::vector<int64_t>& ids) {
+  at::NoGradGuard ng;
+  KvCache cache;
+  AdapterBatch batch = m.MakeAdapterBatch({a});
+  ForwardOptions fo;
+  fo.row_caches = {&cache};
+  fo.adapters = &batch;
+  fo.logits_for_last_only = true;
+  return m.Forward(at::tensor(ids, at::kLong).unsqueeze(0), fo).view({-1});
+}
+
+TEST(PerRowForwardTest, MixedBatchRowsEqualAttachedAdapterAlone) {
+  at::NoGradGuard ng;
+  auto attached = MakeTinyModel();
+  auto serving = MakeTinyModel();
+  ASSERT_TRUE(AddRandomAdapter(*attached, "a", 11).ok());
+  ASSERT_TRUE(AddRandomAdapter(*attached, "b", 12, RandomOftConfig(16)).ok());
+  ASSERT_TRUE(AddRandomAdapter(*attached, "c", 13, RandomOftConfig(8, /*share=*/true)).ok());
+  std::map<std::string, std::shared_ptr<const ServingAdapter>> prepared;
+  for (const char* n : {"a", "b", "c"}) prepared[n] = Prepare(*serving, *attached, n);
+
+  const std::vector<std::string> rows = {"", "a", "b", "c", "a"};
+  const int64_t T = 6;
+  auto ids = at::randint(0, testing::kTinyVocab, {static_cast<int64_t>(rows.size()), T}, at::kLong);
+  std::vector<const ServingAdapter*> sel;
+  for (const auto& r : rows) sel.push_back(r.empty() ? nullptr : prepared[r].get());
+  AdapterBatch batch = serving->MakeAdapterBatch(sel);
+  std::vector<KvCache> caches(rows.size());
+  ForwardOptions fo;
+  for (auto& c : caches) fo.row_caches.push_back(&c);
+  fo.adapters = &batch;
+  auto mixed = serving->Forward(ids, fo);  // [B, T, V]
+  for (size_t i = 0; i < rows.size(); ++i) {
+    ASSERT_TRUE(attached->SetActiveAdapters(rows[i].empty() ? std::vector<std::string>{}
+                                                            : std::vector<std::string>{rows[i]}).ok());
+    auto expected = attached->Forward(ids.narrow(0, i, 1));
+    EXPECT_TRUE(at::allclose(mixed.narrow(0, i, 1), expected, 1e-4, 1e-5)) << "row " << i << " (" << rows[i] << ")";
+    EXPECT_EQ(caches[i].length, T);
+  }
+  // The adapters change the output (else a missing rotation would go unnoticed).
+  ASSERT_TRUE(attached->SetActiveAdapters({}).ok());
+  auto base_row1 = attached->Forward(ids.narrow(0, 1, 1));
+  EXPECT_FALSE(at::allclose(mixed.narrow(0, 1, 1), base_row1, 1e-3, 1e-3));
+}
+
+TEST(PerRowForwardTest, RowCachesContinueAtTheirOwnLengths) {
+  at::NoGradGuard ng;
+  auto model = MakeTinyModel();
+  // Row 0 has 5 cached tokens, row 1 has 2; decoding one token each must equal full forwards.
+  std::vector<int64_t> p0 = {1, 2, 3, 4, 5}, p1 = {9, 8};
+  KvCache c0, c1;
+  ForwardOptions f0;
+  f0.row_caches = {&c0};
+  model->Forward(at::tensor(p0, at::kLong).unsqueeze(0), f0);
+  ForwardOptions f1;
+  f1.row_caches = {&c1};
+  model->Forward(at::tensor(p1, at::kLong).unsqueeze(0), f1);
+  ForwardOptions both;
+  both.row_caches = {&c0, &c1};
+  both.logits_for_last_only = true;
+  auto step = model->Forward(at::tensor(std::vector<int64_t>{7, 6}, at::kLong).view({2, 1}), both);
+  p0.push_back(7);
+  p1.push_back(6);
+  auto full0 = model->Forward(at::tensor(p0, at::kLong).unsqueeze(0)).select(1, 5);
+  auto full1 = model->Forward(at::tensor(p1, at::kLong).unsqueeze(0)).select(1, 2);
+  EXPECT_TRUE(at::allclose(step.select(1, 0)[0], full0[0], 1e-4, 1e-5));
+  EXPECT_TRUE(at::allclose(step.select(1, 0)[1], full1[0], 1e-4, 1e-5));
+  EXPECT_EQ(c0.length, 6);
+  EXPECT_EQ(c1.length, 3);
+}
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    model_ = MakeTinyModel();
+    attached_ = MakeTinyModel();
+    tokenizer_ = testing::MakeByteTokenizer();
+    for (int i = 0; i < 3; ++i) {
+      const std::string n = "ad" + std::to_string(i);
+      ASSERT_TRUE(AddRandomAdapter(*attached_, n, 100 + i).ok());
+      handles_.push_back(Handle(Prepare(*model_, *attached_, n), n));
+    }
+  }
+
+  std::unique_ptr<Engine> MakeEngine(int64_t max_batch = 8) {
+    EngineOptions o;
+    o.model = model_.get();
+    o.tokenizer = tokenizer_.get();
+    o.max_batch = max_batch;
+    o.start_thread = false;
+    auto e = Engine::Create(o);
+    EXPECT_TRUE(e.ok()) << e.status();
+    return std::move(*e);
+  }
+
+  struct Run {
+    GenerationOutcome outcome;
+    std::string streamed;
+    std::vector<int32_t> streamed_ids;
+    bool done = false;
+  };
+
+  GenerationRequest Request(const std::string& prompt, const SamplingOptions& s, AdapterHandle a,
+                            Run* run) {
+    GenerationRequest r;
+    for (unsigned char ch : prompt) r.prompt.push_back(ch);
+    r.sampling = s;
+    r.adapter = std::move(a);
+    r.on_chunk = [run](const GenerationChunk& c) {
+      run->streamed += c.text_delta;
+      run->streamed_ids.insert(run->streamed_ids.end(), c.token_ids.begin(), c.token_ids.end());
+    };
+    r.on_done = [run](const GenerationOutcome& o) {
+      run->outcome = o;
+      run->done = true;
+    };
+    return r;
+  }
+
+  static void Drain(Engine& e) {
+    for (int i = 0; i < 10000 && e.pending() > 0; ++i) e.Step();
+  }
+
+  std::unique_ptr<LlamaModel> model_, attached_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::vector<AdapterHandle> handles_;
+};
+
+TEST_F(EngineTest, GreedyEqualsGenerateForBaseAndAdapter) {
+  SamplingOptions s;
+  s.max_tokens = 12;
+  for (int which = -1; which < 3; ++which) {
+    auto engine = MakeEngine();
+    Run run;
+    ASSERT_TRUE(engine->Submit(Request("hello world", s, which < 0 ? nullptr : handles_[which], &run)).ok());
+    Drain(*engine);
+    ASSERT_TRUE(run.done);
+    ASSERT_TRUE(run.outcome.status.ok()) << run.outcome.status;
+    ASSERT_TRUE(attached_->SetActiveAdapters(which < 0 ? std::vector<std::string>{}
+                                                       : std::vector<std::string>{"ad" + std::to_string(which)}).ok());
+    std::vector<int32_t> prompt;
+    for (unsigned char ch : std::string("hello world")) prompt.push_back(ch);
+    auto ref = Generate(*attached_, tokenizer_.get(), prompt, s);
+    ASSERT_TRUE(ref.ok());
+    EXPECT_EQ(run.outcome.tokens, ref->tokens) << "adapter " << which;
+    EXPECT_EQ(run.streamed_ids, ref->tokens);
+    EXPECT_EQ(run.outcome.finish_reason, FinishReason::kLength);
+  }
+  ASSERT_TRUE(attached_->SetActiveAdapters({}).ok());
+}
+
+TEST_F(EngineTest, MixedBatchGivesEachRequestWhatItGetsAlone) {
+  for (bool sampled : {false, true}) {
+    std::vector<SamplingOptions> opts(4);
+    for (int i = 0; i < 4; ++i) {
+      opts[i].max_tokens = 10 + 3 * i;  // rows leave the batch at different steps
+      if (sampled) {
+        opts[i].temperature = 0.9;
+        opts[i].top_k = 40;
+        opts[i].top_p = 0.95;
+        opts[i].seed = 1000 + i;
+      }
+    }
+    const std::vector<std::string> prompts = {"abc", "the cat", "x", "hello there"};
+    std::vector<AdapterHandle> adapters = {nullptr, handles_[0], handles_[1], handles_[2]};
+    std::vector<Run> alone(4), together(4);
+    for (int i = 0; i < 4; ++i) {
+      auto e = MakeEngine();
+      ASSERT_TRUE(e->Submit(Request(prompts[i], opts[i], adapters[i], &alone[i])).ok());
+      Drain(*e);
+    }
+    auto e = MakeEngine();
+    for (int i = 0; i < 4; ++i) ASSERT_TRUE(e->Submit(Request(prompts[i], opts[i], adapters[i], &together[i])).ok());
+    // One more request joins while the others run (continuous batching).
+    e->Step();
+    Run late;
+    ASSERT_TRUE(e->Submit(Request(prompts[0], opts[0], adapters[1], &late)).ok());
+    Drain(*e);
+    for (int i = 0; i < 4; ++i) {
+      ASSERT_TRUE(together[i].outcome.status.ok());
+      EXPECT_EQ(together[i].outcome.tokens, alone[i].outcome.tokens) << "request " << i << " sampled=" << sampled;
+      EXPECT_EQ(together[i].outcome.text, alone[i].outcome.text);
+    }
+    // Different adapters give different outputs on the same prompt.
+    Run base_run, ad_run;
+    auto e2 = MakeEngine();
+    ASSERT_TRUE(e2->Submit(Request("hello there", opts[0], nullptr, &base_run)).ok());
+    ASSERT_TRUE(e2->Submit(Request("hello there", opts[0], handles_[2], &ad_run)).ok());
+    Drain(*e2);
+    EXPECT_NE(base_run.outcome.tokens, ad_run.outcome.tokens);
+  }
+}
+
+TEST_F(EngineTest, StreamsTextAndStopsBeforeStopString) {
+  SamplingOptions s;
+  s.max_tokens = 24;
+  auto e = MakeEngine();
+  Run first;
+  ASSERT_TRUE(e->Submit(Request("once upon", s, handles_[0], &first)).ok());
+  Drain(*e);
+  ASSERT_GE(first.outcome.text.size(), 8u);
+  EXPECT_EQ(first.streamed, first.outcome.text);
+  const std::string stop = first.outcome.text.substr(4, 2);
+  s.stop_strings = {stop};
+  Run stopped;
+  ASSERT_TRUE(e->Submit(Request("once upon", s, handles_[0], &stopped)).ok());
+  Drain(*e);
+  EXPECT_EQ(stopped.outcome.finish_reason, FinishReason::kStop);
+  EXPECT_EQ(stopped.outcome.text, first.outcome.text.substr(0, first.outcome.text.find(stop)));
+  EXPECT_EQ(stopped.streamed, stopped.outcome.text);
+}
+
+TEST_F(EngineTest, EosEndsGeneration) {
+  SamplingOptions s;
+  s.max_tokens = 20;
+  auto e = MakeEngine();
+  Run first;
+  ASSERT_TRUE(e->Submit(Request("zz", s, nullptr, &first)).ok());
+  Drain(*e);
+  s.stop_ids = {first.outcome.tokens[3]};
+  Run eos;
+  ASSERT_TRUE(e->Submit(Request("zz", s, nullptr, &eos)).ok());
+  Drain(*e);
+  EXPECT_EQ(eos.outcome.finish_reason, FinishReason::kEos);
+  const auto pos = std::find(first.outcome.tokens.begin(), first.outcome.tokens.end(), s.stop_ids[0]);
+  EXPECT_EQ(eos.outcome.tokens, std::vector<int32_t>(first.outcome.tokens.begin(), pos + 1));
+}
+
+TEST_F(EngineTest, CancelStopsWithinOneToken) {
+  SamplingOptions s;
+  s.max_tokens = 50;
+  auto e = MakeEngine();
+  Run a, b;
+  auto id = e->Submit(Request("abc", s, handles_[0], &a));
+  ASSERT_TRUE(id.ok());
+  ASSERT_TRUE(e->Submit(Request("abc", s, nullptr, &b)).ok());
+  e->Step();
+  e->Step();
+  const size_t before = a.streamed_ids.size();
+  e->Cancel(*id);
+  e->Step();
+  EXPECT_TRUE(a.done);
+  EXPECT_EQ(a.outcome.status.code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(a.streamed_ids.size(), before);
+  EXPECT_EQ(handles_[0]->active_requests.load(), 0);
+  Drain(*e);
+  EXPECT_TRUE(b.outcome.status.ok());
+  EXPECT_EQ(b.outcome.tokens.size(), 50u);
+}
+
+TEST_F(EngineTest, StopEndsRequestsWithUnavailable) {
+  auto e = MakeEngine();
+  Run a;
+  SamplingOptions s;
+  ASSERT_TRUE(e->Submit(Request("abc", s, nullptr, &a)).ok());
+  e->Stop();
+  EXPECT_EQ(a.outcome.status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(e->Submit(Request("abc", s, nullptr, &a)).status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST_F(EngineTest, RejectsBadRequests) {
+  auto e = MakeEngine();
+  Run r;
+  SamplingOptions s;
+  EXPECT_EQ(e->Submit(Request("", s, nullptr, &r)).status().code(), absl::StatusCode::kInvalidArgument);
+  s.max_tokens = 0;
+  auto st = e->Submit(Request("a", s, nullptr, &r)).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("max_tokens"), std::string::npos);
+  s.max_tokens = 500;  // + prompt > 512 context
+  st = e->Submit(Request(std::string(20, 'a'), s, nullptr, &r)).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("context"), std::string::npos);
+  EXPECT_FALSE(r.done);
+}
+
+TEST_F(EngineTest, BackgroundThreadServesConcurrentRequests) {
+  EngineOptions o;
+  o.model = model_.get();
+  o.tokenizer = tokenizer_.get();
+  o.threads = 1;
+  int64_t tokens = 0;
+  int first = 0;
+  o.on_tokens = [&](int64_t n) { tokens += n; };
+  o.on_first_token = [&](double) { ++first; };
+  auto e = Engine::Create(o);
+  ASSERT_TRUE(e.ok());
+  std::vector<Run> runs(6);
+  std::vector<absl::Notification> done(6);
+  SamplingOptions s;
+  s.max_tokens = 8;
+  for (int i = 0; i < 6; ++i) {
+    auto r = Request("abc", s, i % 2 ? handles_[i % 3] : nullptr, &runs[i]);
+    auto inner = r.on_done;
+    r.on_done = [inner, &done, i](const GenerationOutcome& out) {
+      inner(out);
+      done[i].Notify();
+    };
+    ASSERT_TRUE((*e)->Submit(std::move(r)).ok());
+  }
+  for (auto& d : done) ASSERT_TRUE(d.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  (*e)->Stop();
+  for (auto& r : runs) EXPECT_EQ(r.outcome.tokens.size(), 8u);
+  EXPECT_EQ(tokens, 48);
+  EXPECT_EQ(first, 6);
+}
+
+}  // namespace
+}  // namespace oft
