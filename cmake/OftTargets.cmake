@@ -5,12 +5,21 @@ function(oft_test name src)
   cmake_parse_arguments(T "" "" "LIBS;LABELS" ${ARGN})
   add_executable(${name} ${src})
   target_link_libraries(${name} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main)
-  # List-valued properties pass through gtest_discover_tests' generated script: escape
-  # their separators, or only the first element survives.
-  set(_labels unit ${T_LABELS})
-  string(REPLACE ";" "\\;" _labels "${_labels}")
+  # gtest_discover_tests passes each list element of PROPERTIES as a separate argument of
+  # set_tests_properties, so a list-valued property would spill into property names: every
+  # property here holds exactly one value. A test gets its own label (e.g. "gpu") instead
+  # of "unit"; MKL follows OMP_NUM_THREADS when MKL_NUM_THREADS is unset.
+  if(T_LABELS)
+    list(LENGTH T_LABELS _n)
+    if(NOT _n EQUAL 1)
+      message(FATAL_ERROR "oft_test(${name}): give exactly one label, got ${T_LABELS}")
+    endif()
+    set(_label ${T_LABELS})
+  else()
+    set(_label unit)
+  endif()
   gtest_discover_tests(${name}
     DISCOVERY_TIMEOUT 120
     TEST_PREFIX "${name}."
-    PROPERTIES LABELS "${_labels}" ENVIRONMENT "OMP_NUM_THREADS=1\\;MKL_NUM_THREADS=1")
+    PROPERTIES LABELS ${_label} ENVIRONMENT OMP_NUM_THREADS=1)
 endfunction()

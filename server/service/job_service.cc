@@ -333,6 +333,13 @@ grpc::ServerWriteReactor<JobEvent>* JobServiceImpl::WatchJob(
             absl::StrCat("after_event_id must be >= 0, got ", after));
       }
       OFT_ASSIGN_OR_RETURN(JobRecord job, env_->store->GetJob(tenant, id));
+      // Event ids are dense and durable, so a larger id than the newest was never issued:
+      // waiting for it could outlive the job (its terminal event would never be sent).
+      if (after > job.latest_event_id) {
+        return absl::OutOfRangeError(absl::StrCat("after_event_id ", after,
+                                                  " is beyond the job's newest event ",
+                                                  job.latest_event_id));
+      }
       // The terminal event is a job's last: a watcher already past it would wait forever.
       nothing_to_send = IsTerminal(job.state) && after >= job.latest_event_id;
       return absl::OkStatus();
