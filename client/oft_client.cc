@@ -335,51 +335,34 @@ absl::StatusOr<v1::Dataset> Client::UploadDatasetBytes(absl::string_view content
 absl::StatusOr<v1::Dataset> Client::GetDataset(const std::string& id) {
   v1::GetDatasetRequest req;
   req.set_id(id);
-  v1::Dataset resp;
-  auto ctx = NewContext(options_.deadline);
-  OFT_RETURN_IF_ERROR(FromGrpcStatus(datasets_->GetDataset(ctx.get(), req, &resp)));
-  return resp;
+  return Unary(datasets_.get(), &v1::DatasetService::Stub::GetDataset, req);
 }
 
 absl::StatusOr<v1::ListDatasetsResponse> Client::ListDatasets(
     const v1::ListDatasetsRequest& request) {
-  v1::ListDatasetsResponse resp;
-  auto ctx = NewContext(options_.deadline);
-  OFT_RETURN_IF_ERROR(FromGrpcStatus(datasets_->ListDatasets(ctx.get(), request, &resp)));
-  return resp;
+  return Unary(datasets_.get(), &v1::DatasetService::Stub::ListDatasets, request);
 }
 
 absl::Status Client::DeleteDataset(const std::string& id) {
   v1::DeleteDatasetRequest req;
   req.set_id(id);
-  google::protobuf::Empty resp;
-  auto ctx = NewContext(options_.deadline);
-  return FromGrpcStatus(datasets_->DeleteDataset(ctx.get(), req, &resp));
+  return Unary(datasets_.get(), &v1::DatasetService::Stub::DeleteDataset, req).status();
 }
 
 // -------------------------------------------------------------------------------- jobs
 
 absl::StatusOr<v1::Job> Client::CreateJob(const v1::CreateJobRequest& request) {
-  v1::Job resp;
-  auto ctx = NewContext(options_.deadline);
-  OFT_RETURN_IF_ERROR(FromGrpcStatus(jobs_->CreateJob(ctx.get(), request, &resp)));
-  return resp;
+  return Unary(jobs_.get(), &v1::JobService::Stub::CreateJob, request);
 }
 
 absl::StatusOr<v1::Job> Client::GetJob(const std::string& id) {
   v1::GetJobRequest req;
   req.set_id(id);
-  v1::Job resp;
-  auto ctx = NewContext(options_.deadline);
-  OFT_RETURN_IF_ERROR(FromGrpcStatus(jobs_->GetJob(ctx.get(), req, &resp)));
-  return resp;
+  return Unary(jobs_.get(), &v1::JobService::Stub::GetJob, req);
 }
 
 absl::StatusOr<v1::ListJobsResponse> Client::ListJobs(const v1::ListJobsRequest& request) {
-  v1::ListJobsResponse resp;
-  auto ctx = NewContext(options_.deadline);
-  OFT_RETURN_IF_ERROR(FromGrpcStatus(jobs_->ListJobs(ctx.get(), request, &resp)));
-  return resp;
+  return Unary(jobs_.get(), &v1::JobService::Stub::ListJobs, request);
 }
 
 absl::StatusOr<std::vector<v1::Job>> Client::ListAllJobs(
@@ -400,10 +383,7 @@ absl::StatusOr<std::vector<v1::Job>> Client::ListAllJobs(
 absl::StatusOr<v1::Job> Client::CancelJob(const std::string& id) {
   v1::CancelJobRequest req;
   req.set_id(id);
-  v1::Job resp;
-  auto ctx = NewContext(options_.deadline);
-  OFT_RETURN_IF_ERROR(FromGrpcStatus(jobs_->CancelJob(ctx.get(), req, &resp)));
-  return resp;
+  return Unary(jobs_.get(), &v1::JobService::Stub::CancelJob, req);
 }
 
 absl::Status Client::WatchJob(const std::string& job_id, int64_t after_event_id,
@@ -469,10 +449,7 @@ absl::Status Client::WatchJob(const std::string& job_id, int64_t after_event_id,
 
 absl::StatusOr<v1::ListAdaptersResponse> Client::ListAdapters(
     const v1::ListAdaptersRequest& request) {
-  v1::ListAdaptersResponse resp;
-  auto ctx = NewContext(options_.deadline);
-  OFT_RETURN_IF_ERROR(FromGrpcStatus(adapters_->ListAdapters(ctx.get(), request, &resp)));
-  return resp;
+  return Unary(adapters_.get(), &v1::AdapterService::Stub::ListAdapters, request);
 }
 
 absl::StatusOr<std::vector<v1::Adapter>> Client::ListAllAdapters(const std::string& name) {
@@ -492,18 +469,13 @@ absl::StatusOr<std::vector<v1::Adapter>> Client::ListAllAdapters(const std::stri
 absl::StatusOr<v1::Adapter> Client::GetAdapter(const v1::AdapterVersionRef& ref) {
   v1::GetAdapterRequest req;
   *req.mutable_ref() = ref;
-  v1::Adapter resp;
-  auto ctx = NewContext(options_.deadline);
-  OFT_RETURN_IF_ERROR(FromGrpcStatus(adapters_->GetAdapter(ctx.get(), req, &resp)));
-  return resp;
+  return Unary(adapters_.get(), &v1::AdapterService::Stub::GetAdapter, req);
 }
 
 absl::Status Client::DeleteAdapter(const v1::AdapterVersionRef& ref) {
   v1::DeleteAdapterRequest req;
   *req.mutable_ref() = ref;
-  google::protobuf::Empty resp;
-  auto ctx = NewContext(options_.deadline);
-  return FromGrpcStatus(adapters_->DeleteAdapter(ctx.get(), req, &resp));
+  return Unary(adapters_.get(), &v1::AdapterService::Stub::DeleteAdapter, req).status();
 }
 
 absl::StatusOr<std::vector<v1::AdapterFile>> Client::DownloadAdapter(
@@ -564,10 +536,7 @@ absl::StatusOr<std::vector<v1::AdapterFile>> Client::DownloadAdapter(
 
 absl::StatusOr<v1::ListBaseModelsResponse> Client::ListBaseModels() {
   v1::ListBaseModelsRequest req;
-  v1::ListBaseModelsResponse resp;
-  auto ctx = NewContext(options_.deadline);
-  OFT_RETURN_IF_ERROR(FromGrpcStatus(models_->ListBaseModels(ctx.get(), req, &resp)));
-  return resp;
+  return Unary(models_.get(), &v1::ModelService::Stub::ListBaseModels, req);
 }
 
 // --------------------------------------------------------------------------- inference
@@ -575,26 +544,18 @@ absl::StatusOr<v1::ListBaseModelsResponse> Client::ListBaseModels() {
 absl::StatusOr<v1::LoadedAdapter> Client::LoadAdapter(const v1::AdapterVersionRef& ref) {
   v1::LoadAdapterRequest req;
   *req.mutable_ref() = ref;
-  v1::LoadedAdapter resp;
-  auto ctx = NewContext(options_.deadline);
-  OFT_RETURN_IF_ERROR(FromGrpcStatus(inference_->LoadAdapter(ctx.get(), req, &resp)));
-  return resp;
+  return Unary(inference_.get(), &v1::InferenceService::Stub::LoadAdapter, req);
 }
 
 absl::Status Client::UnloadAdapter(const v1::AdapterVersionRef& ref) {
   v1::UnloadAdapterRequest req;
   *req.mutable_ref() = ref;
-  v1::UnloadAdapterResponse resp;
-  auto ctx = NewContext(options_.deadline);
-  return FromGrpcStatus(inference_->UnloadAdapter(ctx.get(), req, &resp));
+  return Unary(inference_.get(), &v1::InferenceService::Stub::UnloadAdapter, req).status();
 }
 
 absl::StatusOr<v1::ListLoadedAdaptersResponse> Client::ListLoadedAdapters() {
   v1::ListLoadedAdaptersRequest req;
-  v1::ListLoadedAdaptersResponse resp;
-  auto ctx = NewContext(options_.deadline);
-  OFT_RETURN_IF_ERROR(FromGrpcStatus(inference_->ListLoadedAdapters(ctx.get(), req, &resp)));
-  return resp;
+  return Unary(inference_.get(), &v1::InferenceService::Stub::ListLoadedAdapters, req);
 }
 
 absl::StatusOr<v1::Alias> Client::SetAlias(const std::string& alias,
@@ -602,18 +563,13 @@ absl::StatusOr<v1::Alias> Client::SetAlias(const std::string& alias,
   v1::SetAliasRequest req;
   req.set_alias(alias);
   *req.mutable_target() = target;
-  v1::Alias resp;
-  auto ctx = NewContext(options_.deadline);
-  OFT_RETURN_IF_ERROR(FromGrpcStatus(inference_->SetAlias(ctx.get(), req, &resp)));
-  return resp;
+  return Unary(inference_.get(), &v1::InferenceService::Stub::SetAlias, req);
 }
 
 absl::Status Client::DeleteAlias(const std::string& alias) {
   v1::DeleteAliasRequest req;
   req.set_alias(alias);
-  v1::DeleteAliasResponse resp;
-  auto ctx = NewContext(options_.deadline);
-  return FromGrpcStatus(inference_->DeleteAlias(ctx.get(), req, &resp));
+  return Unary(inference_.get(), &v1::InferenceService::Stub::DeleteAlias, req).status();
 }
 
 absl::Status Client::Generate(const v1::GenerateRequest& request,

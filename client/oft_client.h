@@ -40,6 +40,7 @@
 #include "oft/v1/inference.grpc.pb.h"
 #include "oft/v1/jobs.grpc.pb.h"
 #include "oft/v1/models.grpc.pb.h"
+#include "server/common/grpc_status.h"
 
 namespace oft {
 
@@ -185,6 +186,18 @@ class Client {
 
   // A context with the auth metadata and a deadline `timeout` from now (none if infinite).
   std::unique_ptr<grpc::ClientContext> NewContext(absl::Duration timeout) const;
+  // One unary call with the default deadline and the API key.
+  template <typename Stub, typename Request, typename Response>
+  absl::StatusOr<Response> Unary(Stub* stub,
+                                 grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&,
+                                                              Response*),
+                                 const Request& request) const {
+    Response response;
+    auto ctx = NewContext(options_.deadline);
+    grpc::Status status = (stub->*method)(ctx.get(), request, &response);
+    if (!status.ok()) return FromGrpcStatus(status);
+    return response;
+  }
 
   const ClientOptions options_;
   const std::shared_ptr<grpc::Channel> channel_;

@@ -11,6 +11,7 @@
 #include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/integration/alice_server_fixture.h"
 #include "tests/integration/job_util.h"
 #include "tests/integration/server_process.h"
 
@@ -96,18 +97,8 @@ int64_t FirstStepAfter(const std::vector<v1::JobEvent>& events, size_t start) {
   return -1;
 }
 
-class RestartTest : public ::testing::Test {
+class RestartTest : public AliceServerTest {
  protected:
-  void SetUp() override {
-    server_ = std::make_unique<ServerProcess>(
-        ServerProcessOptions{.data_dir = dir_.Sub("data"), .api_keys = {AliceFlag()}});
-    ASSERT_TRUE(server_->Start().ok()) << server_->LogTail();
-    client_ = server_->NewClient(kAliceKey);
-    absl::StatusOr<v1::Dataset> ds = client_->UploadDatasetBytes(SampleTrainHead(64), "train");
-    ASSERT_TRUE(ds.ok()) << ds.status();
-    dataset_id_ = ds->id();
-  }
-
   absl::StatusOr<v1::Job> CreateJob(int64_t checkpoint_every) {
     v1::CreateJobRequest req;
     *req.mutable_spec() = SmallSpec(dataset_id_, "durable", kSteps);
@@ -139,10 +130,6 @@ class RestartTest : public ::testing::Test {
     EXPECT_EQ((*adapters)[0].job_id(), job_id);
   }
 
-  TempDir dir_;
-  std::unique_ptr<ServerProcess> server_;
-  std::unique_ptr<Client> client_;
-  std::string dataset_id_;
 };
 
 TEST_F(RestartTest, SigkillMidTrainingResumesFromCheckpoint) {

@@ -8,6 +8,7 @@
 #include "gmock/gmock.h"
 #include "google/protobuf/util/time_util.h"
 #include "gtest/gtest.h"
+#include "tests/integration/alice_server_fixture.h"
 #include "tests/integration/job_util.h"
 #include "tests/integration/server_process.h"
 
@@ -18,18 +19,8 @@ using google::protobuf::util::TimeUtil;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 
-class SchedulingTest : public ::testing::Test {
+class SchedulingTest : public AliceServerTest {
  protected:
-  void SetUp() override {
-    server_ = std::make_unique<ServerProcess>(
-        ServerProcessOptions{.data_dir = dir_.Sub("data"), .api_keys = {AliceFlag()}});
-    ASSERT_TRUE(server_->Start().ok()) << server_->LogTail();
-    client_ = server_->NewClient(kAliceKey);
-    absl::StatusOr<v1::Dataset> ds = client_->UploadDatasetBytes(SampleTrainHead(64), "train");
-    ASSERT_TRUE(ds.ok()) << ds.status();
-    dataset_id_ = ds->id();
-  }
-
   absl::StatusOr<v1::Job> Create(const std::string& adapter, int64_t steps, int priority = 0) {
     v1::CreateJobRequest req;
     *req.mutable_spec() = SmallSpec(dataset_id_, adapter, steps);
@@ -47,10 +38,6 @@ class SchedulingTest : public ::testing::Test {
     return job->id();
   }
 
-  TempDir dir_;
-  std::unique_ptr<ServerProcess> server_;
-  std::unique_ptr<Client> client_;
-  std::string dataset_id_;
 };
 
 TEST_F(SchedulingTest, Cancellation) {
