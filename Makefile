@@ -27,6 +27,8 @@ bench: build
 	$(BUILD_DIR)/bench/oft_layer_bench --device=cpu --reps=7
 	$(BUILD_DIR)/bench/model_bench --model_dir=models/default
 	$(BUILD_DIR)/bench/train_step_bench
+	$(BUILD_DIR)/bench/serve_bench --threads=1 --reps=3
+	$(BUILD_DIR)/bench/rpc_load --spawn=$(BUILD_DIR)/server/oft_server --seconds=20
 
 gpu-check:
 	scripts/gpu_check.sh
