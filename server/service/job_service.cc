@@ -80,6 +80,17 @@ class WatchReactor final : public grpc::ServerWriteReactor<JobEvent> {
     }
     buffer_.pop_front();
     MaybeWriteLocked();
+    if (more_in_log_ && buffer_.size() < 100 && !fetch_scheduled_ && !finished_) {
+      // A slow reader made Fetch stop early; read on now that the buffer drained. (A Fetch
+      // still finishing keeps fetch_scheduled_ set; the next OnWriteDone comes back here.)
+      more_in_log_ = false;
+      refs_.fetch_add(1);
+      fetch_scheduled_ = true;
+      if (!env_->executor->Schedule([this] { Fetch(); })) {
+        fetch_scheduled_ = false;
+        refs_.fetch_sub(1);  // never the last reference: gRPC still holds one
+      }
+    }
   }
   void OnCancel() override {
     absl::MutexLock lock(&mu_);
@@ -142,7 +153,10 @@ class WatchReactor final : public grpc::ServerWriteReactor<JobEvent> {
       MaybeWriteLocked();
       // More pages, or a notification arrived while reading: go again.
       if (events->size() < 200 && !refetch_) break;
-      if (buffer_.size() > 1000) break;  // slow reader: OnWriteDone fetches again later
+      if (buffer_.size() > 1000) {  // slow reader: OnWriteDone fetches again later
+        more_in_log_ = true;
+        break;
+      }
     }
     {
       absl::MutexLock lock(&mu_);
@@ -179,6 +193,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<JobEvent> {
   bool terminal_seen_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool on_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool more_in_log_ ABSL_GUARDED_BY(mu_) = false;  // Fetch stopped at the buffer cap
   uint64_t sub_id_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
