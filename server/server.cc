@@ -341,7 +341,7 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
     io.on_first_token = [m](double seconds) { m->ObserveTimeToFirstToken(seconds); };
     OFT_ASSIGN_OR_RETURN(s.inference, InferenceBackend::Create(std::move(io)));
     s.inference_service = std::make_unique<InferenceServiceImpl>(
-        s.inference.get(),
+        s.inference.get(), s.executor.get(),
         [self](grpc::CallbackServerContext* ctx) { return self->auth->Authenticate(*ctx); },
         [m](const std::string& method, const grpc::Status& status, double) {
           if (method == "/oft.v1.InferenceService/Generate") {

@@ -1,10 +1,10 @@
 #include "server/service/inference_service.h"
 
+#include <atomic>
 #include <chrono>
 #include <deque>
 #include <mutex>
 #include <optional>
-#include <thread>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
@@ -116,15 +116,16 @@ absl::StatusOr<GenerateParams> ParamsFromProto(const oft::v1::GenerateRequest& r
 
 }  // namespace
 
-InferenceServiceImpl::InferenceServiceImpl(InferenceBackend* backend, Authenticate authenticate,
-                                           ObserveRpc observe_rpc)
+InferenceServiceImpl::InferenceServiceImpl(InferenceBackend* backend, Executor* executor,
+                                           Authenticate authenticate, ObserveRpc observe_rpc)
     : backend_(backend),
+      executor_(executor),
       authenticate_(std::move(authenticate)),
       observe_rpc_(std::move(observe_rpc)) {}
 
 grpc::ServerUnaryReactor* InferenceServiceImpl::RunUnary(
     grpc::CallbackServerContext* ctx, const char* method,
-    std::function<absl::Status(const std::string& tenant)> fn, bool blocking) {
+    std::function<absl::Status(const std::string& tenant)> fn) {
   auto* reactor = ctx->DefaultReactor();
   const auto start = Clock::now();
   auto finish = [this, reactor, start, name = absl::StrCat(kPrefix, method)](const absl::Status& s) {
@@ -132,17 +133,11 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::RunUnary(
     if (observe_rpc_) observe_rpc_(name, g, Since(start));
     reactor->Finish(g);
   };
-  auto tenant = authenticate_(ctx);
-  if (!tenant.ok()) {
-    finish(tenant.status());
-    return reactor;
-  }
-  if (!blocking) {
-    finish(fn(*tenant));
-    return reactor;
-  }
-  // Loads read and verify files and build rotations: off the gRPC thread.
-  std::thread([finish, fn = std::move(fn), t = *tenant] { finish(fn(t)); }).detach();
+  const bool queued = executor_->Schedule([this, ctx, finish, fn = std::move(fn)] {
+    absl::StatusOr<std::string> tenant = authenticate_(ctx);
+    finish(tenant.ok() ? fn(*tenant) : tenant.status());
+  });
+  if (!queued) finish(absl::UnavailableError("server is shutting down"));
   return reactor;
 }
 
@@ -156,7 +151,7 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::LoadAdapter(grpc::CallbackServer
     if (!info.ok()) return info.status();
     ToProto(*info, response);
     return absl::OkStatus();
-  }, /*blocking=*/true);
+  });
 }
 
 grpc::ServerUnaryReactor* InferenceServiceImpl::UnloadAdapter(
@@ -166,7 +161,7 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::UnloadAdapter(
     absl::Status s = RequireRef(request->ref(), /*positive_version=*/true);
     if (!s.ok()) return s;
     return backend_->UnloadAdapter(tenant, request->ref().name(), request->ref().version());
-  }, /*blocking=*/true);  // persists the state file
+  });
 }
 
 grpc::ServerUnaryReactor* InferenceServiceImpl::ListLoadedAdapters(
@@ -179,7 +174,7 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::ListLoadedAdapters(
     response->set_adapter_memory_used_bytes(l.memory_used_bytes);
     response->set_adapter_memory_budget_bytes(l.memory_budget_bytes);
     return absl::OkStatus();
-  }, /*blocking=*/false);
+  });
 }
 
 grpc::ServerUnaryReactor* InferenceServiceImpl::SetAlias(grpc::CallbackServerContext* ctx,
@@ -194,7 +189,7 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::SetAlias(grpc::CallbackServerCon
     if (!info.ok()) return info.status();
     ToProto(*info, response);
     return absl::OkStatus();
-  }, /*blocking=*/true);
+  });
 }
 
 grpc::ServerUnaryReactor* InferenceServiceImpl::DeleteAlias(
@@ -203,7 +198,7 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::DeleteAlias(
   return RunUnary(ctx, "DeleteAlias", [this, request](const std::string& tenant) {
     if (request->alias().empty()) return absl::InvalidArgumentError("alias is required");
     return backend_->DeleteAlias(tenant, request->alias());
-  }, /*blocking=*/true);
+  });
 }
 
 // One Generate stream. Engine callbacks (engine thread) queue responses; at most one write
@@ -211,39 +206,58 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::DeleteAlias(
 class InferenceServiceImpl::GenerateReactor final
     : public grpc::ServerWriteReactor<oft::v1::GenerateResponse> {
  public:
+  // Lifetime: one reference for gRPC (dropped in OnDone), one for the start task and one
+  // for the engine (dropped after its on_done); the last drop deletes the reactor.
   GenerateReactor(InferenceServiceImpl* service, grpc::CallbackServerContext* ctx,
                   const oft::v1::GenerateRequest* request)
       : service_(service), start_(Clock::now()) {
-    auto tenant = service_->authenticate_(ctx);
-    if (!tenant.ok()) {
-      FinishNow(tenant.status());
-      return;
+    refs_.fetch_add(1);  // the start task
+    // Authentication, tokenization and an on-demand adapter load block: off gRPC's thread.
+    if (!service_->executor_->Schedule([this, ctx, request] { Start(ctx, request); })) {
+      FinishNow(absl::UnavailableError("server is shutting down"));
+      Release();
     }
-    auto params = ParamsFromProto(*request);
-    if (!params.ok()) {
-      FinishNow(params.status());
-      return;
-    }
-    auto started = service_->backend_->StartGenerate(
-        *tenant, *params, [this](const GenerationChunk& c) { OnChunk(c); },
-        [this](const GenerationOutcome& o) { OnOutcome(o); });
-    if (!started.ok()) {
-      FinishNow(started.status());
-      return;
-    }
-    std::lock_guard<std::mutex> lock(mu_);
-    started_ = true;
-    ticket_ = started->ticket;
-    // The first response names the serving version and the seed; chunks that arrived
-    // before StartGenerate returned are merged into it.
-    oft::v1::GenerateResponse first;
-    if (started->served_by) ToProto(*started->served_by, first.mutable_served_by());
-    first.set_seed(started->seed);
-    for (auto& r : queue_) Merge(first, r);
-    queue_.clear();
-    queue_.push_back(std::move(first));
-    if (cancelled_) service_->backend_->CancelGenerate(ticket_);
-    MaybeWriteLocked();
+  }
+
+  void Start(grpc::CallbackServerContext* ctx, const oft::v1::GenerateRequest* request) {
+    absl::Status status = [&]() -> absl::Status {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (cancelled_) return absl::CancelledError("the client cancelled the request");
+      }
+      absl::StatusOr<std::string> tenant = service_->authenticate_(ctx);
+      if (!tenant.ok()) return tenant.status();
+      absl::StatusOr<GenerateParams> params = ParamsFromProto(*request);
+      if (!params.ok()) return params.status();
+      refs_.fetch_add(1);  // the engine's, dropped after on_done
+      absl::StatusOr<GenerateStart> started = service_->backend_->StartGenerate(
+          *tenant, *params, [this](const GenerationChunk& c) { OnChunk(c); },
+          [this](const GenerationOutcome& o) { OnOutcome(o); });
+      if (!started.ok()) {
+        refs_.fetch_sub(1);  // no engine callbacks will come; gRPC still holds a reference
+        return started.status();
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      started_ = true;
+      ticket_ = started->ticket;
+      // The first response names the serving version and the seed; chunks that arrived
+      // before StartGenerate returned are merged into it.
+      oft::v1::GenerateResponse first;
+      if (started->served_by) ToProto(*started->served_by, first.mutable_served_by());
+      first.set_seed(started->seed);
+      for (auto& r : queue_) Merge(first, r);
+      queue_.clear();
+      queue_.push_back(std::move(first));
+      if (cancelled_) service_->backend_->CancelGenerate(ticket_);
+      MaybeWriteLocked();
+      return absl::OkStatus();
+    }();
+    if (!status.ok()) FinishNow(status);
+    Release();
+  }
+
+  void Release() {
+    if (refs_.fetch_sub(1) == 1) delete this;
   }
 
   void OnWriteDone(bool ok) override {
@@ -267,7 +281,7 @@ class InferenceServiceImpl::GenerateReactor final
     if (service_->observe_rpc_) {
       service_->observe_rpc_(absl::StrCat(kPrefix, "Generate"), final_status_, Since(start_));
     }
-    delete this;
+    Release();
   }
 
  private:
@@ -286,6 +300,11 @@ class InferenceServiceImpl::GenerateReactor final
   }
 
   void OnOutcome(const GenerationOutcome& o) {
+    OnOutcomeLocked(o);
+    Release();  // the engine's reference: it calls nothing after on_done
+  }
+
+  void OnOutcomeLocked(const GenerationOutcome& o) {
     std::lock_guard<std::mutex> lock(mu_);
     done_ = true;
     if (o.status.ok()) {
@@ -337,6 +356,7 @@ class InferenceServiceImpl::GenerateReactor final
 
   InferenceServiceImpl* const service_;
   const Clock::time_point start_;
+  std::atomic<int> refs_{1};
   std::mutex mu_;
   std::deque<oft::v1::GenerateResponse> queue_ ABSL_GUARDED_BY(mu_);
   oft::v1::GenerateResponse current_;  // the write in flight

@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "grpcpp/grpcpp.h"
 #include "oft/v1/inference.grpc.pb.h"
+#include "server/common/executor.h"
 
 namespace oft {
 
@@ -31,8 +32,10 @@ class InferenceServiceImpl final : public oft::v1::InferenceService::CallbackSer
   using ObserveRpc =
       std::function<void(const std::string& method, const grpc::Status& status, double seconds)>;
 
-  // `backend` is not owned. `observe_rpc` may be empty.
-  InferenceServiceImpl(InferenceBackend* backend, Authenticate authenticate,
+  // `backend` and `executor` are not owned; the executor runs the blocking part of every
+  // call (authentication, adapter loads, tokenization) and must outlive the gRPC server.
+  // `observe_rpc` may be empty.
+  InferenceServiceImpl(InferenceBackend* backend, Executor* executor, Authenticate authenticate,
                        ObserveRpc observe_rpc);
 
   grpc::ServerUnaryReactor* LoadAdapter(grpc::CallbackServerContext* ctx,
@@ -55,12 +58,13 @@ class InferenceServiceImpl final : public oft::v1::InferenceService::CallbackSer
 
  private:
   class GenerateReactor;
-  // Runs `fn` (returning the status to send) on a worker thread and finishes `reactor`.
+  // Authenticates and runs `fn` (returning the status to send) on the executor, then
+  // finishes the call.
   grpc::ServerUnaryReactor* RunUnary(grpc::CallbackServerContext* ctx, const char* method,
-                                     std::function<absl::Status(const std::string& tenant)> fn,
-                                     bool blocking);
+                                     std::function<absl::Status(const std::string& tenant)> fn);
 
   InferenceBackend* const backend_;
+  Executor* const executor_;
   const Authenticate authenticate_;
   const ObserveRpc observe_rpc_;
 };
