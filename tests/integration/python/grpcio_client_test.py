@@ -282,6 +282,41 @@ def run(server, repo, tmp):
         check(any(".oft_" in k for k in tensors),
               f"safetensors holds no OFT tensors: {sorted(tensors)[:5]}")
 
+        step = "Generate (InferenceService)"
+        from oft.v1 import inference_pb2, inference_pb2_grpc
+        inference = inference_pb2_grpc.InferenceServiceStub(channel)
+
+        def generate(**kw):
+            req = inference_pb2.GenerateRequest(text="Question: What is 7 plus 5?\nAnswer:",
+                                                max_tokens=12, temperature=0.0, **kw)
+            out = list(inference.Generate(req, timeout=60, metadata=md))
+            check(out, "Generate streamed no response")
+            check(out[-1].finish_reason != inference_pb2.GenerateResponse.FINISH_REASON_UNSPECIFIED,
+                  "last Generate response has no finish_reason")
+            tokens = [t for r in out for t in r.token_ids]
+            check(out[-1].usage.completion_tokens == len(tokens),
+                  f"usage.completion_tokens {out[-1].usage.completion_tokens} != {len(tokens)}")
+            return out, tokens
+
+        base, base_tokens = generate()
+        check(not base[0].HasField("served_by"), f"base request served by {base[0].served_by}")
+        tuned, tuned_tokens = generate(adapter_ref=job.result)
+        check(tuned[0].served_by.name == job.result.name
+              and tuned[0].served_by.version == job.result.version,
+              f"served_by {tuned[0].served_by}, want {job.result}")
+        _, again = generate(adapter_ref=job.result)
+        check(again == tuned_tokens, "greedy generation with the adapter is not reproducible")
+        alias = inference.SetAlias(inference_pb2.SetAliasRequest(alias="prod", target=job.result),
+                                   timeout=60, metadata=md)
+        check(alias.target.version == job.result.version, f"SetAlias target {alias.target}")
+        via_alias, alias_tokens = generate(alias="prod")
+        check(alias_tokens == tuned_tokens, "the alias serves other tokens than its version")
+        try:
+            generate(adapter_ref=type(job.result)(name="nope", version=1))
+            raise Failure("Generate with an unknown adapter succeeded")
+        except grpc.RpcError as e:
+            check(e.code() == grpc.StatusCode.NOT_FOUND, f"unknown adapter: {e.code()}")
+
         step = "health"
         health = health_pb2_grpc.HealthStub(channel)
         for svc in ("", "oft.v1.JobService"):
