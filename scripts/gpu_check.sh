@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU check: builds the CUDA kernels (-DOFT_CUDA=ON), runs the GPU-labelled tests
-# (ctest -L gpu: tests/oft/cuda_ops_test.cc, CUDA vs the CPU reference) and, if it builds,
+# (ctest -L gpu: tests/oft/cuda_ops_test.cc, gathered_rotate_cuda_test.cc and
+# tests/quant/nf4_cuda_test.cc, CUDA vs the CPU reference) and, if it builds,
 # the layer benchmark on the GPU; ends with one summary table.
 #
 # What it expects (and what it does not do):
@@ -19,7 +20,7 @@
 #     which is added to CMake's, pkg-config's and the loader's search paths. This is
 #     best effort: Debian 12 builds of those libraries on another distribution can still
 #     fail to link, and the script then stops at the configure or build step and says so.
-#   - It builds only the targets it runs (oft_cuda_ops_test, oft_layer_bench), not the tree.
+#   - It builds only the targets it runs (the three gpu tests, oft_layer_bench), not the tree.
 #
 # Usage: scripts/gpu_check.sh            (BUILD_DIR=build-gpu JOBS=$(nproc) OFT_VENV=...)
 # Exit status: non-zero if configure, build or any GPU test fails; a missing or failing
@@ -82,8 +83,8 @@ else
 fi
 
 if [ "$CONFIGURE" = ok ]; then
-  echo "gpu_check: building oft_cuda_ops_test nf4_cuda_test"
-  if cmake --build "$BUILD_DIR" -j "$JOBS" --target oft_cuda_ops_test nf4_cuda_test >"$LOG_DIR/build.log" 2>&1; then
+  echo "gpu_check: building oft_cuda_ops_test oft_gathered_rotate_cuda_test nf4_cuda_test"
+  if cmake --build "$BUILD_DIR" -j "$JOBS" --target oft_cuda_ops_test oft_gathered_rotate_cuda_test nf4_cuda_test >"$LOG_DIR/build.log" 2>&1; then
     BUILD_TESTS=ok
   else
     tail -n 40 "$LOG_DIR/build.log"
