@@ -50,6 +50,55 @@ void RotateOneRow(const scalar_t* x, const acc_t* rot, bool shared, int64_t r, i
   }
 }
 
+// The fp32 case of RotateOneRow, compiled for several instruction sets and picked at load
+// time (the build targets baseline x86-64): per-row decode rotations in serving run here.
+// For the common block sizes the accumulator is a fixed-size local array the compiler keeps
+// in vector registers (through `buf` it would be stored and reloaded for every k).
+template <int64_t B>
+__attribute__((always_inline)) inline void RotateRowFixed(const float* x, const float* rot,
+                                                          bool shared, int64_t r, float* y) {
+  for (int64_t i = 0; i < r; ++i) {
+    const float* m = rot + (shared ? 0 : i) * B * B;
+    const float* xi = x + i * B;
+    float acc[B] = {};
+    for (int64_t k = 0; k < B; ++k) {
+      const float xv = xi[k];
+      const float* mk = m + k * B;
+      for (int64_t j = 0; j < B; ++j) acc[j] += xv * mk[j];
+    }
+    for (int64_t j = 0; j < B; ++j) y[i * B + j] = acc[j];
+  }
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void RotateOneRowF32(const float* x, const float* rot, bool shared, int64_t r, int64_t b, float* y,
+                     float* buf) {
+  if (b == 16) return RotateRowFixed<16>(x, rot, shared, r, y);
+  if (b == 32) return RotateRowFixed<32>(x, rot, shared, r, y);
+  if (b == 64) return RotateRowFixed<64>(x, rot, shared, r, y);
+  for (int64_t i = 0; i < r; ++i) {
+    const float* m = rot + (shared ? 0 : i) * b * b;
+    const float* xi = x + i * b;
+    for (int64_t j = 0; j < b; ++j) buf[j] = 0.0f;
+    for (int64_t k = 0; k < b; ++k) {
+      const float xv = xi[k];
+      const float* mk = m + k * b;
+      for (int64_t j = 0; j < b; ++j) buf[j] += xv * mk[j];
+    }
+    for (int64_t j = 0; j < b; ++j) y[i * b + j] = buf[j];
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+void RotateRow(const scalar_t* x, const acc_t* rot, bool shared, int64_t r, int64_t b,
+               scalar_t* y, acc_t* buf) {
+  RotateOneRow<scalar_t, acc_t>(x, rot, shared, r, b, y, buf);
+}
+void RotateRow(const float* x, const float* rot, bool shared, int64_t r, int64_t b, float* y,
+               float* buf) {
+  RotateOneRowF32(x, rot, shared, r, b, y, buf);
+}
+
 }  // namespace
 
 at::Tensor GatheredBlockRotateForward(const at::Tensor& x, const at::Tensor& rotations,
@@ -87,7 +136,7 @@ at::Tensor GatheredBlockRotateForward(const at::Tensor& x, const at::Tensor& rot
       } else {
         const acc_t* ra = rp + a * rows * b * b;
         for (int64_t t = start; t < end; ++t) {
-          RotateOneRow<scalar_t, acc_t>(xp + t * d, ra, rows == 1, r, b, yp + t * d, buf.data());
+          RotateRow(xp + t * d, ra, rows == 1, r, b, yp + t * d, buf.data());
         }
       }
       start = end;
