@@ -251,36 +251,66 @@ bool Engine::StepLocked() {
     }
   }
   const LlamaModel& model = *options_.model;
-  // Prefill each new request alone, with its own adapter and cache.
+  // Prefill the new requests: those with prompts of the same length share one forward pass
+  // (each row with its own adapter and cache); rows need no padding that way.
+  std::vector<std::unique_ptr<Row>> to_prefill;
   for (auto& row : admitted) {
     if (cancelled.count(row->id)) {
       Finish(*row, absl::CancelledError("generation cancelled"));
-      continue;
+    } else {
+      to_prefill.push_back(std::move(row));
     }
-    auto token = TorchCall("prefill", [&]() -> int32_t {
+  }
+  std::stable_sort(to_prefill.begin(), to_prefill.end(), [](const auto& a, const auto& b) {
+    return a->request.prompt.size() < b->request.prompt.size();
+  });
+  for (size_t begin = 0; begin < to_prefill.size();) {
+    size_t end = begin + 1;
+    while (end < to_prefill.size() &&
+           to_prefill[end]->request.prompt.size() == to_prefill[begin]->request.prompt.size()) {
+      ++end;
+    }
+    const int64_t n = static_cast<int64_t>(end - begin);
+    const int64_t len = static_cast<int64_t>(to_prefill[begin]->request.prompt.size());
+    auto tokens = TorchCall("prefill", [&]() -> std::vector<int32_t> {
       c10::InferenceMode inference_mode;  // cheaper than NoGradGuard: no autograd bookkeeping
-      const ServingAdapter* w = row->request.adapter ? row->request.adapter->weights.get() : nullptr;
-      const AdapterBatch one = model.MakeAdapterBatch({w});
-      std::vector<int64_t> ids(row->request.prompt.begin(), row->request.prompt.end());
+      std::vector<const ServingAdapter*> adapters;
+      std::vector<int64_t> ids;
       ForwardOptions fo;
-      fo.row_caches = {&row->cache};
-      fo.adapters = &one;
+      for (size_t i = begin; i < end; ++i) {
+        Row& row = *to_prefill[i];
+        adapters.push_back(row.request.adapter ? row.request.adapter->weights.get() : nullptr);
+        ids.insert(ids.end(), row.request.prompt.begin(), row.request.prompt.end());
+        fo.row_caches.push_back(&row.cache);
+      }
+      const AdapterBatch batch = model.MakeAdapterBatch(adapters);
+      fo.adapters = &batch;
       fo.logits_for_last_only = true;
       const at::Tensor logits =
-          model.Forward(at::tensor(ids, at::kLong).unsqueeze(0), fo).to(at::kFloat).view({-1}).cpu();
-      return static_cast<int32_t>(SampleNextToken(logits, row->request.sampling, row->generator));
+          model.Forward(at::tensor(ids, at::kLong).view({n, len}), fo).to(at::kFloat).cpu();
+      std::vector<int32_t> out;
+      for (int64_t i = 0; i < n; ++i) {
+        Row& row = *to_prefill[begin + i];
+        out.push_back(static_cast<int32_t>(
+            SampleNextToken(logits[i].view({-1}), row.request.sampling, row.generator)));
+      }
+      return out;
     });
-    if (!token.ok()) {
-      Finish(*row, token.status());
-      continue;
+    for (size_t i = begin; i < end; ++i) {
+      std::unique_ptr<Row>& row = to_prefill[i];
+      if (!tokens.ok()) {
+        Finish(*row, tokens.status());
+        continue;
+      }
+      ++produced;
+      if (Accept(*row, (*tokens)[i - begin])) {
+        Finish(*row, absl::OkStatus());
+      } else {
+        running_.push_back(std::move(row));
+        batch_dirty_ = true;
+      }
     }
-    ++produced;
-    if (Accept(*row, *token)) {
-      Finish(*row, absl::OkStatus());
-    } else {
-      running_.push_back(std::move(row));
-      batch_dirty_ = true;
-    }
+    begin = end;
   }
   // One decode step over every running row, including those just prefilled.
   if (!running_.empty()) {

@@ -1,8 +1,9 @@
 // Continuous-batching generation over one shared base LlamaModel with per-row OFT adapters.
 //
 // Requests (prompt ids, sampling options, an adapter handle or none, callbacks) join a
-// running batch: the engine thread prefills each new request alone (its own KV cache), then
-// every decode step runs ONE Forward over all active rows, each row with its own adapter
+// running batch: the engine thread prefills the requests admitted in one step together when
+// their prompts have the same length (else in groups of equal length; each row with its own
+// adapter and KV cache), then every decode step runs ONE Forward over all active rows, each row with its own adapter
 // (ForwardOptions::adapters) and KV cache (ForwardOptions::row_caches). Sampling is
 // SampleNextToken with a per-request generator seeded by SamplingOptions::seed, so a
 // request's tokens do not depend on what else is in the batch, and greedy output equals

@@ -236,6 +236,38 @@ TEST_F(EngineTest, MixedBatchGivesEachRequestWhatItGetsAlone) {
   }
 }
 
+// Requests admitted in the same step with prompts of equal length are prefilled in one
+// forward pass (each row with its own adapter): each still gets exactly its solo output.
+TEST_F(EngineTest, BatchedPrefillOfEqualLengthPromptsGivesSoloOutputs) {
+  for (bool sampled : {false, true}) {
+    SamplingOptions opts;
+    opts.max_tokens = 12;
+    if (sampled) {
+      opts.temperature = 0.9;
+      opts.seed = 77;
+    }
+    std::vector<AdapterHandle> adapters = {nullptr, handles_[0], handles_[1], handles_[2],
+                                           handles_[0]};
+    std::vector<Run> alone(adapters.size()), together(adapters.size());
+    for (size_t i = 0; i < adapters.size(); ++i) {
+      auto e = MakeEngine();
+      ASSERT_TRUE(e->Submit(Request("the same prompt", opts, adapters[i], &alone[i])).ok());
+      Drain(*e);
+    }
+    auto e = MakeEngine();
+    for (size_t i = 0; i < adapters.size(); ++i) {
+      ASSERT_TRUE(e->Submit(Request("the same prompt", opts, adapters[i], &together[i])).ok());
+    }
+    Drain(*e);
+    for (size_t i = 0; i < adapters.size(); ++i) {
+      ASSERT_TRUE(together[i].outcome.status.ok());
+      EXPECT_EQ(together[i].outcome.tokens, alone[i].outcome.tokens)
+          << "request " << i << " sampled=" << sampled;
+    }
+    EXPECT_NE(alone[0].outcome.tokens, alone[1].outcome.tokens);  // adapters do differ
+  }
+}
+
 TEST_F(EngineTest, StreamsTextAndStopsBeforeStopString) {
   SamplingOptions s;
   s.max_tokens = 24;
