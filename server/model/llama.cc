@@ -625,4 +625,11 @@ int64_t LlamaModel::BaseWeightBytes() const {
   return total;
 }
 
+at::ScalarType DeviceComputeDtype(const ModelConfig& config, const std::string& device) {
+  if (device.rfind("cuda", 0) != 0) return at::kFloat;
+  if (config.torch_dtype == "bfloat16") return at::kBFloat16;
+  if (config.torch_dtype == "float16") return at::kHalf;
+  return at::kFloat;
+}
+
 }  // namespace oft

@@ -253,6 +253,10 @@ class LlamaModel {
   OftCompute oft_compute_ = OftCompute::kInputCentric;
 };
 
+// The compute dtype a model is loaded with on `device`: fp32 on the CPU; on CUDA the
+// checkpoint's bfloat16 / float16 when config.json names one, else fp32.
+at::ScalarType DeviceComputeDtype(const ModelConfig& config, const std::string& device);
+
 // RoPE inverse frequencies for `config` (transformers' default and llama3 rules), fp32.
 at::Tensor RopeInverseFrequencies(const ModelConfig& config);
 

@@ -248,10 +248,8 @@ absl::StatusOr<LoadedServingBase> LoadServingBase(const std::string& name, const
   LoadOptions lo;
   lo.device = device;
   lo.dtype = at::kFloat;
-  if (device != "cpu") {
-    absl::StatusOr<ModelConfig> config = LoadModelConfig(dir);
-    if (config.ok() && config->torch_dtype == "bfloat16") lo.dtype = at::kBFloat16;
-    if (config.ok() && config->torch_dtype == "float16") lo.dtype = at::kHalf;
+  if (absl::StatusOr<ModelConfig> config = LoadModelConfig(dir); config.ok()) {
+    lo.dtype = DeviceComputeDtype(*config, device);
   }
   absl::StatusOr<std::unique_ptr<LlamaModel>> model = LlamaModel::Load(dir, lo);
   if (!model.ok()) {

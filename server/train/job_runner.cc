@@ -122,13 +122,6 @@ int64_t DtypeBytes(const ModelConfig& c, const std::string& device) {
   return 4;
 }
 
-at::ScalarType LoadDtype(const ModelConfig& c, const std::string& device) {
-  if (!OnCuda(device)) return at::kFloat;
-  if (c.torch_dtype == "bfloat16") return at::kBFloat16;
-  if (c.torch_dtype == "float16") return at::kHalf;
-  return at::kFloat;
-}
-
 // Proto3 JSON of a double: a number, or "NaN" / "Infinity" / "-Infinity".
 Json JsonDouble(double v) {
   if (std::isnan(v)) return "NaN";
@@ -204,7 +197,7 @@ absl::StatusOr<TrainingJobResult> RunTrainingJobImpl(const TrainingJob& job, Ada
   if (!config_sha.ok()) return Tag(config_sha.status(), "BASE_MODEL_UNAVAILABLE", "base_model");
   LoadOptions lo;
   lo.device = job.device;
-  lo.dtype = LoadDtype(*config, job.device);
+  lo.dtype = DeviceComputeDtype(*config, job.device);
   lo.quantize_nf4 = job.quantize_base_nf4;
   absl::StatusOr<std::unique_ptr<LlamaModel>> model = LlamaModel::Load(job.model_dir, lo);
   if (!model.ok()) {
