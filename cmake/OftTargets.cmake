@@ -23,3 +23,12 @@ function(oft_test name src)
     TEST_PREFIX "${name}."
     PROPERTIES LABELS ${_label} ENVIRONMENT OMP_NUM_THREADS=1)
 endfunction()
+
+# oft_use_parallel_for(TARGET SRC...): SRC call at::parallel_for; compile them with OpenMP
+# and link LibTorch's OpenMP runtime (see OFT_TORCH_OPENMP_LIB in CMakeLists.txt).
+function(oft_use_parallel_for target)
+  if(OFT_TORCH_OPENMP_LIB)
+    set_source_files_properties(${ARGN} TARGET_DIRECTORY ${target} PROPERTIES COMPILE_OPTIONS -fopenmp)
+    target_link_libraries(${target} PRIVATE ${OFT_TORCH_OPENMP_LIB})
+  endif()
+endfunction()

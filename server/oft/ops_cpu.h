@@ -1,7 +1,7 @@
 // CPU kernels of the oft:: ops, registered for the CPU dispatch key. Same
-// contract and results as oft::reference (the spec); faster because each block's GEMM
-// reads and writes the natural [tokens, d] layout through strided views (no permute
-// copies). Other dtypes fall back to the reference.
+// contract and results as oft::reference (the spec); faster because the block rotation
+// runs a register-tiled fp32 kernel over the natural [tokens, d] layout (blocks of 16 or
+// more; fp64 and smaller blocks use per-block strided GEMMs, no permute copies either way).
 #ifndef OFT_SERVER_OFT_OPS_CPU_H_
 #define OFT_SERVER_OFT_OPS_CPU_H_
 
@@ -25,10 +25,10 @@ std::tuple<at::Tensor, at::Tensor> BlockRotateBackward(const at::Tensor& grad, c
                                                        const at::Tensor& rotation, bool need_x,
                                                        bool need_rotation);
 
-// Tokens in runs of at least kGatheredBlasRun consecutive rows with the same adapter go
-// through the strided-GEMM path; shorter runs (decode steps: one token per request) use a
-// direct loop per token (both agree to rounding). The engine's decode batches stay below
-// the threshold, so there a token's result does not depend on its neighbours.
+// fp32 with b >= 16: every run of consecutive rows with
+// the same adapter goes through the tiled kernel, which gives each token bit-identical
+// results whatever its neighbours. Otherwise (fp64, b < 16) runs of at least
+// kGatheredBlasRun rows use the strided-GEMM path and shorter runs a direct loop per token.
 at::Tensor GatheredBlockRotateForward(const at::Tensor& x, const at::Tensor& rotations,
                                       const at::Tensor& index);
 inline constexpr int64_t kGatheredBlasRun = 64;

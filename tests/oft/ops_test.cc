@@ -1,6 +1,8 @@
 // The oft:: ops against PEFT's golden vectors (oftv2-method.md §1.13), the closed forms
 // of §1.5, and finite differences in fp64.
 #include <gtest/gtest.h>
+
+#include <cmath>
 #include <torch/torch.h>
 
 #include "server/oft/ops.h"
@@ -229,6 +231,15 @@ TEST(OftOps, CpuRotationBuildMatchesTheReference) {
                        reference::BuildRotationBackward(g, p, r, b, k, true)),
                 1e-12)
           << k << " " << b;
+      // fp32 parameters (what training uses) against the fp64 reference.
+      auto r32 = cpu::BuildRotationForward(p.to(torch::kFloat32), b, k, true);
+      EXPECT_EQ(r32.scalar_type(), torch::kFloat32);
+      EXPECT_LT(MaxAbs(r32.to(torch::kFloat64), r), 1e-5) << k << " " << b;
+      auto g32 = cpu::BuildRotationBackward(g.to(torch::kFloat32), p.to(torch::kFloat32), r32, b, k, true);
+      EXPECT_EQ(g32.scalar_type(), torch::kFloat32);
+      EXPECT_LT(MaxAbs(g32.to(torch::kFloat64), reference::BuildRotationBackward(g, p, r, b, k, true)),
+                1e-3)
+          << k << " " << b;
     }
   }
 }
@@ -251,6 +262,58 @@ TEST(OftOps, CpuKernelsMatchTheReference) {
       EXPECT_LT(MaxAbs(gr.to(torch::kFloat64), gr_ref.to(torch::kFloat64)), tol * 10);
       EXPECT_EQ(gr.scalar_type(), r.scalar_type());
     }
+  }
+}
+
+// The register-tiled fp32 kernels (b >= 16): block sizes that are and are not multiples of
+// the 16-float vector (43: overlapping column and row tails), token counts that are and are
+// not multiples of the 4-row tile, shared and per-block rotations, and enough tokens that
+// the threads split them.
+TEST(OftOps, TiledCpuKernelsMatchTheReference) {
+  for (int64_t b : {16, 32, 43, 64}) {
+    for (int64_t tokens : {1, 5, 130, 1031}) {
+      for (int64_t rows : {1, 3}) {
+        for (auto dt : {torch::kFloat32, torch::kBFloat16}) {
+          torch::manual_seed(b * 1000 + tokens + rows);
+          const int64_t d = 3 * b;
+          auto x = torch::randn({tokens, d}).to(dt);
+          auto r = torch::randn({rows, b, b}) / std::sqrt(static_cast<double>(b));
+          auto g = torch::randn({tokens, d}).to(dt);
+          const double tol = dt == torch::kFloat32 ? 1e-4 : 5e-2;
+          auto y = cpu::BlockRotateForward(x, r);
+          EXPECT_LT(MaxAbs(y.to(torch::kFloat64),
+                           reference::BlockRotateForward(x.to(torch::kFloat64), r.to(torch::kFloat64))),
+                    tol * (dt == torch::kFloat32 ? 1 : 4))
+              << b << " " << tokens << " " << rows;
+          auto [gx, gr] = cpu::BlockRotateBackward(g, x, r, true, true);
+          auto [gx_ref, gr_ref] = reference::BlockRotateBackward(
+              g.to(torch::kFloat64), x.to(torch::kFloat64), r.to(torch::kFloat64), true, true);
+          EXPECT_LT(MaxAbs(gx.to(torch::kFloat64), gx_ref), tol * (dt == torch::kFloat32 ? 1 : 4))
+              << b << " " << tokens << " " << rows;
+          // dR sums over tokens (and blocks when shared): scale the tolerance with the count.
+          EXPECT_LT(MaxAbs(gr.to(torch::kFloat64), gr_ref) / std::sqrt(static_cast<double>(tokens)),
+                    1e-4)
+              << b << " " << tokens << " " << rows;
+          EXPECT_EQ(gr.sizes(), r.sizes());
+        }
+      }
+    }
+  }
+}
+
+// A strided (non-contiguous) input gives the same rotation as its contiguous copy, and a
+// token's result does not depend on how many tokens surround it (bitwise).
+TEST(OftOps, TiledCpuKernelIsPerTokenDeterministic) {
+  torch::manual_seed(7);
+  const int64_t b = 32, d = 4 * b;
+  auto r = torch::randn({4, b, b});
+  auto wide = torch::randn({37, 2 * d});
+  auto x = wide.narrow(1, 5, d);  // row stride 2d
+  ASSERT_FALSE(x.is_contiguous());
+  auto y = cpu::BlockRotateForward(x, r);
+  EXPECT_TRUE(torch::equal(y, cpu::BlockRotateForward(x.contiguous(), r)));
+  for (int64_t t : {0, 3, 36}) {
+    EXPECT_TRUE(torch::equal(y[t], cpu::BlockRotateForward(x.narrow(0, t, 1), r)[0])) << t;
   }
 }
 
