@@ -208,7 +208,8 @@ c10::Device LlamaModel::device() const { return embed_.device(); }
 // Forward
 
 at::Tensor LlamaModel::Project(const AdaptedLinear& lin, int64_t linear_index,
-                               const at::Tensor& x, const AdapterBatch* adapters) const {
+                               const at::Tensor& x, const AdapterBatch* adapters,
+                               const at::Tensor& tokens_per_row) const {
   if (adapters == nullptr) return lin.Forward(x, active_, oft_compute_);
   static const std::vector<std::string> kNone;
   const auto& groups = adapters->per_linear_[linear_index];
@@ -217,7 +218,10 @@ at::Tensor LlamaModel::Project(const AdaptedLinear& lin, int64_t linear_index,
   at::Tensor x2 = x.reshape({-1, d});  // [B * T, d], row-major by batch row
   const int64_t per_row = x2.size(0) / adapters->rows();
   for (const auto& g : groups) {
-    const at::Tensor idx = per_row == 1 ? g.row_index : g.row_index.repeat_interleave(per_row);
+    const at::Tensor idx = tokens_per_row.defined()
+                               ? g.row_index.repeat_interleave(tokens_per_row, 0, x2.size(0))
+                           : per_row == 1 ? g.row_index
+                                          : g.row_index.repeat_interleave(per_row);
     x2 = GatheredBlockRotate(x2, g.rotations, idx);
   }
   return lin.Forward(x2.view(x.sizes()), kNone, oft_compute_);
@@ -231,9 +235,10 @@ at::Tensor LlamaModel::Attention(const Layer& layer, int64_t index, const at::Te
   const int64_t B = h.size(0), T = h.size(1), hd = c.head_dim;
   const int64_t nh = c.num_attention_heads, nkv = c.num_key_value_heads;
   const int64_t li = 7 * index;  // Linear indices of this layer: q k v o gate up down
-  auto q = Project(*layer.q, li, h, rows.adapters).view({B, T, nh, hd}).transpose(1, 2);
-  auto k = Project(*layer.k, li + 1, h, rows.adapters).view({B, T, nkv, hd}).transpose(1, 2);
-  auto v = Project(*layer.v, li + 2, h, rows.adapters).view({B, T, nkv, hd}).transpose(1, 2);
+  const at::Tensor& tpr = rows.tokens_per_row;
+  auto q = Project(*layer.q, li, h, rows.adapters, tpr).view({B, T, nh, hd}).transpose(1, 2);
+  auto k = Project(*layer.k, li + 1, h, rows.adapters, tpr).view({B, T, nkv, hd}).transpose(1, 2);
+  auto v = Project(*layer.v, li + 2, h, rows.adapters, tpr).view({B, T, nkv, hd}).transpose(1, 2);
   q = q * cos + RotateHalf(q) * sin;
   k = k * cos + RotateHalf(k) * sin;
   auto append = [index](KvCache* kc, at::Tensor& kk, at::Tensor& vv) {
@@ -250,21 +255,27 @@ at::Tensor LlamaModel::Attention(const Layer& layer, int64_t index, const at::Te
   };
   at::Tensor out;
   if (rows.caches != nullptr) {
-    // Each row attends to its own cache (lengths differ), exactly as it would alone.
+    // Each row attends to its own cache (lengths differ), exactly as it would alone. A row
+    // is a batch entry, or a slice of the one packed sequence.
+    const bool packed = !rows.lengths.empty();
+    const int64_t n_rows = static_cast<int64_t>(rows.caches->size());
+    auto slice = [&](const at::Tensor& t, int64_t r) {
+      return packed ? t.narrow(2, rows.offsets[r], rows.lengths[r]) : t.narrow(0, r, 1);
+    };
     std::vector<at::Tensor> outs;
-    outs.reserve(B);
-    for (int64_t b = 0; b < B; ++b) {
-      at::Tensor kb = k.narrow(0, b, 1), vb = v.narrow(0, b, 1);
-      append((*rows.caches)[b], kb, vb);
+    outs.reserve(n_rows);
+    for (int64_t r = 0; r < n_rows; ++r) {
+      at::Tensor kb = slice(k, r), vb = slice(v, r);
+      append((*rows.caches)[r], kb, vb);
       if (nkv != nh) {
         kb = kb.repeat_interleave(nh / nkv, 1);
         vb = vb.repeat_interleave(nh / nkv, 1);
       }
-      const at::Tensor& mb = (*rows.masks)[b];
+      const at::Tensor& mb = (*rows.masks)[r];
       outs.push_back(at::scaled_dot_product_attention(
-          q.narrow(0, b, 1), kb, vb, mb.defined() ? std::optional<at::Tensor>(mb) : std::nullopt));
+          slice(q, r), kb, vb, mb.defined() ? std::optional<at::Tensor>(mb) : std::nullopt));
     }
-    out = B == 1 ? outs[0] : at::cat(outs, 0);
+    out = n_rows == 1 ? outs[0] : at::cat(outs, packed ? 2 : 0);
   } else {
     if (cache != nullptr) append(cache, k, v);
     if (nkv != nh) {
@@ -273,7 +284,8 @@ at::Tensor LlamaModel::Attention(const Layer& layer, int64_t index, const at::Te
     }
     out = at::scaled_dot_product_attention(q, k, v, mask);
   }
-  return Project(*layer.o, li + 3, out.transpose(1, 2).reshape({B, T, nh * hd}), rows.adapters);
+  return Project(*layer.o, li + 3, out.transpose(1, 2).reshape({B, T, nh * hd}), rows.adapters,
+                 tpr);
 }
 
 at::Tensor LlamaModel::Forward(const at::Tensor& ids, const ForwardOptions& opts) const {
@@ -282,8 +294,6 @@ at::Tensor LlamaModel::Forward(const at::Tensor& ids, const ForwardOptions& opts
   const int64_t B = ids.size(0), T = ids.size(1);
   const bool per_row = !opts.row_caches.empty();
   if (per_row) {
-    TORCH_CHECK(static_cast<int64_t>(opts.row_caches.size()) == B, "row_caches has ",
-                opts.row_caches.size(), " entries for a batch of ", B);
     TORCH_CHECK(opts.cache == nullptr && !opts.attention_mask.defined() &&
                     !opts.position_ids.defined() && !opts.document_ids.defined() &&
                     !opts.layer_runner,
@@ -291,8 +301,23 @@ at::Tensor LlamaModel::Forward(const at::Tensor& ids, const ForwardOptions& opts
                 "document_ids or layer_runner");
     for (const KvCache* kc : opts.row_caches) TORCH_CHECK(kc != nullptr, "row_caches has a null entry");
   }
-  TORCH_CHECK(opts.adapters == nullptr || opts.adapters->rows() == B, "adapters has ",
-              opts.adapters ? opts.adapters->rows() : 0, " rows for a batch of ", B);
+  const bool packed = !opts.row_lengths.empty();
+  if (packed) {
+    TORCH_CHECK(per_row && B == 1 && opts.row_lengths.size() == opts.row_caches.size(),
+                "row_lengths needs ids [1, total] and one row_caches entry per length");
+    int64_t sum = 0;
+    for (int64_t len : opts.row_lengths) {
+      TORCH_CHECK(len > 0, "row_lengths entries must be positive");
+      sum += len;
+    }
+    TORCH_CHECK(sum == T, "row_lengths sum to ", sum, " but ids has ", T, " tokens");
+  } else if (per_row) {
+    TORCH_CHECK(static_cast<int64_t>(opts.row_caches.size()) == B, "row_caches has ",
+                opts.row_caches.size(), " entries for a batch of ", B);
+  }
+  const int64_t n_rows = per_row ? static_cast<int64_t>(opts.row_caches.size()) : B;
+  TORCH_CHECK(opts.adapters == nullptr || opts.adapters->rows() == n_rows, "adapters has ",
+              opts.adapters ? opts.adapters->rows() : 0, " rows for ", n_rows, " rows");
   const int64_t past = opts.cache ? opts.cache->length : 0;
   const int64_t total = past + T;
   const auto dev = embed_.device();
@@ -305,7 +330,21 @@ at::Tensor LlamaModel::Forward(const at::Tensor& ids, const ForwardOptions& opts
 
   // RoPE tables for these positions.
   at::Tensor pos;
-  if (per_row) {
+  RowState rows;
+  rows.adapters = opts.adapters;
+  if (packed) {
+    std::vector<float> positions;
+    positions.reserve(T);
+    for (int64_t r = 0; r < n_rows; ++r) {
+      rows.offsets.push_back(static_cast<int64_t>(positions.size()));
+      rows.lengths.push_back(opts.row_lengths[r]);
+      for (int64_t t = 0; t < opts.row_lengths[r]; ++t) {
+        positions.push_back(static_cast<float>(opts.row_caches[r]->length + t));
+      }
+    }
+    pos = at::tensor(positions, at::kFloat).to(dev).view({1, T});
+    rows.tokens_per_row = at::tensor(opts.row_lengths, at::kLong).to(dev);
+  } else if (per_row) {
     std::vector<float> starts;
     for (const KvCache* kc : opts.row_caches) starts.push_back(static_cast<float>(kc->length));
     pos = at::tensor(starts, at::kFloat).to(dev).view({B, 1}) +
@@ -330,9 +369,9 @@ at::Tensor LlamaModel::Forward(const at::Tensor& ids, const ForwardOptions& opts
                                 : static_cast<double>(std::numeric_limits<float>::lowest());
   auto opt_long = at::TensorOptions().dtype(at::kLong).device(dev);
   // Causal (by absolute position) and sliding-window rule for T queries after `p` cached.
-  auto causal = [&](int64_t p) {
-    auto qpos = at::arange(p, p + T, opt_long).view({T, 1});
-    auto kpos = at::arange(0, p + T, opt_long).view({1, p + T});
+  auto causal = [&](int64_t p, int64_t t) {
+    auto qpos = at::arange(p, p + t, opt_long).view({t, 1});
+    auto kpos = at::arange(0, p + t, opt_long).view({1, p + t});
     auto allowed = (kpos <= qpos);
     if (c.sliding_window) allowed = allowed & (kpos > qpos - *c.sliding_window);
     return allowed;  // [T, p + T]
@@ -341,18 +380,20 @@ at::Tensor LlamaModel::Forward(const at::Tensor& ids, const ForwardOptions& opts
   std::vector<at::Tensor> row_masks;
   if (per_row) {
     // Per-row additive masks [1, 1, T, length + T]; none needed for one query without a window.
-    for (const KvCache* kc : opts.row_caches) {
-      if (T == 1 && !c.sliding_window) {
+    for (int64_t r = 0; r < n_rows; ++r) {
+      const KvCache* kc = opts.row_caches[r];
+      const int64_t t = packed ? opts.row_lengths[r] : T;
+      if (t == 1 && !c.sliding_window) {
         row_masks.emplace_back();
         continue;
       }
-      auto allowed = causal(kc->length).view({1, 1, T, kc->length + T});
+      auto allowed = causal(kc->length, t).view({1, 1, t, kc->length + t});
       row_masks.push_back(at::zeros(allowed.sizes(), at::TensorOptions().dtype(dtype_).device(dev))
                               .masked_fill(at::logical_not(allowed), lowest));
     }
   } else {
     // Additive mask [B, 1, T, total]: causal (by absolute position), padding, sliding window.
-    auto allowed = causal(past).view({1, 1, T, total}).expand({B, 1, T, total});
+    auto allowed = causal(past, T).view({1, 1, T, total}).expand({B, 1, T, total});
     if (opts.attention_mask.defined()) {
       TORCH_CHECK(opts.attention_mask.dim() == 2 && opts.attention_mask.size(0) == B &&
                       opts.attention_mask.size(1) == total,
@@ -370,8 +411,6 @@ at::Tensor LlamaModel::Forward(const at::Tensor& ids, const ForwardOptions& opts
     mask = at::zeros({B, 1, T, total}, at::TensorOptions().dtype(dtype_).device(dev))
                .masked_fill(at::logical_not(allowed), lowest);
   }
-  RowState rows;
-  rows.adapters = opts.adapters;
   if (per_row) {
     rows.caches = &opts.row_caches;
     rows.masks = &row_masks;
@@ -389,17 +428,29 @@ at::Tensor LlamaModel::Forward(const at::Tensor& ids, const ForwardOptions& opts
                                 rows);
       auto x = RmsNorm(hh, l->post_norm, eps);
       const int64_t li = 7 * index;
-      auto g = Project(*l->gate, li + 4, x, rows.adapters);
-      return hh + Project(*l->down, li + 6, at::silu(g) * Project(*l->up, li + 5, x, rows.adapters),
-                          rows.adapters);
+      const at::Tensor& tpr = rows.tokens_per_row;
+      auto g = Project(*l->gate, li + 4, x, rows.adapters, tpr);
+      return hh + Project(*l->down, li + 6,
+                          at::silu(g) * Project(*l->up, li + 5, x, rows.adapters, tpr),
+                          rows.adapters, tpr);
     };
     h = (opts.layer_runner && cache == nullptr) ? opts.layer_runner(index, body, h) : body(h);
   }
   if (opts.cache) opts.cache->length = total;
-  for (KvCache* kc : opts.row_caches) kc->length += T;
+  for (int64_t r = 0; r < static_cast<int64_t>(opts.row_caches.size()); ++r) {
+    opts.row_caches[r]->length += packed ? opts.row_lengths[r] : T;
+  }
   h = RmsNorm(h, final_norm_, c.rms_norm_eps);
+  const int64_t lm_index = 7 * static_cast<int64_t>(layers_.size());
+  if (packed && opts.logits_for_last_only) {
+    std::vector<int64_t> last;
+    for (int64_t r = 0; r < n_rows; ++r) last.push_back(rows.offsets[r] + rows.lengths[r] - 1);
+    h = h.index_select(1, at::tensor(last, at::kLong).to(dev));  // [1, rows, H]
+    auto logits = Project(*lm_head_, lm_index, h, opts.adapters);
+    return logits.view({n_rows, 1, logits.size(-1)});
+  }
   if (opts.logits_for_last_only) h = h.narrow(1, T - 1, 1);
-  return Project(*lm_head_, 7 * static_cast<int64_t>(layers_.size()), h, opts.adapters);
+  return Project(*lm_head_, lm_index, h, opts.adapters, packed ? rows.tokens_per_row : at::Tensor());
 }
 
 // ---------------------------------------------------------------------------------------

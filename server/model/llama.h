@@ -147,6 +147,12 @@ struct ForwardOptions {
   // cache; rows may have different lengths. Not combinable with cache, attention_mask,
   // position_ids, document_ids or layer_runner.
   std::vector<KvCache*> row_caches;
+  // Serving, with row_caches: rows of different lengths packed into one sequence. ids is
+  // [1, sum(row_lengths)], row i's tokens are the i-th slice; each row still continues its
+  // own cache with its own positions and attends only to itself, and the token-wise work
+  // (embedding, norms, every Linear) runs once over all rows' tokens. With
+  // logits_for_last_only the result is [rows, 1, vocab] (each row's last token).
+  std::vector<int64_t> row_lengths;
   // Serving: per-row adapters (adapters->rows() == B). Each adapted Linear rotates every
   // row's activations by that row's own adapter blocks (rows without one pass through),
   // then runs the one shared base matmul. The model's active adapters are not applied.
@@ -232,13 +238,18 @@ class LlamaModel {
     const AdapterBatch* adapters = nullptr;
     const std::vector<KvCache*>* caches = nullptr;
     const std::vector<at::Tensor>* masks = nullptr;  // per row; undefined = no mask
+    // Packed rows (ForwardOptions::row_lengths): row i is tokens [offsets[i], +lengths[i])
+    // of the one sequence; tokens_per_row expands per-row adapter indices to tokens.
+    std::vector<int64_t> offsets, lengths;
+    at::Tensor tokens_per_row;
   };
   at::Tensor Attention(const Layer& layer, int64_t index, const at::Tensor& h,
                        const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& mask,
                        KvCache* cache, const RowState& rows) const;
   // lin(x), with per-row adapter rotations when `adapters` is set, else the active ones.
+  // Row i owns tokens_per_row[i] consecutive tokens of x (undefined: an equal share each).
   at::Tensor Project(const AdaptedLinear& lin, int64_t linear_index, const at::Tensor& x,
-                     const AdapterBatch* adapters) const;
+                     const AdapterBatch* adapters, const at::Tensor& tokens_per_row = {}) const;
   std::vector<AdaptedLinear*> AllLinears() const;
 
   ModelConfig config_;

@@ -251,8 +251,8 @@ bool Engine::StepLocked() {
     }
   }
   const LlamaModel& model = *options_.model;
-  // Prefill the new requests: those with prompts of the same length share one forward pass
-  // (each row with its own adapter and cache); rows need no padding that way.
+  // Prefill the new requests in one forward pass: their prompts are packed into one
+  // sequence (no padding), each row with its own adapter, cache and positions.
   std::vector<std::unique_ptr<Row>> to_prefill;
   for (auto& row : admitted) {
     if (cancelled.count(row->id)) {
@@ -261,56 +261,47 @@ bool Engine::StepLocked() {
       to_prefill.push_back(std::move(row));
     }
   }
-  std::stable_sort(to_prefill.begin(), to_prefill.end(), [](const auto& a, const auto& b) {
-    return a->request.prompt.size() < b->request.prompt.size();
-  });
-  for (size_t begin = 0; begin < to_prefill.size();) {
-    size_t end = begin + 1;
-    while (end < to_prefill.size() &&
-           to_prefill[end]->request.prompt.size() == to_prefill[begin]->request.prompt.size()) {
-      ++end;
-    }
-    const int64_t n = static_cast<int64_t>(end - begin);
-    const int64_t len = static_cast<int64_t>(to_prefill[begin]->request.prompt.size());
+  if (!to_prefill.empty()) {
     auto tokens = TorchCall("prefill", [&]() -> std::vector<int32_t> {
       c10::InferenceMode inference_mode;  // cheaper than NoGradGuard: no autograd bookkeeping
       std::vector<const ServingAdapter*> adapters;
       std::vector<int64_t> ids;
       ForwardOptions fo;
-      for (size_t i = begin; i < end; ++i) {
-        Row& row = *to_prefill[i];
+      for (const auto& row_ptr : to_prefill) {
+        Row& row = *row_ptr;
         adapters.push_back(row.request.adapter ? row.request.adapter->weights.get() : nullptr);
         ids.insert(ids.end(), row.request.prompt.begin(), row.request.prompt.end());
         fo.row_caches.push_back(&row.cache);
+        fo.row_lengths.push_back(static_cast<int64_t>(row.request.prompt.size()));
       }
       const AdapterBatch batch = model.MakeAdapterBatch(adapters);
       fo.adapters = &batch;
       fo.logits_for_last_only = true;
+      const int64_t total = static_cast<int64_t>(ids.size());
       const at::Tensor logits =
-          model.Forward(at::tensor(ids, at::kLong).view({n, len}), fo).to(at::kFloat).cpu();
+          model.Forward(at::tensor(ids, at::kLong).view({1, total}), fo).to(at::kFloat).cpu();
       std::vector<int32_t> out;
-      for (int64_t i = 0; i < n; ++i) {
-        Row& row = *to_prefill[begin + i];
-        out.push_back(static_cast<int32_t>(
-            SampleNextToken(logits[i].view({-1}), row.request.sampling, row.generator)));
+      for (size_t i = 0; i < to_prefill.size(); ++i) {
+        Row& row = *to_prefill[i];
+        out.push_back(static_cast<int32_t>(SampleNextToken(
+            logits[static_cast<int64_t>(i)].view({-1}), row.request.sampling, row.generator)));
       }
       return out;
     });
-    for (size_t i = begin; i < end; ++i) {
+    for (size_t i = 0; i < to_prefill.size(); ++i) {
       std::unique_ptr<Row>& row = to_prefill[i];
       if (!tokens.ok()) {
         Finish(*row, tokens.status());
         continue;
       }
       ++produced;
-      if (Accept(*row, (*tokens)[i - begin])) {
+      if (Accept(*row, (*tokens)[i])) {
         Finish(*row, absl::OkStatus());
       } else {
         running_.push_back(std::move(row));
         batch_dirty_ = true;
       }
     }
-    begin = end;
   }
   // One decode step over every running row, including those just prefilled.
   if (!running_.empty()) {

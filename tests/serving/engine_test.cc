@@ -114,6 +114,69 @@ TEST(PerRowForwardTest, RowCachesContinueAtTheirOwnLengths) {
   EXPECT_EQ(c1.length, 3);
 }
 
+// Rows of different lengths packed into one sequence (how the engine prefills): each row's
+// logits equal its own forward with its adapter attached, a row with a cache continues it,
+// and every cache grows by its own row's length.
+TEST(PerRowForwardTest, PackedRowsOfDifferentLengthsEqualEachRowAlone) {
+  at::NoGradGuard ng;
+  auto attached = MakeTinyModel();
+  auto serving = MakeTinyModel();
+  ASSERT_TRUE(AddRandomAdapter(*attached, "a", 21).ok());
+  ASSERT_TRUE(AddRandomAdapter(*attached, "c", 23, RandomOftConfig(8, /*share=*/true)).ok());
+  std::map<std::string, std::shared_ptr<const ServingAdapter>> prepared;
+  for (const char* n : {"a", "c"}) prepared[n] = Prepare(*serving, *attached, n);
+
+  const std::vector<std::string> rows = {"a", "", "c", "a"};
+  const std::vector<int64_t> lengths = {3, 7, 1, 5};
+  std::vector<at::Tensor> prompts;
+  for (int64_t len : lengths) prompts.push_back(at::randint(0, testing::kTinyVocab, {len}, at::kLong));
+  // Row 3 already holds 4 cached tokens of its own.
+  const auto history = at::randint(0, testing::kTinyVocab, {4}, at::kLong);
+  std::vector<KvCache> caches(rows.size());
+  {
+    ForwardOptions fo;
+    fo.row_caches = {&caches[3]};
+    AdapterBatch one = serving->MakeAdapterBatch({prepared["a"].get()});
+    fo.adapters = &one;
+    serving->Forward(history.unsqueeze(0), fo);
+  }
+  std::vector<const ServingAdapter*> sel;
+  for (const auto& r : rows) sel.push_back(r.empty() ? nullptr : prepared[r].get());
+  AdapterBatch batch = serving->MakeAdapterBatch(sel);
+  for (bool last_only : {true, false}) {
+    std::vector<KvCache> work = caches;
+    ForwardOptions fo;
+    for (auto& c : work) fo.row_caches.push_back(&c);
+    fo.row_lengths = lengths;
+    fo.adapters = &batch;
+    fo.logits_for_last_only = last_only;
+    auto out = serving->Forward(at::cat(prompts).unsqueeze(0), fo);
+    if (last_only) {
+      ASSERT_EQ(out.sizes(), (std::vector<int64_t>{4, 1, testing::kTinyVocab}));
+    } else {
+      ASSERT_EQ(out.sizes(), (std::vector<int64_t>{1, 16, testing::kTinyVocab}));
+    }
+    int64_t offset = 0;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      ASSERT_TRUE(attached->SetActiveAdapters(rows[i].empty() ? std::vector<std::string>{}
+                                                              : std::vector<std::string>{rows[i]}).ok());
+      const auto full_ids = i == 3 ? at::cat({history, prompts[i]}) : prompts[i];
+      auto expected = attached->Forward(full_ids.unsqueeze(0));  // [1, L, V]
+      expected = expected.narrow(1, expected.size(1) - lengths[i], lengths[i]);
+      auto got = last_only ? out.narrow(0, i, 1) : out.narrow(1, offset, lengths[i]);
+      if (last_only) expected = expected.narrow(1, lengths[i] - 1, 1);
+      EXPECT_TRUE(at::allclose(got, expected, 1e-4, 1e-5)) << "row " << i << " last_only=" << last_only;
+      EXPECT_EQ(work[i].length, (i == 3 ? 4 : 0) + lengths[i]);
+      offset += lengths[i];
+    }
+  }
+  ForwardOptions bad;
+  KvCache c0;
+  bad.row_caches = {&c0};
+  bad.row_lengths = {2};
+  EXPECT_THROW(serving->Forward(at::cat(prompts).unsqueeze(0), bad), c10::Error);  // 16 != 2
+}
+
 class EngineTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -236,9 +299,10 @@ TEST_F(EngineTest, MixedBatchGivesEachRequestWhatItGetsAlone) {
   }
 }
 
-// Requests admitted in the same step with prompts of equal length are prefilled in one
-// forward pass (each row with its own adapter): each still gets exactly its solo output.
-TEST_F(EngineTest, BatchedPrefillOfEqualLengthPromptsGivesSoloOutputs) {
+// Requests admitted in the same step are prefilled in one forward pass, their prompts (of
+// equal or different lengths) packed, each row with its own adapter: each still gets
+// exactly its solo output.
+TEST_F(EngineTest, BatchedPrefillGivesSoloOutputs) {
   for (bool sampled : {false, true}) {
     SamplingOptions opts;
     opts.max_tokens = 12;
@@ -247,16 +311,19 @@ TEST_F(EngineTest, BatchedPrefillOfEqualLengthPromptsGivesSoloOutputs) {
       opts.seed = 77;
     }
     std::vector<AdapterHandle> adapters = {nullptr, handles_[0], handles_[1], handles_[2],
-                                           handles_[0]};
+                                           handles_[0], handles_[1]};
+    const std::vector<std::string> prompts = {"the same prompt", "the same prompt", "a",
+                                              "a much longer prompt than the others",
+                                              "the same prompt", "mid length"};
     std::vector<Run> alone(adapters.size()), together(adapters.size());
     for (size_t i = 0; i < adapters.size(); ++i) {
       auto e = MakeEngine();
-      ASSERT_TRUE(e->Submit(Request("the same prompt", opts, adapters[i], &alone[i])).ok());
+      ASSERT_TRUE(e->Submit(Request(prompts[i], opts, adapters[i], &alone[i])).ok());
       Drain(*e);
     }
     auto e = MakeEngine();
     for (size_t i = 0; i < adapters.size(); ++i) {
-      ASSERT_TRUE(e->Submit(Request("the same prompt", opts, adapters[i], &together[i])).ok());
+      ASSERT_TRUE(e->Submit(Request(prompts[i], opts, adapters[i], &together[i])).ok());
     }
     Drain(*e);
     for (size_t i = 0; i < adapters.size(); ++i) {
