@@ -1,10 +1,10 @@
 // Continuous-batching generation over one shared base LlamaModel with per-row OFT adapters.
 //
 // Requests (prompt ids, sampling options, an adapter handle or none, callbacks) join a
-// running batch: the engine thread prefills the requests admitted in one step together when
-// their prompts have the same length (else in groups of equal length; each row with its own
-// adapter and KV cache), then every decode step runs ONE Forward over all active rows, each row with its own adapter
-// (ForwardOptions::adapters) and KV cache (ForwardOptions::row_caches). Sampling is
+// running batch: the engine thread prefills the requests admitted in one step in one Forward,
+// their prompts (of any lengths) packed into one sequence (ForwardOptions::row_lengths), then
+// every decode step runs ONE Forward over all active rows; either way each row has its own
+// adapter (ForwardOptions::adapters) and KV cache (ForwardOptions::row_caches). Sampling is
 // SampleNextToken with a per-request generator seeded by SamplingOptions::seed, so a
 // request's tokens do not depend on what else is in the batch, and greedy output equals
 // Generate() on the same model. Cancellation takes effect before the next token.
