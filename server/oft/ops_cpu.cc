@@ -55,8 +55,8 @@ void RotateOneRow(const scalar_t* x, const acc_t* rot, bool shared, int64_t r, i
 // vector extensions map the 16-float vectors onto whatever the clone targets (one zmm,
 // two ymm, four xmm). A column tail narrower than 16 is computed by an overlapping last
 // tile (columns b-16 .. b-1), so any b >= 16 runs vectorized. Every output element is
-// the same k-ordered sum whatever tile or clone computes it, so a token's result never
-// depends on its neighbours in the batch.
+// the same k-ordered sum whatever tile computes it (and one clone serves every call on a
+// given machine), so a token's result never depends on its neighbours in the batch.
 typedef float F32x16 __attribute__((vector_size(64)));
 constexpr int64_t kVec = 16;
 constexpr int kTileRows = 4;
