@@ -368,18 +368,19 @@ at::Tensor LlamaModel::Forward(const at::Tensor& ids, const ForwardOptions& opts
       : dtype_ == at::kDouble   ? std::numeric_limits<double>::lowest()
                                 : static_cast<double>(std::numeric_limits<float>::lowest());
   auto opt_long = at::TensorOptions().dtype(at::kLong).device(dev);
-  // Causal (by absolute position) and sliding-window rule for T queries after `p` cached.
+  // Causal (by absolute position) and sliding-window rule for t queries after `p` cached.
   auto causal = [&](int64_t p, int64_t t) {
     auto qpos = at::arange(p, p + t, opt_long).view({t, 1});
     auto kpos = at::arange(0, p + t, opt_long).view({1, p + t});
     auto allowed = (kpos <= qpos);
     if (c.sliding_window) allowed = allowed & (kpos > qpos - *c.sliding_window);
-    return allowed;  // [T, p + T]
+    return allowed;  // [t, p + t]
   };
   at::Tensor mask;
   std::vector<at::Tensor> row_masks;
   if (per_row) {
-    // Per-row additive masks [1, 1, T, length + T]; none needed for one query without a window.
+    // Per-row additive masks [1, 1, t, length + t] (t: the row's new tokens); none needed for
+    // one query without a window.
     for (int64_t r = 0; r < n_rows; ++r) {
       const KvCache* kc = opts.row_caches[r];
       const int64_t t = packed ? opts.row_lengths[r] : T;
