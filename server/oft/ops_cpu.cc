@@ -70,27 +70,37 @@ __attribute__((always_inline)) inline void StoreVec(float* p, F32x16 v) {
   std::memcpy(p, &v, sizeof(v));
 }
 
+// The register tile both kernels below are made of: out[rr, 16v + l] = sum over s < n of
+// a[rr * a_row + s * a_step] * b[s * b_step + 16v + l] for rr < RT, v < NV; output rows
+// [first, RT) are stored (row stride ldo).
+template <int RT, int NV>
+__attribute__((always_inline)) inline void MicroTile(const float* a, int64_t a_row, int64_t a_step,
+                                                     const float* b, int64_t b_step, int64_t n,
+                                                     float* out, int64_t ldo, int first = 0) {
+  F32x16 acc[RT][NV] = {};
+  for (int64_t s = 0; s < n; ++s) {
+    F32x16 bv[NV];
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) bv[v] = LoadVec(b + s * b_step + kVec * v);
+#pragma GCC unroll 8
+    for (int rr = 0; rr < RT; ++rr) {
+      const float av = a[rr * a_row + s * a_step];
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) acc[rr][v] += av * bv[v];
+    }
+  }
+#pragma GCC unroll 8
+  for (int rr = first; rr < RT; ++rr) {
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) StoreVec(out + rr * ldo + kVec * v, acc[rr][v]);
+  }
+}
+
 // y[rr, 16v + l] = sum_k x[rr, k] m[k, 16v + l] for rr < RT, v < NV (m has row stride b).
 template <int RT, int NV>
 __attribute__((always_inline)) inline void RotateTile(const float* x, int64_t ldx, const float* m,
                                                       int64_t b, float* y, int64_t ldy) {
-  F32x16 acc[RT][NV] = {};
-  for (int64_t k = 0; k < b; ++k) {
-    F32x16 mv[NV];
-#pragma GCC unroll 2
-    for (int v = 0; v < NV; ++v) mv[v] = LoadVec(m + k * b + kVec * v);
-#pragma GCC unroll 4
-    for (int rr = 0; rr < RT; ++rr) {
-      const float xv = x[rr * ldx + k];
-#pragma GCC unroll 2
-      for (int v = 0; v < NV; ++v) acc[rr][v] += xv * mv[v];
-    }
-  }
-#pragma GCC unroll 4
-  for (int rr = 0; rr < RT; ++rr) {
-#pragma GCC unroll 2
-    for (int v = 0; v < NV; ++v) StoreVec(y + rr * ldy + kVec * v, acc[rr][v]);
-  }
+  MicroTile<RT, NV>(x, ldx, 1, m, b, b, y, ldy);
 }
 
 template <int RT>
@@ -134,22 +144,7 @@ template <int RT, int NV>
 __attribute__((always_inline)) inline void GramTile(const float* x, const float* g, int64_t ld,
                                                     int64_t n, float* out, int64_t ldo,
                                                     int first) {
-  F32x16 acc[RT][NV] = {};
-  for (int64_t t = 0; t < n; ++t) {
-    F32x16 gv[NV];
-#pragma GCC unroll 2
-    for (int v = 0; v < NV; ++v) gv[v] = LoadVec(g + t * ld + kVec * v);
-#pragma GCC unroll 8
-    for (int rr = 0; rr < RT; ++rr) {
-      const float xv = x[t * ld + rr];
-#pragma GCC unroll 2
-      for (int v = 0; v < NV; ++v) acc[rr][v] += xv * gv[v];
-    }
-  }
-  for (int rr = first; rr < RT; ++rr) {
-#pragma GCC unroll 2
-    for (int v = 0; v < NV; ++v) StoreVec(out + rr * ldo + kVec * v, acc[rr][v]);
-  }
+  MicroTile<RT, NV>(x, 1, ld, g, ld, n, out, ldo, first);
 }
 
 // Rows [k0, k0 + 8) of sum over blocks i in [i0, i1) of X_i^T G_i into out ([b, b]); x, g:
