@@ -1,4 +1,4 @@
-// OFT adapters in Hugging Face PEFT's on-disk format (PEFT >= 0.18; oftv2-method.md §2, §7).
+// OFT adapters in Hugging Face PEFT's on-disk format (PEFT >= 0.18; docs/method.md §7).
 //
 //   <dir>/adapter_config.json        every field PEFT writes for OFT, sorted keys
 //   <dir>/adapter_model.safetensors  "base_model.model.<module>.oft_R.weight" -> fp32

@@ -58,7 +58,7 @@ std::string Name(torch::ScalarType t) { return c10::toString(t); }
 TEST_F(CudaOpsTest, KernelsAreBuilt) { EXPECT_TRUE(CudaKernelsBuilt()); }
 
 TEST_F(CudaOpsTest, GoldenVectorsOnGpu) {
-  // oftv2-method.md §1.13 (PEFT-HEAD, fp64), k = 5.
+  // tests/oft/golden_vectors.json (PEFT, fp64), k = 5.
   auto packed =
       torch::tensor({0.10, -0.20, 0.05, 0.30, -0.10, 0.15, -0.05, 0.02, 0.12, -0.08, 0.20, 0.07},
                     torch::kFloat64)

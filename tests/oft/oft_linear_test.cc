@@ -227,7 +227,7 @@ TEST(OftLinear, CoftProjectsEachBlockIntoTheBall) {
   l->RotationBlocks();
   auto q = SkewFromPacked(l->oft_r().detach(), 4);
   auto norms = torch::linalg_matrix_norm(q, "fro");
-  EXPECT_NEAR(norms[0].item<double>(), 0.070711, 1e-6);  // eps / sqrt(2), oftv2-method.md §1.8
+  EXPECT_NEAR(norms[0].item<double>(), 0.070711, 1e-6);  // eps / sqrt(2), docs/method.md §4.3
   EXPECT_NEAR(norms[1].item<double>(), 0.070711, 1e-6);
   // Inside the ball: untouched.
   Randomize(*l, 1e-4, 3);

@@ -1,8 +1,11 @@
-// The oft:: ops against PEFT's golden vectors (oftv2-method.md §1.13), the closed forms
+// The oft:: ops against PEFT's golden vectors (docs/method.md §9), the closed forms
 // of §1.5, and finite differences in fp64.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include "server/oft/ops.h"
@@ -16,29 +19,50 @@ torch::Tensor F64(std::vector<double> v, std::vector<int64_t> shape) {
   return torch::tensor(v, torch::kFloat64).reshape(shape);
 }
 
-torch::Tensor GoldenPacked() {
-  return F64({0.10, -0.20, 0.05, 0.30, -0.10, 0.15, -0.05, 0.02, 0.12, -0.08, 0.20, 0.07}, {2, 6});
+// tests/oft/golden_vectors.json: PEFT's own OFT rotation module in fp64, rounded to six
+// decimals; tests/oft/golden_vectors.py regenerates it and checks it against the PEFT in .venv.
+const nlohmann::json& Golden() {
+  static const nlohmann::json* golden = [] {
+    std::ifstream in(OFT_GOLDEN_VECTORS_JSON);
+    EXPECT_TRUE(in.good()) << "cannot read " << OFT_GOLDEN_VECTORS_JSON;
+    return new nlohmann::json(nlohmann::json::parse(in));
+  }();
+  return *golden;
 }
+
+// A nested JSON array of numbers as an fp64 tensor of its own shape.
+torch::Tensor GoldenTensor(const nlohmann::json& j) {
+  std::vector<int64_t> shape;
+  for (const nlohmann::json* p = &j; p->is_array(); p = &(*p)[0]) shape.push_back(p->size());
+  std::vector<double> flat;
+  std::function<void(const nlohmann::json&)> walk = [&](const nlohmann::json& v) {
+    if (v.is_array()) {
+      for (const auto& e : v) walk(e);
+    } else {
+      flat.push_back(v.get<double>());
+    }
+  };
+  walk(j);
+  return F64(flat, shape);
+}
+
+torch::Tensor GoldenPacked() { return GoldenTensor(Golden()["packed"]); }
+int64_t GoldenBlock() { return Golden()["block_size"].get<int64_t>(); }
+int64_t GoldenTerms() { return Golden()["num_cayley_neumann_terms"].get<int64_t>(); }
 
 double MaxAbs(const torch::Tensor& a, const torch::Tensor& b) {
   return (a - b).abs().max().item<double>();
 }
 
 TEST(OftOps, GoldenCayleyNeumannK5) {
-  auto r = BuildRotation(GoldenPacked(), 4, 5, true);
-  auto r1 = F64({0.904088, 0.286625, -0.286938, 0.015500, -0.049375, 0.799150, 0.559875, -0.088000,
-                 0.369063, -0.432125, 0.721588, 0.322500, -0.161500, 0.234000, -0.176500, 0.936025},
-                {4, 4});
-  auto r2 = F64({0.966294, -0.138797, 0.035598, 0.209662, 0.052271, 0.905262, -0.178236, 0.374017,
-                 -0.052594, 0.128020, 0.977110, 0.158373, -0.242882, -0.372471, -0.105839, 0.885176},
-                {4, 4});
-  EXPECT_LT(MaxAbs(r[0], r1), 1e-6);
-  EXPECT_LT(MaxAbs(r[1], r2), 1e-6);
+  ASSERT_EQ(GoldenTerms(), 5);
+  auto r = BuildRotation(GoldenPacked(), GoldenBlock(), GoldenTerms(), true);
+  const auto& cnp = Golden()["cayley_neumann"];
+  // Six committed decimals: 5e-7 rounding plus fp64 noise.
+  EXPECT_LT(MaxAbs(r, GoldenTensor(cnp["rotation"])), 1e-6);
 
-  auto x = F64({0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6}, {2, 8});
-  auto want = F64({0.126653, 0.152455, 0.229158, 0.455110, 0.283388, 0.265395, 0.510163, 1.148243,
-                   0.976473, 0.862575, 0.883578, 1.403930, 0.861859, 0.683006, 1.093069, 2.450024},
-                  {2, 8});
+  auto x = GoldenTensor(Golden()["x"]);
+  auto want = GoldenTensor(cnp["x_rot"]);
   EXPECT_LT(MaxAbs(BlockRotate(x, r), want), 1e-6);
   // fp32 activations give the same answer to fp32 precision.
   EXPECT_LT(MaxAbs(BlockRotate(x.to(torch::kFloat32), r.to(torch::kFloat32)).to(torch::kFloat64), want),
@@ -46,15 +70,14 @@ TEST(OftOps, GoldenCayleyNeumannK5) {
 }
 
 TEST(OftOps, GoldenExactCayley) {
-  auto r = BuildRotation(GoldenPacked(), 4, 5, false);
-  auto want = F64({0.910476, -0.062122, 0.376989, -0.158284, 0.283380, 0.812612, -0.451876, 0.234874,
-                   -0.300400, 0.571015, 0.740277, -0.188920, 0.022126, -0.098715, 0.325079, 0.940260},
-                  {4, 4});
-  EXPECT_LT(MaxAbs(r[0], want), 1e-6);
-  // Exact mode is orthogonal to fp64 precision, and (§1.4) close to the transpose of CNP.
+  auto r = BuildRotation(GoldenPacked(), GoldenBlock(), GoldenTerms(), false);
+  const auto& exact = Golden()["exact_cayley"];
+  EXPECT_LT(MaxAbs(r, GoldenTensor(exact["rotation"])), 1e-6);
+  EXPECT_LT(MaxAbs(BlockRotate(GoldenTensor(Golden()["x"]), r), GoldenTensor(exact["x_rot"])), 1e-6);
+  // Exact mode is orthogonal to fp64 precision, and (method.md §4.2) close to the transpose of CNP.
   auto eye = torch::eye(4, torch::kFloat64);
   EXPECT_LT(MaxAbs(torch::matmul(r.transpose(1, 2), r), eye.expand({2, 4, 4})), 1e-14);
-  auto cnp = BuildRotation(GoldenPacked(), 4, 5, true);
+  auto cnp = BuildRotation(GoldenPacked(), GoldenBlock(), GoldenTerms(), true);
   EXPECT_LT(MaxAbs(r[0], cnp[0].t()), 0.02);
   EXPECT_GT(MaxAbs(r[0], cnp[0]), 0.2);
 }

@@ -3,7 +3,7 @@
 // pointers, sizes and a stream, so nvcc stays fast; cuda/ops_cuda.cc wraps them as the
 // CUDA kernels of oft::build_rotation and oft::build_rotation_backward.
 //
-// Math (docs/oftv2-method.md sections 1.5, 1.6): for every rotation block,
+// Math (docs/method.md sections 3, 4.1): for every rotation block,
 //   Q = U - U^T with U's strict upper triangle = the packed row in triu order,
 //       packed index k(i, j) = i(2b - i - 1)/2 + (j - i - 1) for i < j;
 //   R = sum_{p=0..m} c[p] Q^p  (c = oft::internal::NeumannCoefficients(num_terms)).
