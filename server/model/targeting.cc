@@ -1,16 +1,19 @@
 #include "server/model/targeting.h"
 
-#include <regex>
-
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "server/common/client_regex.h"
 
 namespace oft {
 namespace {
 
 bool NameMatches(const std::vector<std::string>& names, const std::optional<std::string>& regex,
                  const std::string& key) {
-  if (regex) return std::regex_match(key, std::regex(*regex));
+  if (regex) {
+    // Validated specs compile; an unvalidated bad pattern matches nothing.
+    auto re = ClientRegex::Compile("regex", *regex);
+    return re.ok() && re->FullMatch(key);
+  }
   for (const auto& n : names) {
     if (key == n) return true;
     if (key.size() > n.size() + 1 && key.compare(key.size() - n.size(), n.size(), n) == 0 &&
@@ -28,13 +31,9 @@ const char* const kCommonLayerPatterns[] = {"layers", "h", "block", "blocks", "l
 absl::Status ValidateTargetSpec(const TargetSpec& spec) {
   for (const auto* re : {&spec.target_regex, &spec.exclude_regex}) {
     if (!*re) continue;
-    try {
-      std::regex compiled(**re);
-    } catch (const std::regex_error& e) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          re == &spec.target_regex ? "target_modules" : "exclude_modules", ": invalid regex \"",
-          **re, "\": ", e.what()));
-    }
+    auto compiled =
+        ClientRegex::Compile(re == &spec.target_regex ? "target_modules" : "exclude_modules", **re);
+    if (!compiled.ok()) return compiled.status();
   }
   if (!spec.target_regex && spec.target_modules.empty()) {
     return absl::InvalidArgumentError(

@@ -1,7 +1,8 @@
 // PEFT's rules for which modules receive an adapter (tuners_utils.check_target_module_exists).
 //
 //  - target_modules as a list: a module matches when its full name equals an entry or ends
-//    with "." + entry. As a single string: a regex that must match the full name.
+//    with "." + entry. As a single string: a regex (RE2 syntax, linear time; see
+//    server/common/client_regex.h) that must match the full name.
 //  - "all-linear": every Linear except the output layer (lm_head).
 //  - exclude_modules: the same matching rules; an excluded module never matches.
 //  - layers_to_transform: only modules whose layer index (the number after a layers pattern

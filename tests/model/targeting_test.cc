@@ -57,6 +57,28 @@ TEST(Targeting, RegexAndLayersToTransform) {
   EXPECT_NE(Select(s)[0].find("target_modules: invalid regex"), std::string::npos);
 }
 
+// Client patterns run on RE2 (linear time): the pattern that pinned a server thread under
+// std::regex answers at once, a backreference is refused naming its field, and the echoed
+// pattern in an error is bounded.
+TEST(Targeting, RegexesCannotHangOrFlood) {
+  TargetSpec s;
+  s.target_regex = "(.*.*)*X";
+  EXPECT_TRUE(ValidateTargetSpec(s).ok());
+  EXPECT_NE(Select(s)[0].find("matched no Linear module"), std::string::npos);
+  EXPECT_FALSE(IsTargeted(s, "model.layers.0." + std::string(20000, 'a'), false));
+  s.target_regex = "(.*.*)*proj";
+  EXPECT_EQ(Select(s).size(), 7u);
+
+  s.target_regex = R"(.*(q)_\1)";
+  auto bad = ValidateTargetSpec(s);
+  EXPECT_NE(bad.message().find("target_modules: invalid regex"), std::string::npos) << bad;
+  s.target_regex = R"(.*q_proj)";
+  s.exclude_regex = std::string(20000, 'x') + "(";
+  bad = ValidateTargetSpec(s);
+  EXPECT_NE(bad.message().find("exclude_modules"), std::string::npos) << bad.message().substr(0, 200);
+  EXPECT_LT(bad.message().size(), 200u);
+}
+
 TEST(Targeting, SeveralAdaptersOnOneBase) {
   ModelConfig c;
   c.vocab_size = 16;

@@ -1,0 +1,26 @@
+// Bounded echo of client input inside error messages.
+//
+// Errors name what is wrong and often quote the offending value, but a client controls that
+// value's size: a 20 KB model name quoted verbatim would push the status message past gRPC's
+// metadata limit and turn INVALID_ARGUMENT into RESOURCE_EXHAUSTED. Every quoted client value
+// goes through Echo(), which keeps at most kMaxEchoChars characters (on a UTF-8 boundary) and
+// marks the cut with "…" and the original length.
+#ifndef OFT_SERVER_COMMON_ECHO_H_
+#define OFT_SERVER_COMMON_ECHO_H_
+
+#include <cstddef>
+#include <string>
+
+#include "absl/strings/string_view.h"
+
+namespace oft {
+
+inline constexpr size_t kMaxEchoChars = 80;
+
+// `value` itself when it has at most `max_bytes` bytes; otherwise its first bytes (never
+// splitting a UTF-8 sequence) followed by "…(N bytes)". Pure; thread-safe.
+std::string Echo(absl::string_view value, size_t max_bytes = kMaxEchoChars);
+
+}  // namespace oft
+
+#endif  // OFT_SERVER_COMMON_ECHO_H_
