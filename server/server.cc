@@ -19,6 +19,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "prometheus/registry.h"
 #include "server/artifacts/store.h"
+#include "server/common/data_dir.h"
 #include "server/common/executor.h"
 #include "server/common/file_util.h"
 #include "server/common/status_macros.h"
@@ -82,6 +83,9 @@ absl::StatusOr<TrainingJob> ToTrainingJob(const ResolvedJob& r, const std::strin
 }  // namespace
 
 struct OftServer::Impl {
+  // Declared first, so it is released last: the data dir stays ours until everything that
+  // writes into it is gone.
+  std::unique_ptr<DataDirLock> data_dir_lock;
   ServerOptions options;
   std::unique_ptr<JobStore> store;
   std::unique_ptr<AdapterStore> adapters;
@@ -225,6 +229,12 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
       return absl::InvalidArgumentError(
           absl::StrCat("--data_dir: cannot create ", options.data_dir, sub, ": ", ec.message()));
     }
+  }
+  // Before anything reads or writes the data dir: one server per data dir, then sweep what a
+  // crashed predecessor left half-written.
+  OFT_ASSIGN_OR_RETURN(s.data_dir_lock, DataDirLock::Acquire(options.data_dir));
+  if (int64_t swept = SweepTemporaryFiles(options.data_dir); swept > 0) {
+    Log(absl::StrCat("removed ", swept, " partial upload(s) and temporary file(s) from ", options.data_dir));
   }
   OFT_ASSIGN_OR_RETURN(s.catalog, ModelCatalog::Create(options.models));
   JobStoreOptions store_options;
@@ -381,6 +391,9 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
   } else if (!options.tls_client_ca.empty()) {
     return absl::InvalidArgumentError("--tls_client_ca needs --tls_cert and --tls_key");
   }
+  // gRPC sets SO_REUSEPORT by default, which would let a second server bind this same port and
+  // share its connections; a port in use must make the second start fail instead.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(options.listen, creds, &s.port);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
