@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "server/common/echo.h"
 #include "server/common/file_util.h"
 #include "server/common/status_macros.h"
 #include "server/common/torch_boundary.h"
@@ -240,28 +241,51 @@ absl::Status SavePeftAdapter(const LlamaModel& model, const std::string& adapter
   return WriteFileAtomic((fs::path(dir) / kAdapterConfigFile).string(), AdapterConfigToJson(c));
 }
 
-absl::StatusOr<PeftAdapterConfig> LoadPeftAdapter(LlamaModel& model, const std::string& dir,
-                                                  const std::string& adapter) {
+absl::StatusOr<PeftAdapterFiles> ReadPeftAdapterFiles(const std::string& dir) {
   const std::string cfg_path = (fs::path(dir) / kAdapterConfigFile).string();
   OFT_ASSIGN_OR_RETURN(std::string text, ReadFile(cfg_path, 1 << 20));
-  OFT_ASSIGN_OR_RETURN(PeftAdapterConfig cfg, ParseAdapterConfig(text, cfg_path));
+  PeftAdapterFiles files;
+  OFT_ASSIGN_OR_RETURN(files.config, ParseAdapterConfig(text, cfg_path));
   const std::string w_path = (fs::path(dir) / kAdapterWeightsFile).string();
   OFT_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> file, SafetensorsFile::Open(w_path));
-  std::map<std::string, std::string> module_to_key;
   for (const auto& key : file->names()) {
+    auto bad = [&](absl::string_view what) {
+      return absl::InvalidArgumentError(absl::StrCat(w_path, ": tensor \"", Echo(key), "\" ", what));
+    };
     if (key.find(".oft_r.") != std::string::npos) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          w_path, ": tensor \"", key, "\" is in the PEFT <= 0.15 OFT format (oft_r); retrain or "
-          "convert it with PEFT >= 0.18"));
+      return bad("is in the PEFT <= 0.15 OFT format (oft_r); retrain or convert it with PEFT >= 0.18");
     }
     const std::string prefix = kKeyPrefix, suffix = kKeySuffix;
     if (key.size() <= prefix.size() + suffix.size() || key.compare(0, prefix.size(), prefix) != 0 ||
         key.compare(key.size() - suffix.size(), suffix.size(), suffix) != 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(w_path, ": unexpected tensor \"", key, "\" (expected base_model.model.<module>.oft_R.weight)"));
+      return bad("is unexpected (expected base_model.model.<module>.oft_R.weight)");
     }
-    module_to_key[key.substr(prefix.size(), key.size() - prefix.size() - suffix.size())] = key;
+    OFT_ASSIGN_OR_RETURN(const SafetensorsTensorInfo* info, file->Info(key));
+    switch (info->dtype) {
+      case SafetensorsDtype::kF32:
+      case SafetensorsDtype::kF16:
+      case SafetensorsDtype::kBF16:
+      case SafetensorsDtype::kF64:
+        break;
+      default:
+        return bad(absl::StrCat("has dtype ", SafetensorsDtypeName(info->dtype),
+                                "; oft_R weights are floating point (F32, F16, BF16 or F64)"));
+    }
+    OFT_ASSIGN_OR_RETURN(at::Tensor t, file->Tensor(key));
+    bool finite = true;
+    OFT_RETURN_IF_ERROR(TorchCall("ReadPeftAdapterFiles", [&] { finite = at::isfinite(t).all().item<bool>(); }));
+    if (!finite) return bad("holds NaN or Inf values");
+    files.packed[key.substr(prefix.size(), key.size() - prefix.size() - suffix.size())] = std::move(t);
   }
+  return files;
+}
+
+absl::StatusOr<PeftAdapterConfig> LoadPeftAdapter(LlamaModel& model, const std::string& dir,
+                                                  const std::string& adapter) {
+  OFT_ASSIGN_OR_RETURN(PeftAdapterFiles files, ReadPeftAdapterFiles(dir));
+  const PeftAdapterConfig& cfg = files.config;
+  const std::string w_path = (fs::path(dir) / kAdapterWeightsFile).string();
+  std::map<std::string, at::Tensor>& module_to_tensor = files.packed;
   OFT_RETURN_IF_ERROR(model.AddAdapter(adapter, cfg.oft, cfg.targets));
   auto fail = [&](absl::Status s) {
     model.RemoveAdapter(adapter).IgnoreError();
@@ -270,28 +294,28 @@ absl::StatusOr<PeftAdapterConfig> LoadPeftAdapter(LlamaModel& model, const std::
   auto params = model.AdapterParameters(adapter);
   if (!params.ok()) return fail(params.status());
   for (auto& [module, param] : *params) {
-    auto it = module_to_key.find(module);
-    if (it == module_to_key.end()) {
+    auto it = module_to_tensor.find(module);
+    if (it == module_to_tensor.end()) {
       return fail(absl::InvalidArgumentError(absl::StrCat(
           w_path, ": no tensor for targeted module ", module, " (expected ", kKeyPrefix, module, kKeySuffix, ")")));
     }
-    auto t = file->Tensor(it->second);
-    if (!t.ok()) return fail(t.status());
-    if (t->sizes() != param.sizes()) {
+    const at::Tensor& t = it->second;
+    if (t.sizes() != param.sizes()) {
       return fail(absl::InvalidArgumentError(absl::StrCat(
-          w_path, ": tensor \"", it->second, "\" has shape ", c10::str(t->sizes()), " but the config gives ",
-          c10::str(param.sizes()), " for ", module, " (r / oft_block_size / block_share mismatch?)")));
+          w_path, ": tensor \"", kKeyPrefix, module, kKeySuffix, "\" has shape ", c10::str(t.sizes()),
+          " but the config gives ", c10::str(param.sizes()), " for ", module,
+          " (r / oft_block_size / block_share mismatch?)")));
     }
     auto s = TorchCall("LoadPeftAdapter", [&] {
       at::NoGradGuard ng;
-      param.copy_(*t);
+      param.copy_(t);
     });
     if (!s.ok()) return fail(s);
-    module_to_key.erase(it);
+    module_to_tensor.erase(it);
   }
-  if (!module_to_key.empty()) {
+  if (!module_to_tensor.empty()) {
     return fail(absl::InvalidArgumentError(absl::StrCat(
-        w_path, ": tensor for module ", module_to_key.begin()->first,
+        w_path, ": tensor for module ", module_to_tensor.begin()->first,
         " which the adapter config does not target or the model does not have")));
   }
   return cfg;

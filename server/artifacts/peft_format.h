@@ -10,6 +10,7 @@
 #ifndef OFT_SERVER_ARTIFACTS_PEFT_FORMAT_H_
 #define OFT_SERVER_ARTIFACTS_PEFT_FORMAT_H_
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -58,7 +59,19 @@ absl::Status SavePeftAdapter(const LlamaModel& model, const std::string& adapter
                              const TargetSpec& spec, const std::string& base_model_name,
                              const std::string& dir);
 
-// Reads a PEFT OFT adapter directory and attaches it to `model` as `adapter`, with the saved
+// The files of a PEFT OFT adapter directory, validated but not yet attached to a model.
+struct PeftAdapterFiles {
+  PeftAdapterConfig config;
+  std::map<std::string, at::Tensor> packed;  // module name -> oft_R.weight as stored (CPU)
+};
+
+// Reads and validates `dir`'s adapter_config.json and adapter_model.safetensors. Every tensor
+// must be named base_model.model.<module>.oft_R.weight, be floating point (F32, F16, BF16 or
+// F64) and hold only finite values. Errors: NOT_FOUND (files), INVALID_ARGUMENT naming the
+// file and the tensor (old `oft_r` format, unexpected name, integer/bool dtype, NaN or Inf).
+absl::StatusOr<PeftAdapterFiles> ReadPeftAdapterFiles(const std::string& dir);
+
+// Reads a PEFT OFT adapter directory (ReadPeftAdapterFiles) and attaches it to `model` as `adapter`, with the saved
 // values. Errors: NOT_FOUND (files), INVALID_ARGUMENT (old `oft_r` format, shape mismatch,
 // a tensor for a module the config does not target or vice versa — each named),
 // ALREADY_EXISTS. On error the model is left without the adapter.

@@ -21,8 +21,6 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr char kStateFile[] = "serving_state.json";
-constexpr char kKeyPrefix[] = "base_model.model.";
-constexpr char kKeySuffix[] = ".oft_R.weight";
 
 std::string Describe(const AdapterId& id) {
   return absl::StrCat(id.name, ":", id.version);
@@ -34,28 +32,6 @@ absl::Time ParseTimeOr(const std::string& s, absl::Time fallback) {
   absl::Time t;
   std::string err;
   return absl::ParseTime(absl::RFC3339_full, s, &t, &err) ? t : fallback;
-}
-
-// PEFT files of one version -> module name -> packed oft_R.
-absl::StatusOr<std::pair<PeftAdapterConfig, std::map<std::string, at::Tensor>>> ReadPeftFiles(
-    const std::string& dir) {
-  const std::string cfg_path = (fs::path(dir) / kAdapterConfigFile).string();
-  OFT_ASSIGN_OR_RETURN(std::string text, ReadFile(cfg_path, 1 << 20));
-  OFT_ASSIGN_OR_RETURN(PeftAdapterConfig cfg, ParseAdapterConfig(text, cfg_path));
-  const std::string w_path = (fs::path(dir) / kAdapterWeightsFile).string();
-  OFT_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> file, SafetensorsFile::Open(w_path));
-  std::map<std::string, at::Tensor> packed;
-  const std::string prefix = kKeyPrefix, suffix = kKeySuffix;
-  for (const auto& key : file->names()) {
-    if (key.size() <= prefix.size() + suffix.size() || key.compare(0, prefix.size(), prefix) != 0 ||
-        key.compare(key.size() - suffix.size(), suffix.size(), suffix) != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          w_path, ": unexpected tensor \"", key, "\" (expected ", prefix, "<module>", suffix, ")"));
-    }
-    OFT_ASSIGN_OR_RETURN(at::Tensor t, file->Tensor(key));
-    packed[key.substr(prefix.size(), key.size() - prefix.size() - suffix.size())] = std::move(t);
-  }
-  return std::make_pair(std::move(cfg), std::move(packed));
 }
 
 }  // namespace
@@ -135,10 +111,10 @@ absl::StatusOr<AdapterHandle> AdapterRegistry::LoadFromStore(const AdapterId& id
   }
   OFT_RETURN_IF_ERROR(options_.store->Verify(id.tenant, id.name, id.version));
   OFT_ASSIGN_OR_RETURN(std::string dir, options_.store->VersionDir(id.tenant, id.name, id.version));
-  OFT_ASSIGN_OR_RETURN(auto files, ReadPeftFiles(dir));
+  OFT_ASSIGN_OR_RETURN(PeftAdapterFiles files, ReadPeftAdapterFiles(dir));
   OFT_ASSIGN_OR_RETURN(std::shared_ptr<const ServingAdapter> weights,
-                       base->second.model->PrepareServingAdapter(files.first.oft, files.first.targets,
-                                                                 files.second));
+                       base->second.model->PrepareServingAdapter(files.config.oft, files.config.targets,
+                                                                 files.packed));
   if (weights->bytes() > options_.memory_budget_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "adapter ", Describe(id), " needs ", weights->bytes(), " bytes, more than the whole adapter "

@@ -2,6 +2,9 @@
 //   PeftAdapters:  adapters trained/saved by PEFT load here and give PEFT's logits.
 //   WriteOurs:     we save adapters (and merged exports) plus our logits for the Python check.
 // Plus unit tests of adapter_config.json parsing and loading errors.
+#include <unistd.h>
+
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -9,6 +12,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "absl/strings/str_cat.h"
 #include "server/artifacts/peft_format.h"
 #include "server/common/file_util.h"
 #include "server/model/safetensors.h"
@@ -211,6 +215,43 @@ TEST(AdapterConfig, BadConfigsNameTheField) {
   ASSERT_TRUE(old.ok());
   ASSERT_EQ(old->warnings.size(), 1u);
   EXPECT_NE(old->warnings[0].find("0.17.1"), std::string::npos);
+}
+
+// Adapter tensors that would load silently and serve garbage are refused, naming the tensor.
+TEST(AdapterFiles, NonFiniteOrNonFloatTensorsAreRejectedByName) {
+  const std::string dir =
+      (fs::path(::testing::TempDir()) / absl::StrCat("adapter_files_", ::getpid())).string();
+  fs::create_directories(dir);
+  PeftAdapterConfig cfg;
+  cfg.oft.oft_block_size = 4;
+  cfg.targets.target_modules = {"q_proj"};
+  ASSERT_TRUE(WriteFileAtomic(dir + "/" + kAdapterConfigFile, AdapterConfigToJson(cfg)).ok());
+  const std::string key = "base_model.model.model.layers.0.self_attn.q_proj.oft_R.weight";
+  struct Case {
+    torch::Tensor weight;
+    const char* message;  // empty: loads
+  } cases[] = {
+      {torch::zeros({2, 6}), ""},
+      {torch::zeros({2, 6}, torch::kBFloat16), ""},
+      {torch::full({2, 6}, std::nan("")), "holds NaN or Inf values"},
+      {torch::tensor({0.0f, 1.0f, INFINITY, 0.0f, 0.0f, 0.0f}).reshape({1, 6}), "holds NaN or Inf values"},
+      {torch::zeros({2, 6}, torch::kBool), "has dtype BOOL"},
+      {torch::zeros({2, 6}, torch::kInt8), "has dtype I8"},
+  };
+  for (const auto& c : cases) {
+    ASSERT_TRUE(WriteSafetensors(dir + "/" + kAdapterWeightsFile, {{key, c.weight}}).ok());
+    auto files = ReadPeftAdapterFiles(dir);
+    if (std::string(c.message).empty()) {
+      ASSERT_TRUE(files.ok()) << files.status();
+      EXPECT_EQ(files->packed.count("model.layers.0.self_attn.q_proj"), 1u);
+      continue;
+    }
+    ASSERT_FALSE(files.ok()) << c.message;
+    EXPECT_EQ(files.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(files.status().message().find(key), std::string::npos) << files.status();
+    EXPECT_NE(files.status().message().find(c.message), std::string::npos) << files.status();
+  }
+  fs::remove_all(dir);
 }
 
 }  // namespace
