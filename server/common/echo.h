@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 
 namespace oft {
@@ -18,8 +19,15 @@ namespace oft {
 inline constexpr size_t kMaxEchoChars = 80;
 
 // `value` itself when it has at most `max_bytes` bytes; otherwise its first bytes (never
-// splitting a UTF-8 sequence) followed by "…(N bytes)". Pure; thread-safe.
-std::string Echo(absl::string_view value, size_t max_bytes = kMaxEchoChars);
+// splitting a UTF-8 sequence) followed by "…(N bytes)". Pure; thread-safe. Header-only, so
+// the client library and the gRPC status conversion use it without linking oft_common.
+inline std::string Echo(absl::string_view value, size_t max_bytes = kMaxEchoChars) {
+  if (value.size() <= max_bytes) return std::string(value);
+  size_t cut = max_bytes;
+  // Back up over UTF-8 continuation bytes (10xxxxxx) so the kept prefix stays valid text.
+  while (cut > 0 && (static_cast<unsigned char>(value[cut]) & 0xC0) == 0x80) --cut;
+  return absl::StrCat(value.substr(0, cut), "…(", value.size(), " bytes)");
+}
 
 }  // namespace oft
 

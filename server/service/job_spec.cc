@@ -9,6 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
+#include "server/common/client_regex.h"
 #include "server/common/names.h"
 #include "server/common/status_macros.h"
 
@@ -208,7 +209,13 @@ absl::StatusOr<ResolvedJob> ResolveJobSpec(const JobSpec& in, const ModelCatalog
     }
     t.target_modules.push_back(m);
   }
-  if (a.has_target_regex()) t.target_regex = a.target_regex();
+  if (a.has_target_regex()) {
+    // Checked here first so the error names the API field (ValidateTargetSpec speaks PEFT's
+    // target_modules); RE2 with size limits, so the pattern cannot hang a thread later.
+    OFT_RETURN_IF_ERROR(
+        ClientRegex::Compile("spec.adapter_config.target_regex", a.target_regex()).status());
+    t.target_regex = a.target_regex();
+  }
   for (const std::string& m : a.exclude_modules()) t.exclude_modules.push_back(m);
   for (int i = 0; i < a.layers_to_transform_size(); ++i) {
     const int64_t l = a.layers_to_transform(i);

@@ -246,6 +246,36 @@ TEST(BadInputTest, EveryBadInputWhileAJobTrains) {
          });
        },
        C::kInvalidArgument, "spec.adapter_config.target_modules"},
+      // Huge or hostile values: the error keeps its code and stays far below gRPC's 16 KiB
+      // metadata limit (a verbatim echo would turn it into RESOURCE_EXHAUSTED).
+      {"20 KB base_model",
+       [&] {
+         return create_with([](v1::JobSpec& s) { s.set_base_model(std::string(20000, 'm')); });
+       },
+       C::kFailedPrecondition, "spec.base_model"},
+      {"20 KB target_regex",
+       [&] {
+         return create_with([](v1::JobSpec& s) {
+           s.mutable_adapter_config()->set_target_regex(std::string(20000, 'q') + "(");
+         });
+       },
+       C::kInvalidArgument, "spec.adapter_config.target_regex: regex is 20001 bytes"},
+      {"5,000 target_modules",
+       [&] {
+         return create_with([](v1::JobSpec& s) {
+           for (int i = 0; i < 5000; ++i) {
+             s.mutable_adapter_config()->add_target_modules(absl::StrCat("no_such_proj_", i));
+           }
+         });
+       },
+       C::kInvalidArgument, "spec.adapter_config.target_modules"},
+      {"catastrophic-backtracking target_regex (RE2 answers at once)",
+       [&] {
+         return create_with([](v1::JobSpec& s) {
+           s.mutable_adapter_config()->set_target_regex("(.*.*)*X");
+         });
+       },
+       C::kInvalidArgument, "spec.adapter_config.target_regex"},
       {"estimated memory above the device's",
        [&] {
          return create_with([](v1::JobSpec& s) {
@@ -312,6 +342,7 @@ TEST(BadInputTest, EveryBadInputWhileAJobTrains) {
     const absl::Status st = row.call();
     EXPECT_EQ(st.code(), row.code) << row.what << ": " << st;
     EXPECT_THAT(std::string(st.message()), HasSubstr(row.message)) << row.what;
+    EXPECT_LT(st.message().size(), 4096u) << row.what << ": the error echoes unbounded input";
     check_alive(row.what, &saw_running);
   }
 
