@@ -11,6 +11,7 @@ import os
 import sys
 
 import torch
+from packaging.version import Version  # numeric comparison: "0.9.0" < "0.18.0", unlike text
 from peft import OFTConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
@@ -70,7 +71,7 @@ elif mode == "check":
         want = load_file(os.path.join(d, "expected.safetensors"))["logits"]
         if name.startswith("ours_"):
             cfg = json.load(open(os.path.join(d, "adapter_config.json")))
-            assert cfg["peft_type"] == "OFT" and cfg["peft_version"] >= "0.18.0", cfg
+            assert cfg["peft_type"] == "OFT" and Version(cfg["peft_version"]) >= Version("0.18.0"), cfg
             base = AutoModelForCausalLM.from_pretrained(os.path.join(MODELS, model_dir), dtype=torch.float32)
             model = PeftModel.from_pretrained(base, d).eval()
         else:
