@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: setup configure build test demo bench gpu-check clean format
+.PHONY: setup configure build test demo bench gpu-check clean format fuzz
 
 setup:
 	scripts/setup.sh
@@ -17,6 +17,15 @@ build: configure
 
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 900
+	FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) scripts/fuzz.sh $(BUILD_DIR)-fuzz
+
+# libFuzzer targets (tests/fuzz) for the parsers of untrusted bytes, clang + ASan/UBSan:
+# `make fuzz FUZZ_SECONDS=600` fuzzes each target for 10 minutes; `make test` runs each for
+# FUZZ_SMOKE_SECONDS.
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 10
+fuzz: setup
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh $(BUILD_DIR)-fuzz
 
 # The main job on the embedded default model: base generation, an OFTv2 finetune on the
 # sample dataset with live progress, the PEFT artifact, generation with the adapter.

@@ -13,7 +13,7 @@ APT_PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   prometheus-cpp-dev libsqlite3-dev sqlite3 libgtest-dev libgmock-dev libbenchmark-dev
   libopenblas0-pthread libpcre2-dev libicu-dev nlohmann-json3-dev libssl-dev prometheus
-  libyaml-cpp-dev openssl libre2-dev
+  libyaml-cpp-dev openssl libre2-dev clang libclang-rt-14-dev
 )
 
 SUDO=""
