@@ -4,7 +4,7 @@
 //
 // Prints JSON lines:
 //   {"bench":"model","mode":"forward"|"forward_backward","base":"bf16"|"fp32"|"nf4",...,
-//    "tokens_per_s":...,"ms_per_step":...}
+//    "tokens_per_s":...,"ms_per_step":...,"isa":"avx512"|"avx2"|"generic","cpu":"<model>"}
 //   {"bench":"model","mode":"base_weight_bytes","bf16":...,"nf4":...,"nf4_double_quant":...}
 // Usage: model_bench [--model_dir=models/default] [--device=cpu] [--batch=4] [--seq=256]
 //                    [--reps=5] [--threads=N] [--block=32]
@@ -20,6 +20,7 @@
 #include "ATen/ATen.h"
 #include "ATen/Parallel.h"
 #include "ATen/core/grad_mode.h"
+#include "bench/machine_info.h"
 #include "bench/memory_tracker.h"
 #include "server/common/flags.h"
 #include "server/common/runtime.h"
@@ -47,6 +48,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  if (!oft::bench::InitCpuIsa("model_bench")) return 2;
+  const std::string machine = oft::bench::IsaCpuJsonFields();
   oft::ConfigureCpuRuntime(threads);
 
   struct Variant {
@@ -112,9 +115,9 @@ int main(int argc, char** argv) {
       std::printf(
           "{\"bench\":\"model\",\"mode\":\"%s\",\"base\":\"%s\",\"device\":\"%s\",\"batch\":%lld,"
           "\"seq\":%lld,\"adapter_block_size\":%lld,\"ms_per_step\":%.2f,\"tokens_per_s\":%.1f,"
-          "\"threads\":%d,\"reps\":%d}\n",
+          "\"threads\":%d,\"reps\":%d,%s}\n",
           mode, var.base, device.c_str(), (long long)batch, (long long)seq, (long long)block, ms,
-          1000.0 * static_cast<double>(batch * seq) / ms, at::get_num_threads(), reps);
+          1000.0 * static_cast<double>(batch * seq) / ms, at::get_num_threads(), reps, machine.c_str());
       std::fflush(stdout);
     }
   }

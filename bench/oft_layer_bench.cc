@@ -2,7 +2,8 @@
 //
 // Prints one JSON object per line per case:
 //   {"impl", "device", "dtype", "d_in", "d_out", "block_size", "tokens", "fwd_bwd_ms",
-//    "extra_peak_bytes", "peak_bytes", "reps"}
+//    "extra_peak_bytes", "peak_bytes", "reps", "threads", "isa", "cpu"}
+// ("isa": the CPU kernel path, OFT_CPU_ISA=avx512|avx2|generic forces one; "cpu": the model)
 // fwd_bwd_ms is the median of `reps` timed forward+backward steps (after warm-up);
 // extra_peak_bytes is the step's peak tensor memory minus the base_only step's peak.
 // Then one {"summary": ...} line per (device, dtype, tokens) with the ratios.
@@ -21,6 +22,7 @@
 
 #include "ATen/ATen.h"
 #include "ATen/Parallel.h"
+#include "bench/machine_info.h"
 #include "bench/memory_tracker.h"
 #include "server/common/flags.h"
 #include "server/common/runtime.h"
@@ -110,6 +112,8 @@ int main(int argc, char** argv) {
   const at::ScalarType dt = a.dtype == "bf16" ? at::kBFloat16
                             : a.dtype == "fp16" ? at::kHalf
                                                 : at::kFloat;
+  if (!oft::bench::InitCpuIsa("oft_layer_bench")) return 2;
+  const std::string machine = oft::bench::IsaCpuJsonFields();
   // Thread count is set explicitly (all cores by default).
   oft::ConfigureCpuRuntime(a.threads);
   if (!cuda) oft::bench::InstallCpuMemoryTracker();
@@ -154,11 +158,11 @@ int main(int argc, char** argv) {
       std::printf(
           "{\"impl\":\"%s\",\"device\":\"%s\",\"dtype\":\"%s\",\"d_in\":%lld,\"d_out\":%lld,"
           "\"block_size\":%lld,\"tokens\":%lld,\"fwd_bwd_ms\":%.3f,\"extra_peak_bytes\":%lld,"
-          "\"peak_bytes\":%lld,\"reps\":%d,\"threads\":%d}\n",
+          "\"peak_bytes\":%lld,\"reps\":%d,\"threads\":%d,%s}\n",
           impl.name, a.device.c_str(), DtypeName(dt), (long long)a.d, (long long)a.d,
           (long long)a.block, (long long)t, results[k].median_ms,
           (long long)(results[k].peak_bytes - results[0].peak_bytes),
-          (long long)results[k].peak_bytes, a.reps, at::get_num_threads());
+          (long long)results[k].peak_bytes, a.reps, at::get_num_threads(), machine.c_str());
       std::fflush(stdout);
     }
     const double ic_extra = static_cast<double>(results[1].peak_bytes - results[0].peak_bytes);
@@ -167,9 +171,9 @@ int main(int argc, char** argv) {
         "{\"summary\":true,\"device\":\"%s\",\"dtype\":\"%s\",\"tokens\":%lld,"
         "\"weight_centric_over_input_centric_time\":%.2f,"
         "\"input_centric_over_base_time\":%.3f,"
-        "\"input_centric_over_weight_centric_extra_bytes\":%.4f}\n",
+        "\"input_centric_over_weight_centric_extra_bytes\":%.4f,%s}\n",
         a.device.c_str(), DtypeName(dt), (long long)t, results[2].median_ms / results[1].median_ms,
-        results[1].median_ms / results[0].median_ms, wc_extra > 0 ? ic_extra / wc_extra : 0.0);
+        results[1].median_ms / results[0].median_ms, wc_extra > 0 ? ic_extra / wc_extra : 0.0, machine.c_str());
     std::fflush(stdout);
   }
   return 0;

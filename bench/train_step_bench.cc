@@ -6,7 +6,7 @@
 // Prints one JSON object per line per implementation:
 //   {"impl", "device", "dtype", "hidden", "intermediate", "layers", "vocab", "params",
 //    "batch", "seq", "block_size", "step_ms", "tokens_per_second", "peak_bytes", "reps",
-//    "threads"}
+//    "threads", "isa", "cpu"}  ("isa": the CPU kernel path, forced with OFT_CPU_ISA)
 // step_ms is the median of `reps` timed steps; peak_bytes is the
 // step's peak tensor memory above what was live before it (bench/memory_tracker.h).
 // Repetitions are interleaved across implementations (one warm-up step each first).
@@ -33,6 +33,7 @@
 #include "ATen/Parallel.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "bench/machine_info.h"
 #include "bench/memory_tracker.h"
 #include "server/common/flags.h"
 #include "server/common/runtime.h"
@@ -123,6 +124,8 @@ int main(int argc, char** argv) {
   a.batch = pick(a.batch, 1, 4, cuda);
   a.seq = pick(a.seq, 256, 1024, cuda);
   const at::ScalarType dt = a.dtype == "bf16" ? at::kBFloat16 : at::kFloat;
+  if (!oft::bench::InitCpuIsa("train_step_bench")) return 2;
+  const std::string machine = oft::bench::IsaCpuJsonFields();
   oft::ConfigureCpuRuntime(a.threads);
   if (!cuda) oft::bench::InstallCpuMemoryTracker();
   const c10::Device dev(cuda ? c10::kCUDA : c10::kCPU, cuda ? 0 : -1);
@@ -233,12 +236,12 @@ int main(int argc, char** argv) {
         "{\"impl\":\"%s\",\"device\":\"%s\",\"dtype\":\"%s\",\"hidden\":%lld,"
         "\"intermediate\":%lld,\"layers\":%lld,\"vocab\":%lld,\"params\":%lld,\"batch\":%lld,"
         "\"seq\":%lld,\"block_size\":%lld,\"step_ms\":%.1f,\"tokens_per_second\":%.1f,"
-        "\"peak_bytes\":%lld,\"reps\":%d,\"threads\":%d}\n",
+        "\"peak_bytes\":%lld,\"reps\":%d,\"threads\":%d,%s}\n",
         row.impl.c_str(), a.device.c_str(), a.dtype.c_str(), (long long)mc.hidden_size,
         (long long)mc.intermediate_size, (long long)mc.num_hidden_layers, (long long)mc.vocab_size,
         (long long)params, (long long)a.batch, (long long)a.seq, (long long)a.block, row.ms,
         1000.0 * static_cast<double>(a.batch * a.seq) / row.ms, (long long)row.peak, a.reps,
-        at::get_num_threads());
+        at::get_num_threads(), machine.c_str());
     std::fflush(stdout);
   }
   auto find = [&](const char* name) -> const Row* {
@@ -254,10 +257,10 @@ int main(int argc, char** argv) {
         "{\"summary\":true,\"device\":\"%s\",\"dtype\":\"%s\",\"hidden\":%lld,"
         "\"input_centric_over_frozen_time\":%.3f,\"weight_centric_over_input_centric_time\":%.2f,"
         "\"input_centric_extra_peak_bytes\":%lld,\"weight_centric_extra_peak_bytes\":%lld,"
-        "\"target_input_centric_within_1_25x\":%s,\"target_weight_centric_3x_slower\":%s}\n",
+        "\"target_input_centric_within_1_25x\":%s,\"target_weight_centric_3x_slower\":%s,%s}\n",
         a.device.c_str(), a.dtype.c_str(), (long long)mc.hidden_size, ic_over_frozen, wc_over_ic,
         (long long)(ic->peak - fr->peak), (long long)(wc->peak - fr->peak),
-        ic_over_frozen <= 1.25 ? "true" : "false", wc_over_ic >= 3.0 ? "true" : "false");
+        ic_over_frozen <= 1.25 ? "true" : "false", wc_over_ic >= 3.0 ? "true" : "false", machine.c_str());
   }
   return 0;
 }

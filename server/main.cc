@@ -24,6 +24,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "server/common/runtime.h"
+#include "server/oft/cpu_isa.h"
 #include "server/server.h"
 
 namespace {
@@ -134,6 +135,10 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  if (absl::Status isa = oft::cpu::CheckCpuIsaEnvironment(); !isa.ok()) {
+    std::cerr << "oft_server: cannot start: " << isa.message() << "\n";
+    return 2;
+  }
   oft::ConfigureCpuRuntime(o.train_threads);
   absl::StatusOr<std::unique_ptr<oft::OftServer>> server = oft::OftServer::Start(o);
   if (!server.ok()) {

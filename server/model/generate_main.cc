@@ -21,6 +21,7 @@
 #include "server/model/generate.h"
 #include "server/model/llama.h"
 #include "server/model/tokenizer.h"
+#include "server/oft/cpu_isa.h"
 
 namespace {
 
@@ -76,6 +77,10 @@ int main(int argc, char** argv) {
   }
   if (prompts.empty()) {
     std::fprintf(stderr, "usage: oft_generate --model_dir=DIR [--adapter_dir=DIR] PROMPT...\n");
+    return 2;
+  }
+  if (absl::Status isa = oft::cpu::CheckCpuIsaEnvironment(); !isa.ok()) {
+    std::fprintf(stderr, "oft_generate: %s\n", std::string(isa.message()).c_str());
     return 2;
   }
   oft::ConfigureCpuRuntime(threads);

@@ -24,6 +24,7 @@
 #include "nlohmann/json.hpp"
 #include "server/common/runtime.h"
 #include "server/common/file_util.h"
+#include "server/oft/cpu_isa.h"
 #include "server/data/chat_template.h"
 #include "server/data/dataset.h"
 #include "server/model/llama.h"
@@ -81,6 +82,9 @@ int Main(int argc, char** argv) {
     std::cerr << "usage: oft_train --model_dir=DIR --train=FILE [--valid=FILE] [--out=DIR] "
                  "[--checkpoint_dir=DIR] [--config=job.json] [--threads=N] [--<option>=V]\n";
     return 2;
+  }
+  if (absl::Status isa = oft::cpu::CheckCpuIsaEnvironment(); !isa.ok()) {
+    return PrintError(isa), 2;
   }
   oft::ConfigureCpuRuntime(threads);
 
