@@ -18,34 +18,13 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "server/model/llama.h"
+#include "server/artifacts/adapter_config.h"
 #include "server/model/targeting.h"
 #include "server/oft/config.h"
 
 namespace oft {
 
-inline constexpr char kAdapterConfigFile[] = "adapter_config.json";
 inline constexpr char kAdapterWeightsFile[] = "adapter_model.safetensors";
-// Written as peft_version: the first release with today's Cayley-Neumann polynomial.
-inline constexpr char kPeftFormatVersion[] = "0.18.0";
-
-struct PeftAdapterConfig {
-  OftConfig oft;
-  TargetSpec targets;
-  std::string base_model_name_or_path;  // may be empty (written as null)
-  std::string task_type = "CAUSAL_LM";
-  std::string peft_version = kPeftFormatVersion;
-  std::vector<std::string> warnings;    // filled by ParseAdapterConfig
-};
-
-// adapter_config.json text (indent 2, sorted keys).
-std::string AdapterConfigToJson(const PeftAdapterConfig& config);
-
-// Parses adapter_config.json. Errors (INVALID_ARGUMENT, naming the field): not JSON, peft_type
-// not "OFT", missing oft_block_size (PEFT requires the key), an invalid OFT config,
-// unsupported fields in use (modules_to_save, fan_in_fan_out=true, non-default task types
-// are accepted). A PEFT < 0.18 Cayley-Neumann adapter adds a warning (PEFT does the same).
-absl::StatusOr<PeftAdapterConfig> ParseAdapterConfig(absl::string_view json,
-                                                     absl::string_view source = kAdapterConfigFile);
 
 // The target_modules list to write for the modules `adapter` is attached to: short module
 // names (e.g. ["q_proj", "v_proj"]) when they select exactly the same modules under the
