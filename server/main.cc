@@ -7,13 +7,19 @@
 //              [--max_upload_bytes=N] [--max_message_bytes=N] [--max_active_jobs_per_tenant=N]
 //              [--adapter_memory_budget_bytes=N] [--serving_device=cpu|cuda:N]
 //              [--serving_threads=N] [--device_memory_bytes=N]
-//              [--port_file=FILE] [--metrics_port_file=FILE]
+//              [--port_file=FILE] [--metrics_port_file=FILE] [--executor_threads=N]
+//              [--health_saturation_seconds=S] [--shutdown_timeout_seconds=S]
 //
 // SIGTERM / SIGINT: graceful shutdown (running jobs are checkpointed and requeued), exit 0.
+// A shutdown still unfinished after --shutdown_timeout_seconds (default 60; stuck requests,
+// a job that does not reach its next step) ends the process with exit status 3: the job
+// store is durable and running jobs resume from their last checkpoint at the next start.
 // Exit status 2: bad flags; 1: the server could not start (the message says why).
 #include <signal.h>
 
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -51,6 +57,7 @@ bool ParseInt(const std::string& name, const std::string& v, int64_t* out, std::
 int main(int argc, char** argv) {
   oft::ServerOptions o;
   bool models_given = false;
+  double shutdown_timeout_seconds = 60;
   std::string err;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -119,6 +126,19 @@ int main(int argc, char** argv) {
     } else if (name == "serving_threads") {
       if (!ParseInt(name, v, &n, &err)) return Usage(err);
       o.serving_threads = static_cast<int>(n);
+    } else if (name == "executor_threads") {
+      if (!ParseInt(name, v, &n, &err) || n < 1 || n > 1024) {
+        return Usage("--executor_threads must be in [1, 1024]");
+      }
+      o.executor_threads = static_cast<int>(n);
+    } else if (name == "health_saturation_seconds") {
+      if (!absl::SimpleAtod(v, &o.health_saturation_seconds) || !(o.health_saturation_seconds >= 0)) {
+        return Usage("--health_saturation_seconds must be a number >= 0 (0 = never), got '" + v + "'");
+      }
+    } else if (name == "shutdown_timeout_seconds") {
+      if (!absl::SimpleAtod(v, &shutdown_timeout_seconds) || !(shutdown_timeout_seconds > 0)) {
+        return Usage("--shutdown_timeout_seconds must be a number > 0, got '" + v + "'");
+      }
     } else if (name == "device_memory_bytes") {
       if (!ParseInt(name, v, &o.device_memory_bytes, &err)) return Usage(err);
     } else {
@@ -149,6 +169,16 @@ int main(int argc, char** argv) {
     int sig = 0;
     sigwait(&signals, &sig);
     std::fprintf(stderr, "oft_server: signal %d\n", sig);
+    // The bound on a graceful stop: nothing (a stuck request, a slow step) may keep the
+    // process alive past it. Detached: when Shutdown() finishes first, main() returns.
+    std::thread([shutdown_timeout_seconds] {
+      std::this_thread::sleep_for(std::chrono::duration<double>(shutdown_timeout_seconds));
+      std::fprintf(stderr,
+                   "oft_server: shutdown did not finish within %gs; exiting now (running jobs "
+                   "resume from their last checkpoint at the next start)\n",
+                   shutdown_timeout_seconds);
+      std::_Exit(3);
+    }).detach();
     (*server)->Shutdown();
   });
   (*server)->Wait();

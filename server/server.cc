@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -111,6 +112,7 @@ struct OftServer::Impl {
   int64_t device_memory = 0;
 
   std::thread stats_thread;
+  std::thread saturation_thread;
   absl::Notification stop_stats;
   absl::Mutex shutdown_mu;
   bool shut_down ABSL_GUARDED_BY(shutdown_mu) = false;
@@ -119,6 +121,8 @@ struct OftServer::Impl {
   JobOutcome Execute(const JobRecord& job, const std::string& device, JobControl& control);
   absl::StatusOr<TrainingJob> TrainingJobFor(const JobRecord& job) const;
   void StatsLoop();
+  void SaturationLoop();
+  void SetHealth(bool serving);
   void RefreshJobCounts();
 };
 
@@ -209,6 +213,39 @@ void OftServer::Impl::StatsLoop() {
       metrics->SetDeviceMemory(device, static_cast<double>(DeviceMemoryInUseBytes(device)));
     }
   } while (!stop_stats.WaitForNotificationWithTimeout(absl::Seconds(2)));
+}
+
+// The gRPC health services every component reports under.
+constexpr const char* kHealthServices[] = {"", "oft.v1.JobService", "oft.v1.DatasetService",
+                                           "oft.v1.AdapterService", "oft.v1.ModelService",
+                                           "oft.v1.InferenceService"};
+
+void OftServer::Impl::SetHealth(bool serving) {
+  if (grpc::HealthCheckServiceInterface* health = grpc_server->GetHealthCheckService()) {
+    for (const char* name : kHealthServices) health->SetServingStatus(name, serving);
+  }
+}
+
+// Health says NOT_SERVING while blocking RPC work (auth, SQLite, validation, loads) waits
+// longer than the threshold for an executor thread, so a load balancer stops sending traffic
+// to a saturated replica instead of letting every call run into its deadline.
+void OftServer::Impl::SaturationLoop() {
+  const absl::Duration threshold = absl::Seconds(options.health_saturation_seconds);
+  const absl::Duration period = std::min(absl::Milliseconds(250), threshold / 2);
+  bool serving = true;
+  do {
+    const absl::Duration wait = executor->OldestQueuedWait();
+    if (serving && wait > threshold) {
+      serving = false;
+      Log(absl::StrCat("health: NOT_SERVING: blocking work has waited ", absl::FormatDuration(wait),
+                       " for an executor thread (threshold ", absl::FormatDuration(threshold), ")"));
+      SetHealth(false);
+    } else if (!serving && wait <= threshold / 2) {
+      serving = true;
+      Log("health: SERVING again: the executor keeps up");
+      SetHealth(true);
+    }
+  } while (!stop_stats.WaitForNotificationWithTimeout(period));
 }
 
 OftServer::OftServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -410,16 +447,12 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
     return absl::InvalidArgumentError(
         absl::StrCat("--listen=", options.listen, ": cannot listen there (address in use or invalid)"));
   }
-  grpc::HealthCheckServiceInterface* health = s.grpc_server->GetHealthCheckService();
-  if (health != nullptr) {
-    for (const char* name : {"", "oft.v1.JobService", "oft.v1.DatasetService",
-                             "oft.v1.AdapterService", "oft.v1.ModelService",
-                             "oft.v1.InferenceService"}) {
-      health->SetServingStatus(name, true);
-    }
-  }
+  s.SetHealth(true);
   s.scheduler->Start();
   s.stats_thread = std::thread([self] { self->StatsLoop(); });
+  if (options.health_saturation_seconds > 0) {
+    s.saturation_thread = std::thread([self] { self->SaturationLoop(); });
+  }
 
   if (!options.port_file.empty()) {
     OFT_RETURN_IF_ERROR(WriteFileAtomic(options.port_file, absl::StrCat(s.port, "\n")));
@@ -449,6 +482,7 @@ void OftServer::Shutdown() {
   s.executor->Shutdown();
   s.stop_stats.Notify();
   if (s.stats_thread.joinable()) s.stats_thread.join();
+  if (s.saturation_thread.joinable()) s.saturation_thread.join();
   s.grpc_server->Wait();
   Log("stopped");
   s.done.Notify();

@@ -42,6 +42,8 @@ struct ServerOptions {
   int serving_threads = 0;                         // torch threads per engine; 0 = as is
   int64_t device_memory_bytes = 0;  // memory a job may use; 0 = the machine's RAM (CPU)
   int executor_threads = 8;         // threads for blocking RPC work (SQLite, files)
+  // Health is NOT_SERVING while queued blocking work waits longer than this; 0 = never.
+  double health_saturation_seconds = 10;
 };
 
 class OftServer {

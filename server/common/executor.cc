@@ -15,8 +15,14 @@ Executor::~Executor() { Shutdown(); }
 bool Executor::Schedule(std::function<void()> fn) {
   absl::MutexLock lock(&mu_);
   if (stopping_) return false;
-  queue_.push_back(std::move(fn));
+  queue_.push_back(Task{std::move(fn), absl::Now()});
   return true;
+}
+
+absl::Duration Executor::OldestQueuedWait() {
+  absl::MutexLock lock(&mu_);
+  if (queue_.empty()) return absl::ZeroDuration();
+  return absl::Now() - queue_.front().queued;
 }
 
 void Executor::Shutdown() {
@@ -42,7 +48,7 @@ void Executor::Loop() {
           },
           this));
       if (queue_.empty()) return;  // stopping and drained
-      fn = std::move(queue_.front());
+      fn = std::move(queue_.front().fn);
       queue_.pop_front();
     }
     fn();
