@@ -13,6 +13,10 @@ Authenticator::Authenticator(const JobStore* store, AuthOptions options)
 absl::StatusOr<std::string> Authenticator::Authenticate(const grpc::ServerContextBase& context) {
   const auto& md = context.client_metadata();
   auto it = md.find("authorization");
+  if (md.count("authorization") > 1) {
+    // Which one would win is up to the proxy chain; refuse instead of guessing.
+    return absl::UnauthenticatedError("more than one authorization header: send exactly one");
+  }
   if (it == md.end()) {
     if (options_.allow_unauthenticated) return options_.default_tenant;
     return absl::UnauthenticatedError(

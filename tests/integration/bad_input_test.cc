@@ -169,6 +169,18 @@ TEST(BadInputTest, EveryBadInputWhileAJobTrains) {
        C::kInvalidArgument, "header.name"},
       {"dataset name a/b", [&] { return alice->UploadDatasetBytes(valid_row, "a/b").status(); },
        C::kInvalidArgument, "header.name"},
+      {"two authorization headers",
+       [&] {
+         auto stub = v1::DatasetService::NewStub(alice->channel());
+         grpc::ClientContext ctx;
+         ctx.AddMetadata("authorization", std::string("Bearer ") + kAliceKey);
+         ctx.AddMetadata("authorization", std::string("Bearer ") + kRunnerKey);
+         ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+         v1::ListDatasetsResponse response;
+         const grpc::Status st = stub->ListDatasets(&ctx, v1::ListDatasetsRequest(), &response);
+         return absl::Status(static_cast<absl::StatusCode>(st.error_code()), st.error_message());
+       },
+       C::kUnauthenticated, "more than one authorization header"},
       {"unknown dataset id (GetDataset)", [&] { return alice->GetDataset(missing_ds).status(); },
        C::kNotFound, missing_ds},
       {"unknown dataset id (DeleteDataset)", [&] { return alice->DeleteDataset(missing_ds); },
