@@ -482,7 +482,7 @@ AdaptedLinear* LlamaModel::Linear(const std::string& name) {
 }
 
 absl::Status LlamaModel::AddAdapter(const std::string& name, const OftConfig& config,
-                                    const TargetSpec& targets) {
+                                    const TargetSpec& targets, at::Generator generator) {
   if (adapters_.count(name)) {
     return absl::AlreadyExistsError(absl::StrCat("adapter \"", name, "\" is already attached"));
   }
@@ -494,7 +494,7 @@ absl::Status LlamaModel::AddAdapter(const std::string& name, const OftConfig& co
   std::vector<std::pair<AdaptedLinear*, std::shared_ptr<OftRotation>>> made;
   for (const auto& n : selected) {
     AdaptedLinear* lin = Linear(n);
-    auto rot = OftRotation::Create(config, lin->in_features(), options);
+    auto rot = OftRotation::Create(config, lin->in_features(), options, generator);
     if (!rot.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("module ", n, " (in_features=",
                                                      lin->in_features(), "): ", rot.status().message()));

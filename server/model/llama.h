@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "ATen/core/Generator.h"
 #include "ATen/core/Tensor.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -182,11 +183,13 @@ class LlamaModel {
   // ids [B, T] (int64) -> logits [B, T, vocab] (or [B, 1, vocab]) in the model dtype.
   at::Tensor Forward(const at::Tensor& ids, const ForwardOptions& options = {}) const;
 
-  // Attaches a new adapter to every Linear that `targets` selects. Errors:
+  // Attaches a new adapter to every Linear that `targets` selects. `generator` (CPU, or
+  // undefined for the process-wide default) draws the adapter's random init and its
+  // module-dropout choices (OftRotation::Create); a training job passes its own. Errors:
   // ALREADY_EXISTS, INVALID_ARGUMENT (bad config; a block size illegal for a module),
   // NOT_FOUND (no module matched).
   absl::Status AddAdapter(const std::string& name, const OftConfig& config,
-                          const TargetSpec& targets);
+                          const TargetSpec& targets, at::Generator generator = {});
   absl::Status RemoveAdapter(const std::string& name);
   // Builds a serving adapter from packed parameters (module name -> oft_R [rows, b(b-1)/2],
   // as PEFT saves them) without attaching anything to the model. Reads only the config and

@@ -47,16 +47,25 @@ OftLinear::OftLinear(at::Tensor weight, at::Tensor bias, OftRotation rotation)
 // OftRotation
 
 absl::StatusOr<OftRotation> OftRotation::Create(const OftConfig& config, int64_t in_features,
-                                                const at::TensorOptions& options) {
+                                                const at::TensorOptions& options,
+                                                at::Generator generator) {
   OFT_ASSIGN_OR_RETURN(OftBlockLayout layout, ResolveBlocks(config, in_features));
-  return TorchCall("OftRotation::Create", [&] { return OftRotation(config, layout, options); });
+  return TorchCall("OftRotation::Create",
+                   [&] { return OftRotation(config, layout, options, std::move(generator)); });
 }
 
-OftRotation::OftRotation(OftConfig config, OftBlockLayout layout, const at::TensorOptions& options)
-    : config_(config), layout_(layout) {
-  oft_r_ = config_.init_weights ? at::zeros({layout_.param_rows, layout_.packed_size}, options)
-                                : at::normal(0.0, 0.1, {layout_.param_rows, layout_.packed_size},
-                                             std::nullopt, options);
+OftRotation::OftRotation(OftConfig config, OftBlockLayout layout, const at::TensorOptions& options,
+                         at::Generator generator)
+    : config_(config), layout_(layout), generator_(std::move(generator)) {
+  const std::vector<int64_t> shape{layout_.param_rows, layout_.packed_size};
+  if (config_.init_weights) {
+    oft_r_ = at::zeros(shape, options);
+  } else if (generator_.defined()) {
+    // Drawn on the host from the job's generator: the same init on every device.
+    oft_r_ = at::normal(0.0, 0.1, shape, generator_, options.device(at::kCPU)).to(options.device());
+  } else {
+    oft_r_ = at::normal(0.0, 0.1, shape, std::nullopt, options);
+  }
   oft_r_.requires_grad_(true);
 }
 
@@ -74,7 +83,10 @@ at::Tensor OftRotation::ApplyModuleDropout(const at::Tensor& blocks) const {
   const int64_t rows = blocks.size(0);
   const auto n_drop = static_cast<int64_t>(config_.module_dropout * static_cast<double>(rows));
   if (!training_ || n_drop == 0 || rows == 1) return blocks;
-  auto chosen = at::randperm(rows, at::TensorOptions().dtype(at::kLong)).narrow(0, 0, n_drop);
+  auto chosen = at::randperm(rows, generator_.defined() ? std::optional<at::Generator>(generator_)
+                                                      : std::nullopt,
+                             at::TensorOptions().dtype(at::kLong))
+                    .narrow(0, 0, n_drop);
   auto mask = at::zeros({rows, 1, 1}, blocks.options());
   mask.index_fill_(0, chosen.to(blocks.device()), 1.0);
   const auto eye = at::eye(layout_.block_size, blocks.options());

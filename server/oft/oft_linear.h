@@ -19,6 +19,7 @@
 #include <memory>
 #include <vector>
 
+#include "ATen/core/Generator.h"
 #include "ATen/core/Tensor.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -36,9 +37,15 @@ namespace oft {
 class OftRotation {
  public:
   // `in_features`: the base layer's input width. `options`: device and dtype of oft_r.
+  // `generator`: a CPU generator for this rotation's random draws (the init when
+  // init_weights is false, drawn on the host and then moved to the device, and module
+  // dropout's choice of blocks), or undefined for the process-wide default generators.
+  // A training job passes its own so that concurrent jobs do not disturb each other and
+  // the draws do not depend on the device. The handle is shared, not copied.
   // Errors: INVALID_ARGUMENT for an invalid config or in_features < 1.
   static absl::StatusOr<OftRotation> Create(const OftConfig& config, int64_t in_features,
-                                            const at::TensorOptions& options);
+                                            const at::TensorOptions& options,
+                                            at::Generator generator = {});
 
   OftRotation(OftRotation&&) = default;
   OftRotation& operator=(OftRotation&&) = default;
@@ -63,13 +70,15 @@ class OftRotation {
   const OftBlockLayout& layout() const { return layout_; }
 
  private:
-  OftRotation(OftConfig config, OftBlockLayout layout, const at::TensorOptions& options);
+  OftRotation(OftConfig config, OftBlockLayout layout, const at::TensorOptions& options,
+              at::Generator generator);
   void ProjectCoft();  // COFT: in place on oft_r_, without grad
   at::Tensor ApplyModuleDropout(const at::Tensor& blocks) const;
 
   at::Tensor oft_r_;  // [rows, b(b-1)/2], requires grad
   OftConfig config_;
   OftBlockLayout layout_;
+  at::Generator generator_;  // CPU; undefined: the process-wide default generators
   bool training_ = true;
 };
 
