@@ -23,6 +23,7 @@
 #include "server/model/hf_config.h"
 #include "server/model/llama.h"
 #include "server/model/tokenizer.h"
+#include "server/train/precision.h"
 #include "server/train/trainer.h"
 
 #include <unistd.h>
@@ -115,11 +116,13 @@ std::string ShortName(const std::string& name) {
 
 bool OnCuda(const std::string& device) { return absl::StartsWith(device, "cuda"); }
 
-int64_t DtypeBytes(const ModelConfig& c, const std::string& device) {
-  if (!OnCuda(device)) return 4;  // fp32 on CPU
-  if (c.torch_dtype == "bfloat16" || c.torch_dtype == "float16") return 2;
-  if (c.torch_dtype == "float64") return 8;
-  return 4;
+c10::Device TrainingDevice(const std::string& device) {
+  return OnCuda(device) ? c10::Device(device) : c10::Device(c10::kCPU);
+}
+
+// Bytes per base weight as the trainer loads it (precision.h).
+int64_t DtypeBytes(const ModelConfig& c, const std::string& device, bool bf16) {
+  return TrainingBaseDtype(c, TrainingDevice(device), bf16) == at::kBFloat16 ? 2 : 4;
 }
 
 // Proto3 JSON of a double: a number, or "NaN" / "Infinity" / "-Infinity".
@@ -197,7 +200,7 @@ absl::StatusOr<TrainingJobResult> RunTrainingJobImpl(const TrainingJob& job, Ada
   if (!config_sha.ok()) return Tag(config_sha.status(), "BASE_MODEL_UNAVAILABLE", "base_model");
   LoadOptions lo;
   lo.device = job.device;
-  lo.dtype = DeviceComputeDtype(*config, job.device);
+  lo.dtype = TrainingBaseDtype(*config, TrainingDevice(job.device), job.options.bf16_autocast);
   lo.quantize_nf4 = job.quantize_base_nf4;
   absl::StatusOr<std::unique_ptr<LlamaModel>> model = LlamaModel::Load(job.model_dir, lo);
   if (!model.ok()) {
@@ -412,7 +415,7 @@ absl::StatusOr<JobCheckResult> CheckTrainingJob(const TrainingJob& job,
 
   // Memory estimate (rough, on the high side): weights + adapter training state +
   // activations of one micro-batch + logits.
-  const int64_t wbytes = DtypeBytes(c, job.device);
+  const int64_t wbytes = DtypeBytes(c, job.device, options.bf16_autocast);
   const int64_t q_out = c.num_attention_heads * c.head_dim;
   const int64_t kv_out = c.num_key_value_heads * c.head_dim;
   const int64_t per_layer_linear = c.hidden_size * (q_out + 2 * kv_out) + q_out * c.hidden_size +

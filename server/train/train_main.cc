@@ -9,7 +9,8 @@
 //
 // job.json: {"train_options": {TrainOptions JSON}, "oft_block_size": 32, "r": 0,
 //            "target_modules": [...], "module_dropout": 0.0, "chat_template": "chatml"}.
-// Individual flags override job.json. Exit status: 0 done, 1 error, 2 usage, 3 cancelled
+// --dtype defaults to the trainer's precision policy (precision.h: fp32 on the CPU, bf16 on
+// CUDA unless bf16_autocast is off). Individual flags override job.json. Exit status: 0 done, 1 error, 2 usage, 3 cancelled
 // (SIGINT/SIGTERM: a checkpoint is written, a rerun resumes).
 #include <csignal>
 #include <cstdio>
@@ -27,8 +28,10 @@
 #include "server/oft/cpu_isa.h"
 #include "server/data/chat_template.h"
 #include "server/data/dataset.h"
+#include "server/model/hf_config.h"
 #include "server/model/llama.h"
 #include "server/model/tokenizer.h"
+#include "server/train/precision.h"
 #include "server/train/trainer.h"
 
 namespace {
@@ -77,7 +80,7 @@ int Main(int argc, char** argv) {
                     valid_path = take("valid"), out_dir = take("out"),
                     checkpoint_dir = take("checkpoint_dir"), config_path = take("config");
   const int threads = std::stoi(take("threads", "0"));
-  const std::string device = take("device", "cpu"), dtype = take("dtype", "fp32");
+  const std::string device = take("device", "cpu"), dtype = take("dtype", "");
   if (model_dir.empty() || train_path.empty()) {
     std::cerr << "usage: oft_train --model_dir=DIR --train=FILE [--valid=FILE] [--out=DIR] "
                  "[--checkpoint_dir=DIR] [--config=job.json] [--threads=N] [--<option>=V]\n";
@@ -130,7 +133,15 @@ int Main(int argc, char** argv) {
 
   oft::LoadOptions lo;
   lo.device = device;
-  lo.dtype = dtype == "bf16" ? at::kBFloat16 : at::kFloat;
+  if (dtype.empty()) {
+    auto config = oft::LoadModelConfig(model_dir);
+    if (!config.ok()) return PrintError(config.status()), 1;
+    lo.dtype = oft::TrainingBaseDtype(*config, device.rfind("cuda", 0) == 0 ? c10::Device(device)
+                                                                              : c10::Device(c10::kCPU),
+                                      p.options.bf16_autocast);
+  } else {
+    lo.dtype = dtype == "bf16" ? at::kBFloat16 : at::kFloat;
+  }
   auto model = oft::LlamaModel::Load(model_dir, lo);
   if (!model.ok()) return PrintError(model.status()), 1;
   auto tokenizer = oft::Tokenizer::FromFile(model_dir + "/tokenizer.json");

@@ -4,8 +4,12 @@
 //   * AdamW over the adapter's parameters only (the packed skew `oft_r` of every targeted
 //     Linear); base weights never require grad and are never written.
 //   * Learning rate per optimizer step from lr_schedule.h; grad_accum_steps micro-batches per
-//     step; global gradient-norm clipping; bf16 autocast when the model is on CUDA;
-//     optional activation checkpointing (decoder layers recomputed in backward).
+//     step; global gradient-norm clipping; precision per precision.h (bf16 autocast only for
+//     an fp32 base on CUDA; float16 bases are refused: no loss scaling); optional activation
+//     checkpointing (decoder layers recomputed in backward, activation_checkpoint.h).
+//   * One host synchronisation per optimizer step: the step's loss and gradient norm are
+//     read together after backward, when the finite check and the clipping (both computed
+//     on the device) are already done; batches are uploaded without blocking (micro_batch.h).
 //   * Loss: masked next-token cross-entropy. Logits at position i-1 score ids[i] wherever
 //     loss_mask[i] == 1 (batching.h conventions), summed over all micro-batches of one
 //     optimizer step and divided by the number of such trainable tokens in the whole step.
@@ -30,8 +34,10 @@
 // `targets`) to the model and makes it the only active adapter; after the Trainer is gone
 // the adapter stays attached and holds the trained (or best) values. The model is not
 // owned, must outlive the Trainer, and must not be used by anyone else while Run() runs.
-// The trainer reseeds the process-wide default CPU (and CUDA) generators: run one training
-// job per process at a time.
+// Randomness: every draw of a run (adapter init, module dropout) comes from the trainer's
+// own generator (job_rng.h), seeded with options.seed and saved in checkpoints; the
+// process-wide generators are not touched. Trainers of different models may therefore run
+// concurrently in different threads, each giving the result it gives alone.
 //
 // Thread-compatibility: one thread calls Run(); `cancel` may be set from any thread.
 #ifndef OFT_SERVER_TRAIN_TRAINER_H_
@@ -74,12 +80,16 @@ struct TrainerParams {
   // Test hook: when set and it returns true for a (1-based) step, that step's loss is
   // made NaN before backward. Never set in production.
   std::function<bool(int64_t step)> inject_nan_for_testing;
+  // Test hook: bf16 autocast on the CPU for an fp32 model (the CUDA path's logic, testable
+  // without a GPU). Never set in production.
+  bool cpu_autocast_for_testing = false;
 };
 
 class Trainer {
  public:
   // Tokenizes the data, attaches the adapter and builds the optimizer. Errors:
-  //   INVALID_ARGUMENT: bad options (naming the field), null model/tokenizer, no training
+  //   INVALID_ARGUMENT: bad options (naming the field), null model/tokenizer, a float16
+  //     model (CheckTrainableDtype), no training
   //     rows, rows that tokenize to nothing trainable (naming their lines), an eval split
   //     that leaves no training or no eval rows, adapter.bias != none, a bad adapter config;
   //   ALREADY_EXISTS: the model already has an adapter named adapter_name;
@@ -112,13 +122,31 @@ class Trainer {
 
  private:
   struct State;
+  using Emit = std::function<void(TrainEvent)>;
   explicit Trainer(TrainerParams params);
-  // Writes <checkpoint_dir>/step-<step>/ atomically, prunes old ones, emits kCheckpoint.
-  absl::Status WriteCheckpoint(const std::function<void(TrainEvent)>& emit);
-  // Restores everything WriteCheckpoint saved; FAILED_PRECONDITION on a mismatch.
-  absl::Status LoadCheckpoint(const std::string& dir);
+
+  // trainer.cc: the run's phases.
+  // Resumes from the newest checkpoint or reseeds for a fresh start; emits pending warnings.
+  absl::Status ResumeOrStart(const Emit& emit);
+  // Options of training forward passes (activation checkpointing's layer runner).
+  ForwardOptions TrainForwardOptions();
+  // Final checkpoint, best-adapter selection, metrics, kDone.
+  absl::Status Finish(double seconds, const Emit& emit);
+
+  // trainer_step.cc: one optimizer step (micro-batches, backward, finite check, clipping,
+  // AdamW, kStep event); INTERNAL on a non-finite loss or gradient norm.
+  absl::Status Step(const ForwardOptions& forward, const Emit& emit);
+  // Evaluates when due after a step; tracks the best eval and early stopping (kEval).
+  absl::Status MaybeEvaluate(const Emit& emit);
   // Mean masked loss over the eval set, dropout off, no grad.
   absl::StatusOr<double> Evaluate();
+
+  // trainer_checkpoint.cc.
+  // Writes <checkpoint_dir>/step-<step>/ atomically, prunes old ones, emits kCheckpoint.
+  absl::Status WriteCheckpoint(const Emit& emit);
+  // Restores everything WriteCheckpoint saved; FAILED_PRECONDITION on a mismatch. A
+  // checkpoint written on another device resumes with a warning (pending_warnings).
+  absl::Status LoadCheckpoint(const std::string& dir);
 
   TrainerParams params_;
   int64_t total_steps_ = 0;

@@ -4,13 +4,19 @@
 #include <atomic>
 #include <filesystem>
 #include <map>
+#include <fstream>
+#include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ATen/ATen.h"
+#include "ATen/autocast_mode.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "server/train/trainer_checkpoint.h"
 #include "tests/train/tiny_model.h"
 
 namespace oft {
@@ -325,6 +331,179 @@ TEST(TrainerTest, BadInputsAreRejected) {
   ASSERT_TRUE(r.Create(r.Params(SmallOptions(3))).ok());
   EXPECT_EQ(Trainer::Create(r.Params(SmallOptions(3))).status().code(),
             absl::StatusCode::kAlreadyExists);
+}
+
+// Runs `fn` on a fresh thread and waits: "alone" and "concurrent" runs then see the same
+// per-thread runtime defaults (intra-op threads, autocast flags).
+void OnThread(const std::function<void()>& fn) {
+  std::thread t(fn);
+  t.join();
+}
+
+TrainerParams DropoutParams(Harness& h, uint64_t seed) {
+  auto opts = SmallOptions(6);
+  opts.seed = seed;
+  auto p = h.Params(opts);
+  p.adapter.module_dropout = 0.5;  // draws every forward
+  p.adapter.init_weights = false;  // draws at Create
+  return p;
+}
+
+TEST(TrainerRngTest, ConcurrentTrainersEqualEachAlone) {
+  std::map<std::string, at::Tensor> alone_a, alone_b;
+  for (uint64_t seed : {11u, 12u}) {
+    OnThread([&] {
+      Harness h;
+      ASSERT_TRUE(h.Create(DropoutParams(h, seed)).ok());
+      ASSERT_TRUE(h.Go().ok());
+      (seed == 11 ? alone_a : alone_b) = h.Adapter();
+    });
+  }
+  ASSERT_FALSE(BitwiseEqual(alone_a, alone_b));  // the seeds matter
+  Harness a, b;
+  absl::Status sa, sb;
+  std::thread ta([&] {
+    sa = a.Create(DropoutParams(a, 11));
+    if (sa.ok()) sa = a.Go();
+  });
+  std::thread tb([&] {
+    sb = b.Create(DropoutParams(b, 12));
+    if (sb.ok()) sb = b.Go();
+  });
+  ta.join();
+  tb.join();
+  ASSERT_TRUE(sa.ok()) << sa;
+  ASSERT_TRUE(sb.ok()) << sb;
+  EXPECT_TRUE(BitwiseEqual(a.Adapter(), alone_a));
+  EXPECT_TRUE(BitwiseEqual(b.Adapter(), alone_b));
+}
+
+TEST(TrainerRngTest, ProcessWideGeneratorIsNotTouched) {
+  Harness h;  // the test's tiny model draws its weights from the process-wide generator
+  at::manual_seed(1234);
+  const at::Tensor expected = at::randn({8});
+  at::manual_seed(1234);
+  ASSERT_TRUE(h.Create(DropoutParams(h, 11)).ok());
+  ASSERT_TRUE(h.Go().ok());
+  EXPECT_TRUE(at::equal(at::randn({8}), expected));
+}
+
+TEST(TrainerRngTest, CheckpointFromAnotherDeviceResumesWithAWarning) {
+  const std::string dir = FreshDir("ckpt");
+  auto opts = SmallOptions(5);
+  Harness full;
+  auto pf = full.Params(opts);
+  pf.adapter.module_dropout = 0.5;
+  ASSERT_TRUE(full.Create(pf).ok());
+  ASSERT_TRUE(full.Go().ok());
+
+  Harness first;
+  auto p1 = first.Params(opts, RepetitiveRows(16), dir);
+  p1.adapter.module_dropout = 0.5;
+  ASSERT_TRUE(first.Create(p1).ok());
+  std::atomic<bool> cancel{false};
+  EXPECT_EQ(first.Go(&cancel, [&](const TrainEvent& e) {
+                  if (e.kind == TrainEvent::Kind::kStep && e.step == 2) cancel = true;
+                }).code(),
+            absl::StatusCode::kCancelled);
+  // The whole random state is the job's host generator: no device file.
+  const fs::path ckpt = fs::path(dir) / "step-2";
+  EXPECT_TRUE(fs::exists(ckpt / "rng_cpu.bin"));
+  EXPECT_FALSE(fs::exists(ckpt / "rng_cuda.bin"));
+  // Pretend the checkpoint was written on a GPU.
+  std::ifstream in(ckpt / "state.json");
+  nlohmann::json state = nlohmann::json::parse(in);
+  in.close();
+  EXPECT_EQ(state["device"], "cpu");
+  state["device"] = "cuda:0";
+  std::ofstream(ckpt / "state.json") << state.dump(2);
+
+  Harness second;
+  auto p2 = second.Params(opts, RepetitiveRows(16), dir);
+  p2.adapter.module_dropout = 0.5;
+  ASSERT_TRUE(second.Create(p2).ok());
+  ASSERT_TRUE(second.Go().ok());
+  bool warned = false;
+  for (const auto& e : second.events) {
+    warned |= e.kind == TrainEvent::Kind::kWarning &&
+              absl::StrContains(e.message, "written on cuda:0, resuming on cpu");
+  }
+  EXPECT_TRUE(warned);
+  // The random state carried over: on one device the result is still exact.
+  EXPECT_TRUE(BitwiseEqual(full.Adapter(), second.Adapter()));
+  EXPECT_EQ(DeviceChangeWarning("cpu", "cpu"), "");
+  EXPECT_EQ(DeviceChangeWarning("", "cuda:0"), "");  // older checkpoints do not say
+}
+
+// Emulates CUDA's situation on the CPU: the trainer's autocast scope sets bf16, but outside
+// it (when backward runs) the thread's autocast dtype is fp16, as CUDA's default is.
+class OuterAutocastDtype {
+ public:
+  explicit OuterAutocastDtype(at::ScalarType t) : was_(at::autocast::get_autocast_dtype(at::kCPU)) {
+    at::autocast::set_autocast_dtype(at::kCPU, t);
+  }
+  ~OuterAutocastDtype() { at::autocast::set_autocast_dtype(at::kCPU, was_); }
+
+ private:
+  at::ScalarType was_;
+};
+
+TEST(ActivationCheckpointingTest, RecomputesInTheForwardAutocastDtype) {
+  OuterAutocastDtype fp16_outside(at::kHalf);
+  auto opts = SmallOptions(3);
+  Harness plain, ckpt;
+  auto pp = plain.Params(opts);
+  pp.cpu_autocast_for_testing = true;
+  ASSERT_TRUE(plain.Create(pp).ok());
+  ASSERT_TRUE(plain.Go().ok());
+  opts.activation_checkpointing = true;
+  auto pc = ckpt.Params(opts);
+  pc.cpu_autocast_for_testing = true;
+  ASSERT_TRUE(ckpt.Create(pc).ok());
+  ASSERT_TRUE(ckpt.Go().ok());
+  auto a = plain.Adapter(), b = ckpt.Adapter();
+  for (auto& [n, t] : a) {
+    EXPECT_TRUE(at::allclose(t, b.at(n), 1e-5, 1e-7)) << n << " max diff "
+                                                      << (t - b.at(n)).abs().max().item<double>();
+  }
+  // And autocast really ran (bf16 matmuls): the fp32 run differs.
+  Harness fp32;
+  opts.activation_checkpointing = false;
+  ASSERT_TRUE(fp32.Create(fp32.Params(opts)).ok());
+  ASSERT_TRUE(fp32.Go().ok());
+  EXPECT_FALSE(BitwiseEqual(fp32.Adapter(), a));
+}
+
+TEST(ActivationCheckpointingTest, WorksWithCoft) {
+  auto opts = SmallOptions(3);
+  Harness plain, ckpt;
+  auto pp = plain.Params(opts);
+  pp.adapter.coft = true;
+  ASSERT_TRUE(plain.Create(pp).ok());
+  ASSERT_TRUE(plain.Go().ok());
+  opts.activation_checkpointing = true;
+  auto pc = ckpt.Params(opts);
+  pc.adapter.coft = true;
+  ASSERT_TRUE(ckpt.Create(pc).ok());
+  absl::Status st = ckpt.Go();
+  ASSERT_TRUE(st.ok()) << st;
+  auto a = plain.Adapter(), b = ckpt.Adapter();
+  for (auto& [n, t] : a) EXPECT_TRUE(at::allclose(t, b.at(n), 1e-5, 1e-7)) << n;
+}
+
+TEST(TrainerPrecisionTest, Float16ModelIsRefused) {
+  const ModelConfig c = testing::TinyConfig();
+  auto tensors = testing::RandomLlamaTensors(c, 7);
+  LoadOptions lo;
+  lo.dtype = at::kHalf;
+  auto model = LlamaModel::FromSource(
+      c, [&](const std::string& n) -> absl::StatusOr<at::Tensor> { return tensors.at(n); }, lo);
+  ASSERT_TRUE(model.ok()) << model.status();
+  Harness h;
+  h.model = std::move(*model);
+  auto st = Trainer::Create(h.Params(SmallOptions(2))).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(st.message(), "float16")) << st;
 }
 
 // The two model changes the trainer relies on.
