@@ -1,7 +1,6 @@
 #include "server/oft/ops_cpu.h"
 
 #include <algorithm>
-#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -10,10 +9,8 @@
 #include "ATen/OpMathType.h"
 #include "ATen/Parallel.h"
 #include "server/oft/ops.h"
+#include "server/oft/ops_cpu_kernels.h"
 #include "server/oft/ops_reference.h"
-
-// The 64-byte vector type below is only passed between always-inline helpers.
-#pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace oft::cpu {
 namespace {
@@ -47,149 +44,63 @@ void RotateOneRow(const scalar_t* x, const acc_t* rot, bool shared, int64_t r, i
   }
 }
 
-// ---------------------------------------------------------------------------------------
-// The fp32 block-rotation kernel. At the block sizes OFT uses (16-64) one block's GEMM is
-// too small for BLAS to reach its peak (its packing and threading overheads dominate), so
-// this kernel computes tiles of kTileRows tokens x 16 or 32 output columns in registers:
-// per k it loads one row of the block and broadcasts one input value per token. GCC
-// vector extensions map the 16-float vectors onto whatever the clone targets (one zmm,
-// two ymm, four xmm). A column tail narrower than 16 is computed by an overlapping last
-// tile (columns b-16 .. b-1), so any b >= 16 runs vectorized. Every output element is
-// the same k-ordered sum whatever tile computes it (and one clone serves every call on a
-// given machine), so a token's result never depends on its neighbours in the batch.
-typedef float F32x16 __attribute__((vector_size(64)));
-constexpr int64_t kVec = 16;
-constexpr int kTileRows = 4;
+// The fp32 kernels: register micro-tiles per instruction-set path (ops_cpu_kernels.h).
+// At the block sizes OFT uses (16-64) one block's GEMM is too small for BLAS to reach its
+// peak (packing and threading overheads dominate), so tiles of tokens x output columns are
+// computed in registers over the natural [tokens, d] layout.
+using internal::ActiveKernels;
+using internal::Kernels;
 
-__attribute__((always_inline)) inline F32x16 LoadVec(const float* p) {
-  F32x16 v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-__attribute__((always_inline)) inline void StoreVec(float* p, F32x16 v) {
-  std::memcpy(p, &v, sizeof(v));
-}
-
-// The register tile both kernels below are made of: out[rr, 16v + l] = sum over s < n of
-// a[rr * a_row + s * a_step] * b[s * b_step + 16v + l] for rr < RT, v < NV; output rows
-// [first, RT) are stored (row stride ldo).
-template <int RT, int NV>
-__attribute__((always_inline)) inline void MicroTile(const float* a, int64_t a_row, int64_t a_step,
-                                                     const float* b, int64_t b_step, int64_t n,
-                                                     float* out, int64_t ldo, int first = 0) {
-  F32x16 acc[RT][NV] = {};
-  for (int64_t s = 0; s < n; ++s) {
-    F32x16 bv[NV];
-#pragma GCC unroll 2
-    for (int v = 0; v < NV; ++v) bv[v] = LoadVec(b + s * b_step + kVec * v);
-#pragma GCC unroll 8
-    for (int rr = 0; rr < RT; ++rr) {
-      const float av = a[rr * a_row + s * a_step];
-#pragma GCC unroll 2
-      for (int v = 0; v < NV; ++v) acc[rr][v] += av * bv[v];
-    }
-  }
-#pragma GCC unroll 8
-  for (int rr = first; rr < RT; ++rr) {
-#pragma GCC unroll 2
-    for (int v = 0; v < NV; ++v) StoreVec(out + rr * ldo + kVec * v, acc[rr][v]);
-  }
-}
-
-// y[rr, 16v + l] = sum_k x[rr, k] m[k, 16v + l] for rr < RT, v < NV (m has row stride b).
-template <int RT, int NV>
-__attribute__((always_inline)) inline void RotateTile(const float* x, int64_t ldx, const float* m,
-                                                      int64_t b, float* y, int64_t ldy) {
-  MicroTile<RT, NV>(x, ldx, 1, m, b, b, y, ldy);
-}
-
-template <int RT>
-__attribute__((always_inline)) inline void RotateTileRows(const float* x, int64_t ldx,
-                                                          const float* rot, bool shared, int64_t r,
-                                                          int64_t b, float* y, int64_t ldy) {
-  for (int64_t i = 0; i < r; ++i) {
-    const float* m = rot + (shared ? 0 : i) * b * b;
-    const float* xi = x + i * b;
-    float* yi = y + i * b;
-    int64_t j = 0;
-    for (; j + 2 * kVec <= b; j += 2 * kVec) RotateTile<RT, 2>(xi, ldx, m + j, b, yi + j, ldy);
-    if (j + kVec <= b) {
-      RotateTile<RT, 1>(xi, ldx, m + j, b, yi + j, ldy);
-      j += kVec;
-    }
-    if (j < b) RotateTile<RT, 1>(xi, ldx, m + b - kVec, b, yi + b - kVec, ldy);
-  }
-}
-
-// Rows [0, n) of x ([n, r*b], row stride ldx) rotated into y (row stride ldy). b >= 16.
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void RotateRowsF32(const float* x, int64_t ldx, const float* rot, bool shared, int64_t n,
-                   int64_t r, int64_t b, float* y, int64_t ldy) {
-  int64_t t = 0;
-  for (; t + kTileRows <= n; t += kTileRows) {
-    RotateTileRows<kTileRows>(x + t * ldx, ldx, rot, shared, r, b, y + t * ldy, ldy);
-  }
-  for (; t < n; ++t) RotateTileRows<1>(x + t * ldx, ldx, rot, shared, r, b, y + t * ldy, ldy);
-}
-
-bool UseRotateKernel(at::ScalarType acc, int64_t b) { return acc == at::kFloat && b >= kVec; }
-
-// The rotation gradient dR_i = X_i^T G_i (X_i, G_i: block i's [tokens, b] columns), tiled
-// like RotateTile: kGramRows rows of dR_i x 16 or 32 columns in registers, summed over
-// tokens. Rows [first, RT) of the tile are stored (an overlapping last row tile stores only
-// the rows the previous tile did not).
-constexpr int kGramRows = 8;
-
-template <int RT, int NV>
-__attribute__((always_inline)) inline void GramTile(const float* x, const float* g, int64_t ld,
-                                                    int64_t n, float* out, int64_t ldo,
-                                                    int first) {
-  MicroTile<RT, NV>(x, 1, ld, g, ld, n, out, ldo, first);
-}
-
-// Rows [k0, k0 + 8) of sum over blocks i in [i0, i1) of X_i^T G_i into out ([b, b]); x, g:
-// [n, d] with d = r * b, b >= 16. A row range past b is shifted back to end at b.
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void GramRowsF32(const float* x, const float* g, int64_t n, int64_t d, int64_t b, int64_t i0,
-                 int64_t i1, int64_t k0, float* out) {
-  const int64_t start = std::min(k0, b - kGramRows);
-  const int first = static_cast<int>(k0 - start);
-  float* o = out + start * b;
-  std::vector<float> part;
-  if (i1 - i0 > 1) part.assign(kGramRows * b, 0.0f);
-  for (int64_t i = i0; i < i1; ++i) {
-    const float* xi = x + i * b + start;
-    const float* gi = g + i * b;
-    float* dst = i1 - i0 > 1 ? part.data() : o;
-    int64_t j = 0;
-    for (; j + 2 * kVec <= b; j += 2 * kVec) GramTile<kGramRows, 2>(xi, gi + j, d, n, dst + j, b, first);
-    if (j + kVec <= b) {
-      GramTile<kGramRows, 1>(xi, gi + j, d, n, dst + j, b, first);
-      j += kVec;
-    }
-    if (j < b) GramTile<kGramRows, 1>(xi, gi + b - kVec, d, n, dst + b - kVec, b, first);
-    if (i1 - i0 > 1) {
-      for (int64_t e = first * b; e < kGramRows * b; ++e) o[e] += part[e];
-    }
-  }
+bool UseRotateKernel(at::ScalarType acc, int64_t b) {
+  return acc == at::kFloat && b >= ActiveKernels().min_block;
 }
 
 // dR ([r, b, b], or [1, b, b] summed over blocks when shared) from fp32 x, g ([n, d]).
+// The kernel wants X_i and G_i with rows b floats apart: shared rotations view x as
+// [n * r, b] as it is; per-block ones copy each block's columns in chunks of kGramChunk
+// tokens into per-thread buffers (rows d floats apart -- a power of two -- would map to few
+// cache sets and thrash them on every pass). When there are fewer output blocks than
+// threads, tokens are split too and the partial sums added in a fixed order.
+constexpr int64_t kGramChunk = 256;
+
 at::Tensor BlockGramParallel(const at::Tensor& x, const at::Tensor& g, int64_t b, bool shared) {
   const int64_t n = x.size(0), d = x.size(1), r = d / b;
-  const int64_t rows = shared ? 1 : r;
-  at::Tensor out = at::zeros({rows, b, b}, x.options());
+  const int64_t outs = shared ? 1 : r;
+  const int64_t span = shared ? n * r : n;  // rows of X_i / G_i (shared: all blocks stacked)
+  const int64_t threads = at::get_num_threads();
+  const int64_t splits = std::clamp<int64_t>((threads + outs - 1) / outs, 1,
+                                             std::max<int64_t>(1, span / kGramChunk));
+  at::Tensor out = at::empty({outs, b, b}, x.options());
+  at::Tensor part = splits > 1 ? at::empty({outs, splits, b, b}, x.options()) : out;
   const float* xp = x.const_data_ptr<float>();
   const float* gp = g.const_data_ptr<float>();
-  float* op = out.mutable_data_ptr<float>();
-  const int64_t chunks = (b + kGramRows - 1) / kGramRows;
-  at::parallel_for(0, rows * chunks, 1, [&](int64_t begin, int64_t end) {
+  float* pp = part.mutable_data_ptr<float>();
+  const Kernels& k = ActiveKernels();
+  at::parallel_for(0, outs * splits, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> px, pg;
+    if (!shared) px.resize(kGramChunk * b), pg.resize(kGramChunk * b);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t blk = task / chunks, k0 = (task % chunks) * kGramRows;
-      const int64_t i0 = shared ? 0 : blk, i1 = shared ? r : blk + 1;
-      GramRowsF32(xp, gp, n, d, b, i0, i1, k0, op + blk * b * b);
+      const int64_t blk = task / splits, s = task % splits;
+      const int64_t t0 = span * s / splits, t1 = span * (s + 1) / splits;
+      float* dst = pp + task * b * b;
+      if (shared) {
+        k.gram(xp + t0 * b, gp + t0 * b, t1 - t0, b, b, dst, false);
+        continue;
+      }
+      for (int64_t c = t0; c < t1; c += kGramChunk) {
+        const int64_t len = std::min(kGramChunk, t1 - c);
+        for (int64_t t = 0; t < len; ++t) {  // (a loop, not memcpy: rows are short)
+          const float* xs = xp + (c + t) * d + blk * b;
+          const float* gs = gp + (c + t) * d + blk * b;
+          float* xd = px.data() + t * b;
+          float* gd = pg.data() + t * b;
+          for (int64_t j = 0; j < b; ++j) xd[j] = xs[j], gd[j] = gs[j];
+        }
+        k.gram(px.data(), pg.data(), len, b, b, dst, /*accumulate=*/c > t0);
+      }
     }
   });
+  if (splits > 1) at::sum_out(out, part, {1});
   return out;
 }
 
@@ -201,9 +112,11 @@ void RotateRowsParallel(const at::Tensor& x, const at::Tensor& rot, at::Tensor& 
   const float* rp = rot.const_data_ptr<float>();
   float* yp = y.mutable_data_ptr<float>();
   const bool shared = rot.size(0) == 1;
-  const int64_t grain = std::max<int64_t>(kTileRows, (int64_t{1} << 17) / (d * b));
+  const Kernels& k = ActiveKernels();
+  // At least ~128K multiply-adds per task, in whole register tiles.
+  const int64_t grain = std::max<int64_t>(k.tile_rows, (int64_t{1} << 17) / (d * b));
   at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
-    RotateRowsF32(xp + begin * d, d, rp, shared, end - begin, d / b, b, yp + begin * d, d);
+    k.rotate(xp + begin * d, d, rp, shared, end - begin, d / b, b, yp + begin * d, d);
   });
 }
 
@@ -234,7 +147,8 @@ void RotateBlocks(at::Tensor& out, const at::Tensor& a, const at::Tensor& mats, 
 template <typename T>
 void SmallMatMul(const T* a, const T* b, T* c, int64_t n) {
   if constexpr (std::is_same_v<T, float>) {
-    if (n >= kVec) return RotateRowsF32(a, n, b, /*shared=*/true, n, /*r=*/1, n, c, n);
+    const Kernels& k = ActiveKernels();
+    if (n >= k.min_block) return k.rotate(a, n, b, /*shared=*/true, n, /*r=*/1, n, c, n);
   }
   for (int64_t i = 0; i < n; ++i) {
     T* ci = c + i * n;
@@ -360,7 +274,7 @@ at::Tensor GatheredBlockRotateForward(const at::Tensor& x, const at::Tensor& rot
       if (a < 0) {
         std::copy(xp + start * d, xp + end * d, yp + start * d);
       } else if (fast) {
-        RotateRowsF32(reinterpret_cast<const float*>(xp) + start * d, d,
+        ActiveKernels().rotate(reinterpret_cast<const float*>(xp) + start * d, d,
                       reinterpret_cast<const float*>(rp) + a * rows * b * b, rows == 1, len, r, b,
                       reinterpret_cast<float*>(yp) + start * d, d);
       } else if (len >= kGatheredBlasRun) {
@@ -383,7 +297,7 @@ at::Tensor BuildRotationForward(const at::Tensor& packed, int64_t b, int64_t num
     return reference::BuildRotationForward(packed, b, num_terms, use_cayley_neumann);
   }
   reference::CheckBuildRotationArgs(packed, b, num_terms);
-  const auto c = internal::NeumannCoefficients(num_terms);
+  const auto c = oft::internal::NeumannCoefficients(num_terms);
   const at::Tensor p = UseFusedBuild(packed) ? packed.contiguous() : packed.to(at::kFloat).contiguous();
   at::Tensor out = at::empty({p.size(0), b, b}, p.options());
   AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "build_rotation", [&] {
@@ -400,7 +314,7 @@ at::Tensor BuildRotationBackward(const at::Tensor& grad, const at::Tensor& packe
     return reference::BuildRotationBackward(grad, packed, rotation, b, num_terms, false);
   }
   reference::CheckBuildRotationArgs(packed, b, num_terms);
-  const auto c = internal::NeumannCoefficients(num_terms);
+  const auto c = oft::internal::NeumannCoefficients(num_terms);
   if (c.size() == 1) return at::zeros_like(packed);
   const at::ScalarType work = UseFusedBuild(packed) ? packed.scalar_type() : at::kFloat;
   const at::Tensor p = packed.to(work).contiguous();

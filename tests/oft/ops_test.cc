@@ -288,57 +288,5 @@ TEST(OftOps, CpuKernelsMatchTheReference) {
   }
 }
 
-// The register-tiled fp32 kernels (b >= 16): block sizes that are and are not multiples of
-// the 16-float vector (43: overlapping column and row tails), token counts that are and are
-// not multiples of the 4-row tile, shared and per-block rotations, and enough tokens that
-// the threads split them.
-TEST(OftOps, TiledCpuKernelsMatchTheReference) {
-  for (int64_t b : {16, 32, 43, 64}) {
-    for (int64_t tokens : {1, 5, 130, 1031}) {
-      for (int64_t rows : {1, 3}) {
-        for (auto dt : {torch::kFloat32, torch::kBFloat16}) {
-          torch::manual_seed(b * 1000 + tokens + rows);
-          const int64_t d = 3 * b;
-          auto x = torch::randn({tokens, d}).to(dt);
-          auto r = torch::randn({rows, b, b}) / std::sqrt(static_cast<double>(b));
-          auto g = torch::randn({tokens, d}).to(dt);
-          const double tol = dt == torch::kFloat32 ? 1e-4 : 5e-2;
-          auto y = cpu::BlockRotateForward(x, r);
-          EXPECT_LT(MaxAbs(y.to(torch::kFloat64),
-                           reference::BlockRotateForward(x.to(torch::kFloat64), r.to(torch::kFloat64))),
-                    tol * (dt == torch::kFloat32 ? 1 : 4))
-              << b << " " << tokens << " " << rows;
-          auto [gx, gr] = cpu::BlockRotateBackward(g, x, r, true, true);
-          auto [gx_ref, gr_ref] = reference::BlockRotateBackward(
-              g.to(torch::kFloat64), x.to(torch::kFloat64), r.to(torch::kFloat64), true, true);
-          EXPECT_LT(MaxAbs(gx.to(torch::kFloat64), gx_ref), tol * (dt == torch::kFloat32 ? 1 : 4))
-              << b << " " << tokens << " " << rows;
-          // dR sums over tokens (and blocks when shared): scale the tolerance with the count.
-          EXPECT_LT(MaxAbs(gr.to(torch::kFloat64), gr_ref) / std::sqrt(static_cast<double>(tokens)),
-                    1e-4)
-              << b << " " << tokens << " " << rows;
-          EXPECT_EQ(gr.sizes(), r.sizes());
-        }
-      }
-    }
-  }
-}
-
-// A strided (non-contiguous) input gives the same rotation as its contiguous copy, and a
-// token's result does not depend on how many tokens surround it (bitwise).
-TEST(OftOps, TiledCpuKernelIsPerTokenDeterministic) {
-  torch::manual_seed(7);
-  const int64_t b = 32, d = 4 * b;
-  auto r = torch::randn({4, b, b});
-  auto wide = torch::randn({37, 2 * d});
-  auto x = wide.narrow(1, 5, d);  // row stride 2d
-  ASSERT_FALSE(x.is_contiguous());
-  auto y = cpu::BlockRotateForward(x, r);
-  EXPECT_TRUE(torch::equal(y, cpu::BlockRotateForward(x.contiguous(), r)));
-  for (int64_t t : {0, 3, 36}) {
-    EXPECT_TRUE(torch::equal(y[t], cpu::BlockRotateForward(x.narrow(0, t, 1), r)[0])) << t;
-  }
-}
-
 }  // namespace
 }  // namespace oft

@@ -1,0 +1,135 @@
+// CPU kernel benchmark: the three fp32 block-rotation kernels of oft:: (rotation, input
+// gradient, rotation gradient) and the Cayley-Neumann build, on every instruction-set path
+// this CPU runs, against the same products done by MKL through ATen (strided batched GEMM:
+// the reference implementation). This is how ops_cpu.cc's choice between its register tiles
+// and MKL was measured (docs/benchmarks.md).
+//
+// Prints one JSON line per (kernel, impl, block size):
+//   {"bench":"oft_kernel","kernel":"rotate"|"input_grad"|"rotation_grad"|"build"|
+//    "build_backward","impl":"tiles"|"mkl","isa","cpu","d","tokens","block_size","rows",
+//    "ms","gflops","reps","threads"}
+// ms is the median of --reps timed calls after one warm-up; repetitions are interleaved
+// across paths and implementations. gflops counts 2 flops per multiply-add of the product
+// (the build: of its Horner products).
+//
+// Usage: oft_kernel_bench [--d=4096] [--tokens=2048] [--blocks=16,32,64,128,256]
+//                         [--shared=0|1] [--reps=7] [--threads=N] [--terms=5]
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "ATen/ATen.h"
+#include "ATen/Parallel.h"
+#include "bench/machine_info.h"
+#include "bench/memory_tracker.h"
+#include "server/common/flags.h"
+#include "server/common/runtime.h"
+#include "server/oft/cpu_isa.h"
+#include "server/oft/ops_cpu.h"
+#include "server/oft/ops_reference.h"
+
+namespace {
+
+std::vector<int64_t> ParseList(const char* s) {
+  std::vector<int64_t> out;
+  for (const char* p = s; *p;) {
+    out.push_back(std::strtoll(p, const_cast<char**>(&p), 10));
+    if (*p == ',') ++p;
+  }
+  return out;
+}
+
+struct Case {
+  std::string kernel, impl;
+  oft::cpu::Isa isa;
+  int64_t b;
+  double flops;
+  std::function<void()> run;
+  std::vector<double> times;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int64_t d = 4096, tokens = 2048, terms = 5;
+  std::vector<int64_t> blocks = {16, 32, 64, 128, 256};
+  bool shared = false;
+  int reps = 7, threads = 0;
+  for (int i = 1; i < argc; ++i) {
+    const char* v;
+    if (oft::ParseFlag(argv[i], "--d", &v)) d = std::atoll(v);
+    else if (oft::ParseFlag(argv[i], "--tokens", &v)) tokens = std::atoll(v);
+    else if (oft::ParseFlag(argv[i], "--blocks", &v)) blocks = ParseList(v);
+    else if (oft::ParseFlag(argv[i], "--shared", &v)) shared = std::atoi(v) != 0;
+    else if (oft::ParseFlag(argv[i], "--reps", &v)) reps = std::max(1, std::atoi(v));
+    else if (oft::ParseFlag(argv[i], "--threads", &v)) threads = std::atoi(v);
+    else if (oft::ParseFlag(argv[i], "--terms", &v)) terms = std::atoll(v);
+    else {
+      std::fprintf(stderr, "oft_kernel_bench: unknown argument %s\n", argv[i]);
+      return 2;
+    }
+  }
+  if (!oft::bench::InitCpuIsa("oft_kernel_bench")) return 2;
+  oft::ConfigureCpuRuntime(threads);
+  const std::string cpu = oft::cpu::CpuModelName();
+  at::manual_seed(0);
+  const at::Tensor x = at::randn({tokens, d});
+  const at::Tensor g = at::randn({tokens, d});
+  std::vector<Case> cases;
+  for (int64_t b : blocks) {
+    if (d % b != 0) {
+      std::fprintf(stderr, "oft_kernel_bench: block %lld does not divide d=%lld\n", (long long)b,
+                   (long long)d);
+      return 2;
+    }
+    const int64_t rows = shared ? 1 : d / b;
+    const at::Tensor rot = at::randn({rows, b, b}) / std::sqrt(static_cast<double>(b));
+    const at::Tensor packed = at::randn({rows, b * (b - 1) / 2}) * (0.3 / b);
+    const at::Tensor grot = at::randn({rows, b, b});
+    const double prod = 2.0 * tokens * d * b;
+    const double build = 2.0 * rows * b * b * b * (terms - 1);
+    for (oft::cpu::Isa isa : oft::cpu::SupportedIsas()) {
+      cases.push_back({"rotate", "tiles", isa, b, prod, [=] { oft::cpu::BlockRotateForward(x, rot); }});
+      cases.push_back({"input_grad", "tiles", isa, b, prod,
+                       [=] { oft::cpu::BlockRotateBackward(g, x, rot, true, false); }});
+      cases.push_back({"rotation_grad", "tiles", isa, b, prod,
+                       [=] { oft::cpu::BlockRotateBackward(g, x, rot, false, true); }});
+      cases.push_back({"build", "tiles", isa, b, build,
+                       [=] { oft::cpu::BuildRotationForward(packed, b, terms, true); }});
+      cases.push_back({"build_backward", "tiles", isa, b, 3 * build, [=] {
+                         oft::cpu::BuildRotationBackward(grot, packed, rot, b, terms, true);
+                       }});
+    }
+    const oft::cpu::Isa native = oft::cpu::ActiveIsa();
+    cases.push_back({"rotate", "mkl", native, b, prod, [=] { oft::reference::BlockRotateForward(x, rot); }});
+    cases.push_back({"input_grad", "mkl", native, b, prod,
+                     [=] { oft::reference::BlockRotateBackward(g, x, rot, true, false); }});
+    cases.push_back({"rotation_grad", "mkl", native, b, prod,
+                     [=] { oft::reference::BlockRotateBackward(g, x, rot, false, true); }});
+  }
+  const oft::cpu::Isa original = oft::cpu::ActiveIsa();
+  for (int r = -1; r < reps; ++r) {  // r = -1: warm-up
+    for (auto& c : cases) {
+      (void)oft::cpu::SetIsaForTesting(c.isa);
+      const double t0 = oft::bench::NowMs();
+      c.run();
+      if (r >= 0) c.times.push_back(oft::bench::NowMs() - t0);
+    }
+  }
+  (void)oft::cpu::SetIsaForTesting(original);
+  for (auto& c : cases) {
+    std::sort(c.times.begin(), c.times.end());
+    const double ms = c.times[c.times.size() / 2];
+    std::printf(
+        "{\"bench\":\"oft_kernel\",\"kernel\":\"%s\",\"impl\":\"%s\",\"isa\":\"%s\",\"cpu\":\"%s\","
+        "\"d\":%lld,\"tokens\":%lld,\"block_size\":%lld,\"rows\":%lld,\"ms\":%.3f,\"gflops\":%.1f,"
+        "\"reps\":%d,\"threads\":%d}\n",
+        c.kernel.c_str(), c.impl.c_str(), oft::cpu::IsaName(c.isa), cpu.c_str(), (long long)d,
+        (long long)tokens, (long long)c.b, (long long)(shared ? 1 : d / c.b), ms,
+        c.flops / ms / 1e6, reps, at::get_num_threads());
+  }
+  return 0;
+}

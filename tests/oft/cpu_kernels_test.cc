@@ -1,0 +1,159 @@
+// The fp32 CPU kernels on every instruction-set path (server/oft/cpu_isa.h), each forced in
+// turn, against the fp64 reference (the spec): block rotation, input gradient, rotation
+// gradient, the gathered per-row rotation and the fused Cayley-Neumann build. A path this
+// CPU cannot run is skipped with a message naming it.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <string>
+
+#include "server/oft/cpu_isa.h"
+#include "server/oft/ops.h"
+#include "server/oft/ops_cpu.h"
+#include "server/oft/ops_cpu_kernels.h"
+#include "server/oft/ops_reference.h"
+
+namespace oft {
+namespace {
+
+using cpu::Isa;
+
+double MaxAbs(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>();
+}
+
+class CpuKernelsTest : public testing::TestWithParam<Isa> {
+ protected:
+  void SetUp() override {
+    if (!cpu::CpuSupports(GetParam())) {
+      GTEST_SKIP() << "this CPU (" << cpu::CpuModelName() << ") cannot run the "
+                   << cpu::IsaName(GetParam()) << " path";
+    }
+    previous_ = cpu::ActiveIsa();
+    ASSERT_TRUE(cpu::SetIsaForTesting(GetParam()).ok());
+    ASSERT_EQ(cpu::internal::ActiveKernels().isa, GetParam());
+  }
+  void TearDown() override {
+    if (cpu::CpuSupports(GetParam())) ASSERT_TRUE(cpu::SetIsaForTesting(previous_).ok());
+  }
+  Isa previous_ = Isa::kGeneric;
+};
+
+// Block sizes that are and are not multiples of every path's vector (43: overlapping column
+// and row tails everywhere), token counts around every path's tile heights, shared and
+// per-block rotations, fp32 and bf16 activations, and enough tokens that threads split them.
+TEST_P(CpuKernelsTest, RotationAndGradientsMatchTheFp64Reference) {
+  for (int64_t b : {16, 32, 43, 64}) {
+    for (int64_t tokens : {1, 5, 7, 130, 1031}) {
+      for (int64_t rows : {1, 3}) {
+        for (auto dt : {torch::kFloat32, torch::kBFloat16}) {
+          torch::manual_seed(b * 1000 + tokens + rows);
+          const int64_t d = 3 * b;
+          auto x = torch::randn({tokens, d}).to(dt);
+          auto r = torch::randn({rows, b, b}) / std::sqrt(static_cast<double>(b));
+          auto g = torch::randn({tokens, d}).to(dt);
+          const double tol = dt == torch::kFloat32 ? 1e-4 : 4e-2;
+          const std::string where = std::string(cpu::IsaName(GetParam())) + " b=" +
+                                    std::to_string(b) + " tokens=" + std::to_string(tokens) +
+                                    " rows=" + std::to_string(rows);
+          auto y = cpu::BlockRotateForward(x, r);
+          EXPECT_EQ(y.scalar_type(), dt);
+          EXPECT_LT(MaxAbs(y, reference::BlockRotateForward(x.to(torch::kFloat64),
+                                                            r.to(torch::kFloat64))),
+                    tol * (dt == torch::kFloat32 ? 1 : 4))
+              << where;
+          auto [gx, gr] = cpu::BlockRotateBackward(g, x, r, true, true);
+          auto [gx_ref, gr_ref] = reference::BlockRotateBackward(
+              g.to(torch::kFloat64), x.to(torch::kFloat64), r.to(torch::kFloat64), true, true);
+          EXPECT_LT(MaxAbs(gx, gx_ref), tol * (dt == torch::kFloat32 ? 1 : 4)) << where;
+          // dR sums over tokens (and blocks when shared): scale the tolerance with the count.
+          EXPECT_LT(MaxAbs(gr, gr_ref) / std::sqrt(static_cast<double>(tokens * (4 - rows))), 1e-4)
+              << where;
+          EXPECT_EQ(gr.sizes(), r.sizes());
+        }
+      }
+    }
+  }
+}
+
+// Large legal blocks (PEFT allows up to a few hundred) and the narrowest block each path's
+// kernel takes: still the reference's values.
+TEST_P(CpuKernelsTest, LargeAndNarrowBlocksMatchTheReference) {
+  const int64_t narrow = cpu::internal::ActiveKernels().min_block;
+  for (int64_t b : {narrow, narrow + 1, int64_t{128}, int64_t{200}}) {
+    torch::manual_seed(b);
+    const int64_t d = 2 * b, tokens = 37;
+    auto x = torch::randn({tokens, d});
+    auto r = torch::randn({2, b, b}) / std::sqrt(static_cast<double>(b));
+    auto g = torch::randn({tokens, d});
+    auto y = cpu::BlockRotateForward(x, r);
+    EXPECT_LT(MaxAbs(y, reference::BlockRotateForward(x.to(torch::kFloat64), r.to(torch::kFloat64))),
+              2e-4)
+        << b;
+    auto [gx, gr] = cpu::BlockRotateBackward(g, x, r, true, true);
+    auto [gx_ref, gr_ref] = reference::BlockRotateBackward(
+        g.to(torch::kFloat64), x.to(torch::kFloat64), r.to(torch::kFloat64), true, true);
+    EXPECT_LT(MaxAbs(gx, gx_ref), 2e-4) << b;
+    EXPECT_LT(MaxAbs(gr, gr_ref), 1e-3) << b;
+  }
+}
+
+// A strided input gives the same rotation as its contiguous copy, and a token's result does
+// not depend on how many tokens surround it (bitwise), on every path.
+TEST_P(CpuKernelsTest, PerTokenDeterministic) {
+  torch::manual_seed(7);
+  for (int64_t b : {32, 43}) {
+    const int64_t d = 4 * b;
+    auto r = torch::randn({4, b, b});
+    auto wide = torch::randn({37, 2 * d});
+    auto x = wide.narrow(1, 5, d);  // row stride 2d
+    ASSERT_FALSE(x.is_contiguous());
+    auto y = cpu::BlockRotateForward(x, r);
+    EXPECT_TRUE(torch::equal(y, cpu::BlockRotateForward(x.contiguous(), r)));
+    for (int64_t t : {0, 3, 13, 36}) {
+      EXPECT_TRUE(torch::equal(y[t], cpu::BlockRotateForward(x.narrow(0, t, 1), r)[0])) << b << " " << t;
+    }
+  }
+}
+
+TEST_P(CpuKernelsTest, GatheredRotationMatchesTheReference) {
+  for (int64_t b : {16, 43}) {
+    for (int64_t rows : {1, 3}) {
+      torch::manual_seed(b + rows);
+      const int64_t d = 3 * b, n = 41;
+      auto x = torch::randn({n, d});
+      auto rot = torch::randn({4, rows, b, b}) / std::sqrt(static_cast<double>(b));
+      auto index = torch::randint(-1, 4, {n}, torch::kLong);
+      index.narrow(0, 10, 20).fill_(2);  // one long run
+      auto fast = cpu::GatheredBlockRotateForward(x, rot, index);
+      auto ref = reference::GatheredBlockRotateForward(x.to(torch::kFloat64),
+                                                       rot.to(torch::kFloat64), index);
+      EXPECT_LT(MaxAbs(fast, ref), 1e-4) << b << " " << rows;
+    }
+  }
+}
+
+// The fused Cayley-Neumann build runs its b x b products on the same kernels.
+TEST_P(CpuKernelsTest, RotationBuildMatchesTheReference) {
+  for (int64_t b : {16, 43, 128}) {
+    torch::manual_seed(b);
+    auto p = torch::randn({2, b * (b - 1) / 2}, torch::kFloat64) * (0.3 / b);
+    auto g = torch::randn({2, b, b}, torch::kFloat64);
+    auto r = reference::BuildRotationForward(p, b, 5, true);
+    auto r32 = cpu::BuildRotationForward(p.to(torch::kFloat32), b, 5, true);
+    EXPECT_LT(MaxAbs(r32, r), 1e-5) << b;
+    auto g32 = cpu::BuildRotationBackward(g.to(torch::kFloat32), p.to(torch::kFloat32), r32, b, 5, true);
+    auto g_ref = reference::BuildRotationBackward(g, p, r, b, 5, true);
+    EXPECT_LT(MaxAbs(g32, g_ref) / (1 + g_ref.abs().max().item<double>()), 1e-4) << b;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryIsa, CpuKernelsTest,
+                         testing::Values(Isa::kGeneric, Isa::kAvx2, Isa::kAvx512),
+                         [](const testing::TestParamInfo<Isa>& info) {
+                           return std::string(cpu::IsaName(info.param));
+                         });
+
+}  // namespace
+}  // namespace oft
