@@ -1,6 +1,9 @@
 #include "server/model/generate.h"
 
 #include <algorithm>
+#include <map>
+#include <memory>
+#include <string>
 
 #include "ATen/ATen.h"
 #include "ATen/core/grad_mode.h"
@@ -55,13 +58,35 @@ absl::StatusOr<GenerateResult> Generate(const LlamaModel& model, const Tokenizer
                                                    o.max_tokens, ") exceeds the model's context of ",
                                                    limit));
   }
+  // The active adapter's rotations are built once here, not at every decode step: the
+  // serving path (ServingAdapter + AdapterBatch) takes prebuilt blocks.
+  std::shared_ptr<const ServingAdapter> prepared;
+  if (model.active_adapters().size() == 1) {
+    const std::string& name = model.active_adapters()[0];
+    OFT_ASSIGN_OR_RETURN(OftConfig config, model.AdapterConfig(name));
+    OFT_ASSIGN_OR_RETURN(auto params, model.AdapterParameters(name));
+    TargetSpec targets;
+    for (const auto& [module, tensor] : params) targets.target_modules.push_back(module);
+    std::map<std::string, at::Tensor> packed;
+    OFT_RETURN_IF_ERROR(TorchCall("Generate: adapter parameters", [&] {
+      for (const auto& [module, tensor] : params) packed[module] = tensor.detach();
+    }));
+    OFT_ASSIGN_OR_RETURN(prepared, model.PrepareServingAdapter(config, targets, packed));
+  }
   return TorchCall("Generate", [&]() -> absl::StatusOr<GenerateResult> {
     at::NoGradGuard no_grad;
     at::Generator gen = at::detail::createCPUGenerator(o.seed);
     GenerateResult r;
     KvCache cache;
     ForwardOptions fo;
-    fo.cache = &cache;
+    AdapterBatch batch;
+    if (prepared) {
+      batch = model.MakeAdapterBatch({prepared.get()});
+      fo.adapters = &batch;
+      fo.row_caches = {&cache};
+    } else {
+      fo.cache = &cache;  // no adapter, or several stacked (rebuilt per step)
+    }
     fo.logits_for_last_only = true;
     std::vector<int64_t> ids(prompt.begin(), prompt.end());
     auto input = at::tensor(ids, at::kLong).unsqueeze(0);
