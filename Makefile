@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: setup configure build test demo bench gpu-check clean format fuzz
+.PHONY: setup configure build test demo bench bench-peers gpu-check clean format fuzz
 
 setup:
 	scripts/setup.sh
@@ -33,11 +33,18 @@ demo: build
 	scripts/demo.sh $(BUILD_DIR)
 
 bench: build
-	$(BUILD_DIR)/bench/oft_layer_bench --device=cpu --reps=7
+	$(BUILD_DIR)/bench/oft_layer_bench --device=cpu --reps=7 --blocks=32,128,256
 	$(BUILD_DIR)/bench/model_bench --model_dir=models/default
-	$(BUILD_DIR)/bench/train_step_bench
+	$(BUILD_DIR)/bench/train_step_bench --blocks=32,128,256
 	$(BUILD_DIR)/bench/serve_bench --threads=1 --reps=3
 	$(BUILD_DIR)/bench/rpc_load --spawn=$(BUILD_DIR)/server/oft_server --seconds=20
+
+# Ours vs PEFT (same model dir, batch, seq, threads, AdamW), side by side, prints ours/PEFT.
+# PEER_ISA=avx2 (or generic) runs both sides on that path (bench/peers/compare.py).
+PEER_ISA ?=
+bench-peers: build
+	.venv/bin/python bench/peers/compare.py --build_dir=$(BUILD_DIR) --model_dir=models/default \
+	    --batch=8 --seq=256 --threads=2 --reps=3 --rounds=2 $(if $(PEER_ISA),--isa=$(PEER_ISA))
 
 gpu-check:
 	scripts/gpu_check.sh

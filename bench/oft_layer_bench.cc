@@ -9,7 +9,7 @@
 // Then one {"summary": ...} line per (device, dtype, tokens) with the ratios.
 //
 // Usage: oft_layer_bench [--device=cpu|cuda] [--dtype=fp32|bf16|fp16] [--tokens=512,2048]
-//                        [--d=4096] [--block=32] [--reps=5] [--threads=N]
+//                        [--d=4096] [--blocks=32[,128,256]] [--reps=5] [--threads=N]
 // Defaults follow the issue: CPU fp32 tokens 512,2048; CUDA bf16 tokens 512,2048,8192.
 #include <algorithm>
 #include <functional>
@@ -40,7 +40,7 @@ struct Args {
   std::string dtype;          // default per device
   std::vector<int64_t> tokens;
   int64_t d = 4096;
-  int64_t block = 32;
+  std::vector<int64_t> blocks = {32};
   int reps = 5;
   int threads = 0;
 };
@@ -93,7 +93,7 @@ int main(int argc, char** argv) {
     else if (oft::ParseFlag(argv[i], "--dtype", &v)) a.dtype = v;
     else if (oft::ParseFlag(argv[i], "--tokens", &v)) a.tokens = ParseList(v);
     else if (oft::ParseFlag(argv[i], "--d", &v)) a.d = std::atoll(v);
-    else if (oft::ParseFlag(argv[i], "--block", &v)) a.block = std::atoll(v);
+    else if (oft::ParseFlag(argv[i], "--block", &v) || oft::ParseFlag(argv[i], "--blocks", &v)) a.blocks = ParseList(v);
     else if (oft::ParseFlag(argv[i], "--reps", &v)) a.reps = std::max(1, std::atoi(v));
     else if (oft::ParseFlag(argv[i], "--threads", &v)) a.threads = std::atoi(v);
     else {
@@ -120,61 +120,63 @@ int main(int argc, char** argv) {
   const c10::Device dev(cuda ? c10::kCUDA : c10::kCPU, cuda ? 0 : -1);
   const auto opts = at::TensorOptions().device(dev).dtype(dt);
 
-  oft::OftConfig cfg;
-  cfg.oft_block_size = a.block;
-  at::manual_seed(0);
-  auto layer = oft::OftLinear::Create(at::randn({a.d, a.d}, opts) * 0.02, at::Tensor(), cfg);
-  if (!layer.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(layer.status().message()).c_str());
-    return 1;
-  }
-  auto& l = **layer;
-  {
-    at::NoGradGuard g;
-    l.oft_r().normal_(0.0, 0.01);  // a trained-looking adapter, not the identity
-  }
+  for (int64_t block : a.blocks) {
+    oft::OftConfig cfg;
+    cfg.oft_block_size = block;
+    at::manual_seed(0);
+    auto layer = oft::OftLinear::Create(at::randn({a.d, a.d}, opts) * 0.02, at::Tensor(), cfg);
+    if (!layer.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(layer.status().message()).c_str());
+      return 1;
+    }
+    auto& l = **layer;
+    {
+      at::NoGradGuard g;
+      l.oft_r().normal_(0.0, 0.01);  // a trained-looking adapter, not the identity
+    }
 
-  for (int64_t t : a.tokens) {
-    auto x = at::randn({t, a.d}, opts).requires_grad_(true);
-    auto gy = at::randn({t, a.d}, opts);
-    struct Impl {
-      const char* name;
-      std::function<at::Tensor(const at::Tensor&)> fwd;
-    };
-    const Impl impls[] = {
-        {"base_only", [&](const at::Tensor& v) { return l.ForwardBase(v); }},
-        {"input_centric", [&](const at::Tensor& v) { return l.Forward(v); }},
-        {"weight_centric", [&](const at::Tensor& v) { return l.ForwardWeightCentric(v); }},
-    };
-    Result results[3];
-    for (int k = 0; k < 3; ++k) {
-      const auto& impl = impls[k];
-      results[k] = Measure(dev, a.reps, [&] {
-        x.mutable_grad() = at::Tensor();
-        l.oft_r().mutable_grad() = at::Tensor();
-        auto y = impl.fwd(x);
-        y.backward(gy);
-      });
+    for (int64_t t : a.tokens) {
+      auto x = at::randn({t, a.d}, opts).requires_grad_(true);
+      auto gy = at::randn({t, a.d}, opts);
+      struct Impl {
+        const char* name;
+        std::function<at::Tensor(const at::Tensor&)> fwd;
+      };
+      const Impl impls[] = {
+          {"base_only", [&](const at::Tensor& v) { return l.ForwardBase(v); }},
+          {"input_centric", [&](const at::Tensor& v) { return l.Forward(v); }},
+          {"weight_centric", [&](const at::Tensor& v) { return l.ForwardWeightCentric(v); }},
+      };
+      Result results[3];
+      for (int k = 0; k < 3; ++k) {
+        const auto& impl = impls[k];
+        results[k] = Measure(dev, a.reps, [&] {
+          x.mutable_grad() = at::Tensor();
+          l.oft_r().mutable_grad() = at::Tensor();
+          auto y = impl.fwd(x);
+          y.backward(gy);
+        });
+        std::printf(
+            "{\"impl\":\"%s\",\"device\":\"%s\",\"dtype\":\"%s\",\"d_in\":%lld,\"d_out\":%lld,"
+            "\"block_size\":%lld,\"tokens\":%lld,\"fwd_bwd_ms\":%.3f,\"extra_peak_bytes\":%lld,"
+            "\"peak_bytes\":%lld,\"reps\":%d,\"threads\":%d,%s}\n",
+            impl.name, a.device.c_str(), DtypeName(dt), (long long)a.d, (long long)a.d,
+            (long long)block, (long long)t, results[k].median_ms,
+            (long long)(results[k].peak_bytes - results[0].peak_bytes),
+            (long long)results[k].peak_bytes, a.reps, at::get_num_threads(), machine.c_str());
+        std::fflush(stdout);
+      }
+      const double ic_extra = static_cast<double>(results[1].peak_bytes - results[0].peak_bytes);
+      const double wc_extra = static_cast<double>(results[2].peak_bytes - results[0].peak_bytes);
       std::printf(
-          "{\"impl\":\"%s\",\"device\":\"%s\",\"dtype\":\"%s\",\"d_in\":%lld,\"d_out\":%lld,"
-          "\"block_size\":%lld,\"tokens\":%lld,\"fwd_bwd_ms\":%.3f,\"extra_peak_bytes\":%lld,"
-          "\"peak_bytes\":%lld,\"reps\":%d,\"threads\":%d,%s}\n",
-          impl.name, a.device.c_str(), DtypeName(dt), (long long)a.d, (long long)a.d,
-          (long long)a.block, (long long)t, results[k].median_ms,
-          (long long)(results[k].peak_bytes - results[0].peak_bytes),
-          (long long)results[k].peak_bytes, a.reps, at::get_num_threads(), machine.c_str());
+          "{\"summary\":true,\"device\":\"%s\",\"dtype\":\"%s\",\"block_size\":%lld,\"tokens\":%lld,"
+          "\"weight_centric_over_input_centric_time\":%.2f,"
+          "\"input_centric_over_base_time\":%.3f,"
+          "\"input_centric_over_weight_centric_extra_bytes\":%.4f,%s}\n",
+          a.device.c_str(), DtypeName(dt), (long long)block, (long long)t, results[2].median_ms / results[1].median_ms,
+          results[1].median_ms / results[0].median_ms, wc_extra > 0 ? ic_extra / wc_extra : 0.0, machine.c_str());
       std::fflush(stdout);
     }
-    const double ic_extra = static_cast<double>(results[1].peak_bytes - results[0].peak_bytes);
-    const double wc_extra = static_cast<double>(results[2].peak_bytes - results[0].peak_bytes);
-    std::printf(
-        "{\"summary\":true,\"device\":\"%s\",\"dtype\":\"%s\",\"tokens\":%lld,"
-        "\"weight_centric_over_input_centric_time\":%.2f,"
-        "\"input_centric_over_base_time\":%.3f,"
-        "\"input_centric_over_weight_centric_extra_bytes\":%.4f,%s}\n",
-        a.device.c_str(), DtypeName(dt), (long long)t, results[2].median_ms / results[1].median_ms,
-        results[1].median_ms / results[0].median_ms, wc_extra > 0 ? ic_extra / wc_extra : 0.0, machine.c_str());
-    std::fflush(stdout);
   }
   return 0;
 }

@@ -10,12 +10,14 @@
 // step_ms is the median of `reps` timed steps; peak_bytes is the
 // step's peak tensor memory above what was live before it (bench/memory_tracker.h).
 // Repetitions are interleaved across implementations (one warm-up step each first).
-// Then one {"summary": true, ...} line with the ratios and the targets:
+// --blocks (or --block) takes a list: one adapter per block size, one row per (impl, block).
+// Then one {"summary": true, ...} line per block size with the ratios and the targets:
 //   input-centric within 1.25x of the frozen step; weight-centric >= 3x input-centric.
 //
 // Usage: train_step_bench [--model_dir=DIR] [--device=cpu|cuda] [--dtype=fp32|bf16]
 //          [--hidden=4096] [--intermediate=11008] [--layers=1] [--heads=32] [--kv_heads=8]
-//          [--vocab=32000] [--batch=1] [--seq=256] [--block=32] [--reps=3] [--threads=N]
+//          [--vocab=32000] [--batch=1] [--seq=256] [--blocks=32[,128,256]] [--reps=3]
+//          [--threads=N]
 //          [--impls=frozen,input_centric,weight_centric]
 // Without --model_dir a random Llama is built in memory. Defaults: CPU, fp32, one 4096-wide
 // layer; with --device=cuda, a ~1.1B-parameter TinyLlama-shaped model (2048 wide, 22
@@ -25,6 +27,7 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -32,6 +35,7 @@
 #include "ATen/ATen.h"
 #include "ATen/Parallel.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "bench/machine_info.h"
 #include "bench/memory_tracker.h"
@@ -49,7 +53,8 @@ namespace {
 struct Args {
   std::string model_dir, device = "cpu", dtype, impls = "frozen,input_centric,weight_centric";
   int64_t hidden = 0, intermediate = 0, layers = 0, heads = 0, kv_heads = 0, vocab = 32000;
-  int64_t batch = 0, seq = 0, block = 32;
+  int64_t batch = 0, seq = 0;
+  std::vector<int64_t> blocks = {32};
   int reps = 3, threads = 0;
 };
 
@@ -99,7 +104,10 @@ int main(int argc, char** argv) {
     else if (oft::ParseFlag(argv[i], "--vocab", &v)) a.vocab = std::atoll(v);
     else if (oft::ParseFlag(argv[i], "--batch", &v)) a.batch = std::atoll(v);
     else if (oft::ParseFlag(argv[i], "--seq", &v)) a.seq = std::atoll(v);
-    else if (oft::ParseFlag(argv[i], "--block", &v)) a.block = std::atoll(v);
+    else if (oft::ParseFlag(argv[i], "--block", &v) || oft::ParseFlag(argv[i], "--blocks", &v)) {
+      a.blocks.clear();
+      for (const auto& part : absl::StrSplit(v, ',')) a.blocks.push_back(std::atoll(std::string(part).c_str()));
+    }
     else if (oft::ParseFlag(argv[i], "--reps", &v)) a.reps = std::max(1, std::atoi(v));
     else if (oft::ParseFlag(argv[i], "--threads", &v)) a.threads = std::atoi(v);
     else {
@@ -164,16 +172,21 @@ int main(int argc, char** argv) {
   int64_t params = 0;
   for (const auto& [n, t] : model.BaseTensors()) params += t.numel();
 
-  oft::OftConfig cfg;
-  cfg.oft_block_size = a.block;
-  cfg.init_weights = false;  // a trained-looking adapter, not the identity
-  oft::TargetSpec targets;
-  targets.target_modules = {"all-linear"};
-  if (auto st = model.AddAdapter("bench", cfg, targets); !st.ok()) return Fail(st);
-  std::vector<at::Tensor> adapter;
-  auto adapter_params = model.AdapterParameters("bench");
-  for (auto& [n, t] : *adapter_params) adapter.push_back(t);
-  torch::optim::AdamW optimizer(adapter, torch::optim::AdamWOptions(1e-4));
+  // One adapter (and one AdamW) per block size.
+  std::map<int64_t, std::unique_ptr<torch::optim::AdamW>> optimizers;
+  for (int64_t b : a.blocks) {
+    oft::OftConfig cfg;
+    cfg.oft_block_size = b;
+    cfg.init_weights = false;  // a trained-looking adapter, not the identity
+    oft::TargetSpec targets;
+    targets.target_modules = {"all-linear"};
+    const std::string name = absl::StrCat("bench_b", b);
+    if (auto st = model.AddAdapter(name, cfg, targets); !st.ok()) return Fail(st);
+    std::vector<at::Tensor> adapter;
+    auto adapter_params = model.AdapterParameters(name);
+    for (auto& [n, t] : *adapter_params) adapter.push_back(t);
+    optimizers[b] = std::make_unique<torch::optim::AdamW>(adapter, torch::optim::AdamWOptions(1e-4));
+  }
   // The frozen step backpropagates to layer 0's input norm so that backward runs through
   // every layer, as it does to reach the adapters of layer 0.
   at::Tensor first_norm = model.BaseTensors().at("model.layers.0.input_layernorm.weight");
@@ -184,6 +197,7 @@ int main(int argc, char** argv) {
 
   struct Row {
     std::string impl;
+    int64_t block = 0;  // 0: frozen (no adapter)
     std::vector<double> times;
     int64_t peak = 0;
     double ms = 0;
@@ -195,11 +209,17 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "unknown impl %s\n", impl.c_str());
       return 2;
     }
-    rows.push_back({impl});
+    if (impl == "frozen") {
+      rows.push_back({impl});
+    } else {
+      for (int64_t b : a.blocks) rows.push_back({impl, b});
+    }
   }
-  auto step = [&](const std::string& impl) {
+  auto step = [&](const Row& row) {
+    const std::string& impl = row.impl;
     const bool frozen = impl == "frozen";
-    (void)model.SetActiveAdapters(frozen ? std::vector<std::string>{} : std::vector<std::string>{"bench"});
+    (void)model.SetActiveAdapters(frozen ? std::vector<std::string>{}
+                                         : std::vector<std::string>{absl::StrCat("bench_b", row.block)});
     model.set_oft_compute(impl == "weight_centric" ? oft::OftCompute::kWeightCentric
                                                    : oft::OftCompute::kInputCentric);
     first_norm.requires_grad_(frozen);
@@ -209,11 +229,11 @@ int main(int argc, char** argv) {
     if (frozen) {
       first_norm.mutable_grad() = at::Tensor();
     } else {
-      optimizer.step();
-      optimizer.zero_grad(true);
+      optimizers.at(row.block)->step();
+      optimizers.at(row.block)->zero_grad(true);
     }
   };
-  for (auto& row : rows) step(row.impl);  // warm-up
+  for (auto& row : rows) step(row);  // warm-up
   oft::bench::SyncDevice(dev);
   // Repetitions are interleaved across implementations so that drift in machine load
   // (shared CI hosts) affects all of them alike.
@@ -223,7 +243,7 @@ int main(int argc, char** argv) {
       const int64_t base = oft::bench::CurrentBytes(dev);
       oft::bench::ResetPeak(dev);
       const double t0 = oft::bench::NowMs();
-      step(row.impl);
+      step(row);
       oft::bench::SyncDevice(dev);
       row.times.push_back(oft::bench::NowMs() - t0);
       row.peak = std::max(row.peak, oft::bench::PeakBytes(dev) - base);
@@ -239,28 +259,40 @@ int main(int argc, char** argv) {
         "\"peak_bytes\":%lld,\"reps\":%d,\"threads\":%d,%s}\n",
         row.impl.c_str(), a.device.c_str(), a.dtype.c_str(), (long long)mc.hidden_size,
         (long long)mc.intermediate_size, (long long)mc.num_hidden_layers, (long long)mc.vocab_size,
-        (long long)params, (long long)a.batch, (long long)a.seq, (long long)a.block, row.ms,
+        (long long)params, (long long)a.batch, (long long)a.seq, (long long)row.block, row.ms,
         1000.0 * static_cast<double>(a.batch * a.seq) / row.ms, (long long)row.peak, a.reps,
         at::get_num_threads(), machine.c_str());
     std::fflush(stdout);
   }
-  auto find = [&](const char* name) -> const Row* {
+  auto find = [&](const char* name, int64_t block) -> const Row* {
     for (const auto& r : rows) {
-      if (r.impl == name) return &r;
+      if (r.impl == name && r.block == block) return &r;
     }
     return nullptr;
   };
-  const Row *fr = find("frozen"), *ic = find("input_centric"), *wc = find("weight_centric");
-  if (fr && ic && wc) {
-    const double ic_over_frozen = ic->ms / fr->ms, wc_over_ic = wc->ms / ic->ms;
-    std::printf(
-        "{\"summary\":true,\"device\":\"%s\",\"dtype\":\"%s\",\"hidden\":%lld,"
-        "\"input_centric_over_frozen_time\":%.3f,\"weight_centric_over_input_centric_time\":%.2f,"
-        "\"input_centric_extra_peak_bytes\":%lld,\"weight_centric_extra_peak_bytes\":%lld,"
-        "\"target_input_centric_within_1_25x\":%s,\"target_weight_centric_3x_slower\":%s,%s}\n",
-        a.device.c_str(), a.dtype.c_str(), (long long)mc.hidden_size, ic_over_frozen, wc_over_ic,
-        (long long)(ic->peak - fr->peak), (long long)(wc->peak - fr->peak),
-        ic_over_frozen <= 1.25 ? "true" : "false", wc_over_ic >= 3.0 ? "true" : "false", machine.c_str());
+  // One summary per block size: the ratios present among the implementations run.
+  const Row* fr = find("frozen", 0);
+  for (int64_t b : a.blocks) {
+    const Row *ic = find("input_centric", b), *wc = find("weight_centric", b);
+    if (!ic || (!fr && !wc)) continue;
+    std::string fields;
+    if (fr) {
+      const double r = ic->ms / fr->ms;
+      absl::StrAppend(&fields, ",\"input_centric_over_frozen_time\":", absl::StrFormat("%.3f", r),
+                      ",\"input_centric_extra_peak_bytes\":", ic->peak - fr->peak,
+                      ",\"target_input_centric_within_1_25x\":", r <= 1.25 ? "true" : "false");
+    }
+    if (wc) {
+      const double r = wc->ms / ic->ms;
+      absl::StrAppend(&fields, ",\"weight_centric_over_input_centric_time\":",
+                      absl::StrFormat("%.2f", r),
+                      ",\"target_weight_centric_3x_slower\":", r >= 3.0 ? "true" : "false");
+      if (fr) absl::StrAppend(&fields, ",\"weight_centric_extra_peak_bytes\":", wc->peak - fr->peak);
+    }
+    std::printf("{\"summary\":true,\"device\":\"%s\",\"dtype\":\"%s\",\"hidden\":%lld,"
+                "\"block_size\":%lld%s,%s}\n",
+                a.device.c_str(), a.dtype.c_str(), (long long)mc.hidden_size, (long long)b,
+                fields.c_str(), machine.c_str());
   }
   return 0;
 }
