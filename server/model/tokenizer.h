@@ -18,6 +18,9 @@
 // Fields that only affect offsets, batching or training (trim_offsets, truncation, padding,
 // cache_capacity) are ignored.
 //
+// The components live in server/model/tokenizer/, one file per HF component family, each
+// with an internal header (namespace oft::tokenizer) and its own unit tests.
+//
 // Thread safety: a Tokenizer is immutable after construction; Encode, Decode and all other
 // const methods may be called concurrently from any number of threads.
 #ifndef OFT_SERVER_MODEL_TOKENIZER_H_
@@ -36,9 +39,9 @@
 
 namespace oft {
 
-namespace internal {
-class TokenizerPipeline;  // Normalizer, pre-tokenizer, model, post-processor and decoder.
-}  // namespace internal
+namespace tokenizer {
+class Pipeline;  // Normalizer, pre-tokenizer, model, post-processor and decoder.
+}  // namespace tokenizer
 
 class Tokenizer {
  public:
@@ -90,9 +93,9 @@ class Tokenizer {
   bool IsSpecial(int32_t id) const { return special_ids_.contains(id); }
 
  private:
-  explicit Tokenizer(std::unique_ptr<internal::TokenizerPipeline> pipeline);
+  explicit Tokenizer(std::unique_ptr<tokenizer::Pipeline> pipeline);
 
-  std::unique_ptr<internal::TokenizerPipeline> pipeline_;
+  std::unique_ptr<tokenizer::Pipeline> pipeline_;
   absl::flat_hash_set<int32_t> special_ids_;
   int32_t vocab_size_ = 0;
   std::optional<int32_t> bos_id_;
