@@ -24,7 +24,10 @@
 #include "server/common/executor.h"
 #include "server/common/file_util.h"
 #include "server/common/status_macros.h"
+#include "server/jobs/api_key_store.h"
+#include "server/jobs/dataset_store.h"
 #include "server/jobs/job_store.h"
+#include "server/jobs/store_db.h"
 #include "server/jobs/scheduler.h"
 #include "server/metrics/http_exposer.h"
 #include "server/metrics/metrics.h"
@@ -89,6 +92,8 @@ struct OftServer::Impl {
   std::unique_ptr<DataDirLock> data_dir_lock;
   ServerOptions options;
   std::unique_ptr<JobStore> store;
+  std::unique_ptr<DatasetStore> datasets;
+  std::unique_ptr<ApiKeyStore> api_keys;
   std::unique_ptr<AdapterStore> adapters;
   ModelCatalog catalog;
   std::shared_ptr<prometheus::Registry> registry;
@@ -137,13 +142,13 @@ absl::StatusOr<TrainingJob> OftServer::Impl::TrainingJobFor(const JobRecord& job
   OFT_ASSIGN_OR_RETURN(ResolvedJob resolved, ResolveJobSpec(spec, catalog));
   std::vector<std::string> train_paths;
   for (const std::string& id : resolved.spec.training_dataset_ids()) {
-    OFT_ASSIGN_OR_RETURN(DatasetRecord ds, store->GetDataset(job.tenant, id));
+    OFT_ASSIGN_OR_RETURN(DatasetRecord ds, datasets->GetDataset(job.tenant, id));
     train_paths.push_back(ds.path);
   }
   std::string valid_path;
   if (resolved.spec.has_validation_dataset_id()) {
     OFT_ASSIGN_OR_RETURN(DatasetRecord ds,
-                         store->GetDataset(job.tenant, resolved.spec.validation_dataset_id()));
+                         datasets->GetDataset(job.tenant, resolved.spec.validation_dataset_id()));
     valid_path = ds.path;
   }
   OFT_ASSIGN_OR_RETURN(TrainingJob tj,
@@ -276,12 +281,15 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
   OFT_ASSIGN_OR_RETURN(s.catalog, ModelCatalog::Create(options.models));
   JobStoreOptions store_options;
   store_options.max_active_jobs_per_tenant = options.max_active_jobs_per_tenant;
-  OFT_ASSIGN_OR_RETURN(s.store, JobStore::Open(options.data_dir + "/jobs.db", store_options));
+  OFT_ASSIGN_OR_RETURN(std::shared_ptr<SqliteDb> db, OpenStoreDb(options.data_dir + "/jobs.db"));
+  OFT_ASSIGN_OR_RETURN(s.store, JobStore::Create(db, store_options));
+  s.datasets = std::make_unique<DatasetStore>(db);
+  s.api_keys = std::make_unique<ApiKeyStore>(db);
   OFT_ASSIGN_OR_RETURN(s.adapters, AdapterStore::Open(options.data_dir));
   for (const auto& [tenant, key] : options.api_keys) {
-    absl::Status st = s.store->AddApiKey(key, tenant);
+    absl::Status st = s.api_keys->AddApiKey(key, tenant);
     if (absl::IsAlreadyExists(st)) {
-      absl::StatusOr<std::string> owner = s.store->LookupApiKey(key);
+      absl::StatusOr<std::string> owner = s.api_keys->LookupApiKey(key);
       if (owner.ok() && *owner == tenant) continue;
       return absl::InvalidArgumentError(
           absl::StrCat("--api_key for tenant '", tenant, "': the key already belongs to another tenant"));
@@ -306,7 +314,7 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
 
   AuthOptions auth_options;
   auth_options.allow_unauthenticated = options.allow_unauthenticated;
-  s.auth = std::make_unique<Authenticator>(s.store.get(), auth_options);
+  s.auth = std::make_unique<Authenticator>(s.api_keys.get(), auth_options);
   s.executor = std::make_unique<Executor>(options.executor_threads);
   s.device_memory = options.device_memory_bytes > 0 ? options.device_memory_bytes
                                                     : DeviceTotalMemoryBytes(options.devices[0]);
@@ -333,6 +341,7 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
 
   ServiceEnv& env = s.env;
   env.store = s.store.get();
+  env.datasets = s.datasets.get();
   env.adapters = s.adapters.get();
   env.models = &s.catalog;
   env.auth = s.auth.get();

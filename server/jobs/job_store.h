@@ -1,5 +1,6 @@
-// JobStore: the durable state of the service in one SQLite database (jobs.db): jobs and
-// their state machine, each job's event log, dataset records and API keys.
+// JobStore: jobs and their state machine, and each job's event log, in the service
+// database (jobs.db, see store_db.h; datasets and API keys live in DatasetStore and
+// ApiKeyStore on the same database).
 //
 // Durability. The database runs in WAL mode with synchronous=FULL: when a mutating
 // method returns OK its effect has been fsynced and survives a process crash or power
@@ -26,12 +27,8 @@
 // are oft.v1.JobFailure.Reason value names ("OUT_OF_MEMORY", ...), so the service maps
 // them with the generated *_Parse functions.
 //
-// Thread safety. All methods may be called from any thread. Writes go through one
-// connection, serialised by a mutex (SQLite allows one writer at a time anyway); reads
-// use a small pool of separate connections, which WAL lets run concurrently with each
-// other and with a write, so readers never wait for a commit's fsync. A read started
-// after a write returned sees that write. The path must name a file (":memory:" cannot
-// be shared between connections).
+// Thread safety. All methods may be called from any thread (SqliteDb serialises writes
+// and lends readers). A read started after a write returned sees that write.
 #ifndef OFT_SERVER_JOBS_JOB_STORE_H_
 #define OFT_SERVER_JOBS_JOB_STORE_H_
 
@@ -45,14 +42,12 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/random/random.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-
-struct sqlite3;
+#include "server/jobs/sqlite_db.h"
 
 namespace oft {
 
@@ -154,41 +149,6 @@ struct RecoveryReport {
   std::vector<std::string> cancelled;  // RUNNING with cancel_requested -> CANCELLED
 };
 
-struct NewDataset {
-  std::string tenant;       // owner; required
-  std::string name;         // display name (validated by the caller)
-  std::string sha256;       // lowercase hex, 64 characters
-  int64_t size_bytes = 0;   // > 0
-  int64_t rows = 0;         // non-blank rows, >= 0
-  int64_t blank_lines = 0;  // >= 0
-  std::string format;       // row format as the service names it (e.g. "DATASET_FORMAT_CHAT")
-  std::string path;         // where the bytes are (server-chosen, content-addressed)
-};
-
-struct DatasetRecord {
-  std::string id;  // "ds-" + 24 lowercase hex digits
-  std::string tenant;
-  std::string name;
-  std::string sha256;
-  int64_t size_bytes = 0;
-  int64_t rows = 0;
-  int64_t blank_lines = 0;
-  std::string format;
-  std::string path;
-  absl::Time created_at;
-};
-
-struct DatasetPage {
-  std::vector<DatasetRecord> datasets;  // newest first
-  std::string next_page_token;          // "" = last page
-};
-
-struct DeletedDataset {
-  DatasetRecord record;
-  bool path_still_referenced = false;  // another dataset record (any tenant) has the same
-                                       // path: do not delete the file
-};
-
 // Called after a commit that appended an event to a job, with the new event id (once
 // per event, in order per job). Runs on the writing thread after the store's locks are
 // released; it must be quick and must not block (hand work to an executor).
@@ -196,17 +156,12 @@ using EventListener = std::function<void(const std::string& job_id, int64_t even
 
 struct JobStoreOptions {
   std::function<absl::Time()> clock;                // time source; empty = absl::Now
-  absl::Duration busy_timeout = absl::Seconds(10);  // wait for another process's lock
-  int read_connections = 4;                         // reader pool size, in [1, 64]
+  absl::Duration busy_timeout = absl::Seconds(10);  // Open only: wait for another process's lock
+  int read_connections = 4;                         // Open only: reader pool size, in [1, 64]
   int64_t max_active_jobs_per_tenant = 0;           // QUEUED + RUNNING cap; 0 = none
 };
 
-// Paging: page_size 0 means kDefaultPageSize, larger than kMaxPageSize is lowered to it,
-// negative is INVALID_ARGUMENT. Page tokens are opaque, bound to the tenant and filter
-// they were issued for (INVALID_ARGUMENT otherwise), and never expire. Listing is keyed
-// on insertion order, so rows created while paging never repeat or shift a later page.
-inline constexpr int kDefaultPageSize = 50;
-inline constexpr int kMaxPageSize = 1000;
+// Paging (ListJobs): see kDefaultPageSize and PageToken in sqlite_db.h.
 
 class JobStore {
  public:
@@ -217,6 +172,10 @@ class JobStore {
   static absl::StatusOr<std::unique_ptr<JobStore>> Open(const std::string& db_path);
   static absl::StatusOr<std::unique_ptr<JobStore>> Open(const std::string& db_path,
                                                         JobStoreOptions options);
+  // A store on an open service database (OpenStoreDb), shared with the other stores.
+  // INVALID_ARGUMENT for a null db or bad options.
+  static absl::StatusOr<std::unique_ptr<JobStore>> Create(std::shared_ptr<SqliteDb> db,
+                                                          JobStoreOptions options);
 
   JobStore(const JobStore&) = delete;
   JobStore& operator=(const JobStore&) = delete;
@@ -237,7 +196,7 @@ class JobStore {
   // INVALID_ARGUMENT (empty tenant, spec_json not a JSON object, priority out of range,
   // over-long key), NOT_FOUND (a dataset id, named), RESOURCE_EXHAUSTED (the tenant has
   // max_active_jobs_per_tenant active jobs).
-  absl::StatusOr<CreateJobResult> CreateJob(const NewJob& job) ABSL_LOCKS_EXCLUDED(write_mu_);
+  absl::StatusOr<CreateJobResult> CreateJob(const NewJob& job);
 
   // NOT_FOUND (naming the id) when there is no such job for `tenant`.
   absl::StatusOr<JobRecord> GetJob(const std::string& tenant, const std::string& id) const;
@@ -253,24 +212,21 @@ class JobStore {
   // INVALID_ARGUMENT (failure missing for -> FAILED or given otherwise; a result
   // adapter for a state other than SUCCEEDED).
   absl::StatusOr<JobRecord> Transition(const std::string& id, JobState from, JobState to,
-                                       const TransitionFields& fields = {})
-      ABSL_LOCKS_EXCLUDED(write_mu_);
+                                       const TransitionFields& fields = {});
 
   // CancelJob semantics: QUEUED -> CANCELLED at once; RUNNING -> cancel_requested set
   // (with a "warning" event, code "CANCEL_REQUESTED"), the worker then moves it to
   // CANCELLED; CANCELLED -> returned unchanged. Errors: NOT_FOUND, FAILED_PRECONDITION
   // (already SUCCEEDED or FAILED).
-  absl::StatusOr<JobRecord> RequestCancel(const std::string& tenant, const std::string& id)
-      ABSL_LOCKS_EXCLUDED(write_mu_);
+  absl::StatusOr<JobRecord> RequestCancel(const std::string& tenant, const std::string& id);
 
   // Appends an event and returns its id. With `progress`, the job's progress/metric
   // columns are updated in the same transaction. Errors: NOT_FOUND (job),
   // INVALID_ARGUMENT (empty kind, kind "state_changed" (use Transition), payload not a
   // JSON object), FAILED_PRECONDITION (the job is terminal: its last event is final).
-  absl::StatusOr<int64_t> AppendEvent(const std::string& job_id, absl::string_view kind,
-                                      absl::string_view payload_json,
-                                      const std::optional<JobProgressInfo>& progress = std::nullopt)
-      ABSL_LOCKS_EXCLUDED(write_mu_);
+  absl::StatusOr<int64_t> AppendEvent(
+      const std::string& job_id, absl::string_view kind, absl::string_view payload_json,
+      const std::optional<JobProgressInfo>& progress = std::nullopt);
 
   // Up to `limit` events with event_id > after_event_id, ascending. Errors: NOT_FOUND
   // (job), INVALID_ARGUMENT (after_event_id < 0, limit outside [1, 10000]).
@@ -288,73 +244,25 @@ class JobStore {
   // Call once at start-up, before the scheduler runs: every RUNNING job becomes QUEUED
   // (event message "requeued after restart"), or CANCELLED when its cancellation was
   // already requested. One transaction.
-  absl::StatusOr<RecoveryReport> RecoverAfterRestart() ABSL_LOCKS_EXCLUDED(write_mu_);
-
-  // ---- datasets ----
-
-  // Inserts a dataset record with a new id. INVALID_ARGUMENT names a bad field.
-  absl::StatusOr<DatasetRecord> CreateDataset(const NewDataset& dataset)
-      ABSL_LOCKS_EXCLUDED(write_mu_);
-  // NOT_FOUND (naming the id) when there is no such dataset for `tenant`.
-  absl::StatusOr<DatasetRecord> GetDataset(const std::string& tenant, const std::string& id) const;
-  // The tenant's datasets, newest first.
-  absl::StatusOr<DatasetPage> ListDatasets(const std::string& tenant, int page_size,
-                                           const std::string& page_token) const;
-  // Deletes the record. The caller deletes the file when !path_still_referenced.
-  // Errors: NOT_FOUND, FAILED_PRECONDITION naming a QUEUED or RUNNING job that uses it.
-  absl::StatusOr<DeletedDataset> DeleteDataset(const std::string& tenant, const std::string& id)
-      ABSL_LOCKS_EXCLUDED(write_mu_);
-
-  // ---- API keys (only their SHA-256 is stored; keys must be high-entropy secrets) ----
-
-  // Errors: INVALID_ARGUMENT (key shorter than 16 bytes, empty tenant), ALREADY_EXISTS.
-  absl::Status AddApiKey(const std::string& key, const std::string& tenant)
-      ABSL_LOCKS_EXCLUDED(write_mu_);
-  // The key's tenant. NOT_FOUND for an unknown key (the service answers UNAUTHENTICATED);
-  // the message never contains the key.
-  absl::StatusOr<std::string> LookupApiKey(const std::string& key) const;
-  // Errors: NOT_FOUND.
-  absl::Status RevokeApiKey(const std::string& key) ABSL_LOCKS_EXCLUDED(write_mu_);
+  absl::StatusOr<RecoveryReport> RecoverAfterRestart();
 
  private:
-  class ReadLease;
-  struct Conn;
-
-  JobStore(std::string path, JobStoreOptions options);
+  JobStore(std::shared_ptr<SqliteDb> db, JobStoreOptions options);
 
   absl::Time Now() const;
-  // A fresh id "<prefix>-" + 24 hex digits.
-  std::string NewId(absl::string_view prefix) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
-  // Appends one event inside the open write transaction; returns its id.
-  absl::StatusOr<int64_t> AppendEventLocked(const std::string& job_id, absl::string_view kind,
-                                            absl::string_view payload_json)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Appends one event inside `txn`; returns its id. The listener hears of it after commit.
+  absl::StatusOr<int64_t> AppendEventLocked(SqliteDb::WriteTxn& txn, const std::string& job_id,
+                                            absl::string_view kind, absl::string_view payload_json);
   // The job row read through the writer, inside its transaction.
-  absl::StatusOr<JobRecord> GetJobLocked(const std::string& id)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
-  absl::StatusOr<JobRecord> TransitionLocked(const std::string& id, JobState from, JobState to,
-                                             const TransitionFields& fields)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
-  // Runs `body` inside BEGIN IMMEDIATE ... COMMIT on the writer (ROLLBACK when it or the
-  // commit fails), then reports the events it appended to the listener.
-  absl::Status RunInWriteTxn(const std::function<absl::Status()>& body)
-      ABSL_LOCKS_EXCLUDED(write_mu_);
-  // Calls the listener for each (job, event id), outside every lock.
-  void Notify(const std::vector<std::pair<std::string, int64_t>>& events)
-      ABSL_LOCKS_EXCLUDED(listener_mu_);
+  absl::StatusOr<JobRecord> GetJobLocked(SqliteDb::WriteTxn& txn, const std::string& id);
+  absl::StatusOr<JobRecord> TransitionLocked(SqliteDb::WriteTxn& txn, const std::string& id,
+                                             JobState from, JobState to,
+                                             const TransitionFields& fields);
+  // Calls the listener, outside every lock.
+  void Notify(const std::string& job_id, int64_t event_id) ABSL_LOCKS_EXCLUDED(listener_mu_);
 
-  const std::string path_;
+  const std::shared_ptr<SqliteDb> db_;
   const JobStoreOptions options_;
-
-  absl::Mutex write_mu_;
-  sqlite3* writer_ ABSL_GUARDED_BY(write_mu_) = nullptr;
-  absl::BitGen rng_ ABSL_GUARDED_BY(write_mu_);
-  // (job id, event id) appended by the open write transaction; reported after commit.
-  std::vector<std::pair<std::string, int64_t>> pending_events_ ABSL_GUARDED_BY(write_mu_);
-
-  mutable absl::Mutex read_mu_;
-  std::vector<sqlite3*> all_readers_;  // owned; fixed after Open
-  mutable std::vector<sqlite3*> free_readers_ ABSL_GUARDED_BY(read_mu_);
 
   absl::Mutex listener_mu_;
   std::shared_ptr<const EventListener> listener_ ABSL_GUARDED_BY(listener_mu_);

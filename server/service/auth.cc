@@ -7,8 +7,8 @@
 
 namespace oft {
 
-Authenticator::Authenticator(const JobStore* store, AuthOptions options)
-    : store_(store), options_(std::move(options)) {}
+Authenticator::Authenticator(const ApiKeyLookup* keys, AuthOptions options)
+    : keys_(keys), options_(std::move(options)) {}
 
 absl::StatusOr<std::string> Authenticator::Authenticate(const grpc::ServerContextBase& context) {
   const auto& md = context.client_metadata();
@@ -36,7 +36,7 @@ absl::StatusOr<std::string> Authenticator::Authenticate(const grpc::ServerContex
     auto c = cache_.find(key);
     if (c != cache_.end() && c->second.expires > now) return c->second.tenant;
   }
-  absl::StatusOr<std::string> tenant = store_->LookupApiKey(key);
+  absl::StatusOr<std::string> tenant = keys_->LookupApiKey(key);
   if (!tenant.ok()) {
     if (absl::IsNotFound(tenant.status())) {
       return absl::UnauthenticatedError("unknown API key");

@@ -1,6 +1,6 @@
 // API-key authentication: `authorization: Bearer <key>` metadata -> tenant.
 //
-// Keys are looked up in the JobStore (which stores only their SHA-256). Successful
+// Keys are looked up in an ApiKeyLookup (ApiKeyStore stores only their SHA-256). Successful
 // lookups are cached for `cache_ttl` so that busy clients do not cost a database read per
 // call; a revoked key therefore stops working within cache_ttl. Thread-safe.
 #ifndef OFT_SERVER_SERVICE_AUTH_H_
@@ -14,7 +14,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/server_context.h"
-#include "server/jobs/job_store.h"
+#include "server/jobs/api_key_store.h"
 
 namespace oft {
 
@@ -26,8 +26,8 @@ struct AuthOptions {
 
 class Authenticator {
  public:
-  // `store` is not owned and must outlive the Authenticator.
-  Authenticator(const JobStore* store, AuthOptions options);
+  // `keys` is not owned and must outlive the Authenticator.
+  Authenticator(const ApiKeyLookup* keys, AuthOptions options);
 
   // The caller's tenant. UNAUTHENTICATED (never echoing the key) when the metadata is
   // missing, malformed or names an unknown key.
@@ -39,7 +39,7 @@ class Authenticator {
     std::string tenant;
     absl::Time expires;
   };
-  const JobStore* store_;
+  const ApiKeyLookup* keys_;
   const AuthOptions options_;
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, Entry> cache_ ABSL_GUARDED_BY(mu_);  // key -> tenant

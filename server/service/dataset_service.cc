@@ -190,7 +190,7 @@ class UploadReactor final : public grpc::ServerReadReactor<UploadDatasetRequest>
     record.blank_lines = summary.blank_lines;
     record.format = oft::v1::DatasetFormat_Name(format);
     record.path = final_path;
-    OFT_ASSIGN_OR_RETURN(DatasetRecord stored, env_->store->CreateDataset(record));
+    OFT_ASSIGN_OR_RETURN(DatasetRecord stored, env_->datasets->CreateDataset(record));
     *response_ = DatasetToProto(stored);
     return absl::OkStatus();
   }
@@ -249,7 +249,7 @@ grpc::ServerUnaryReactor* DatasetServiceImpl::GetDataset(grpc::CallbackServerCon
   FinishAsync(*env_, reactor, [this, ctx, request, response]() -> absl::Status {
     OFT_ASSIGN_OR_RETURN(std::string tenant, env_->auth->Authenticate(*ctx));
     OFT_RETURN_IF_ERROR(ValidateDatasetId(request->id()));
-    OFT_ASSIGN_OR_RETURN(DatasetRecord r, env_->store->GetDataset(tenant, request->id()));
+    OFT_ASSIGN_OR_RETURN(DatasetRecord r, env_->datasets->GetDataset(tenant, request->id()));
     *response = DatasetToProto(r);
     return absl::OkStatus();
   });
@@ -262,7 +262,7 @@ grpc::ServerUnaryReactor* DatasetServiceImpl::ListDatasets(
   auto* reactor = ctx->DefaultReactor();
   FinishAsync(*env_, reactor, [this, ctx, request, response]() -> absl::Status {
     OFT_ASSIGN_OR_RETURN(std::string tenant, env_->auth->Authenticate(*ctx));
-    OFT_ASSIGN_OR_RETURN(DatasetPage page, env_->store->ListDatasets(tenant, request->page_size(),
+    OFT_ASSIGN_OR_RETURN(DatasetPage page, env_->datasets->ListDatasets(tenant, request->page_size(),
                                                                      request->page_token()));
     for (const DatasetRecord& r : page.datasets) *response->add_datasets() = DatasetToProto(r);
     response->set_next_page_token(page.next_page_token);
@@ -278,7 +278,7 @@ grpc::ServerUnaryReactor* DatasetServiceImpl::DeleteDataset(
   FinishAsync(*env_, reactor, [this, ctx, request]() -> absl::Status {
     OFT_ASSIGN_OR_RETURN(std::string tenant, env_->auth->Authenticate(*ctx));
     OFT_RETURN_IF_ERROR(ValidateDatasetId(request->id()));
-    OFT_ASSIGN_OR_RETURN(DeletedDataset d, env_->store->DeleteDataset(tenant, request->id()));
+    OFT_ASSIGN_OR_RETURN(DeletedDataset d, env_->datasets->DeleteDataset(tenant, request->id()));
     if (!d.path_still_referenced) {
       std::error_code ec;
       std::filesystem::remove(d.record.path, ec);  // the record is gone; a leftover file is harmless

@@ -212,7 +212,7 @@ absl::Status JobServiceImpl::DoCreateJob(const std::string& tenant,
   std::string valid_path;
   auto check_dataset = [&](const std::string& field, const std::string& id,
                            std::string* path) -> absl::Status {
-    absl::StatusOr<DatasetRecord> ds = env_->store->GetDataset(tenant, id);
+    absl::StatusOr<DatasetRecord> ds = env_->datasets->GetDataset(tenant, id);
     if (!ds.ok()) {
       if (absl::IsNotFound(ds.status())) {
         return absl::NotFoundError(absl::StrCat(field, ": no dataset '", id, "'"));

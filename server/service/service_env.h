@@ -17,6 +17,7 @@
 #include "server/artifacts/store.h"
 #include "server/common/executor.h"
 #include "server/common/grpc_status.h"
+#include "server/jobs/dataset_store.h"
 #include "server/jobs/job_store.h"
 #include "server/metrics/metrics.h"
 #include "server/service/auth.h"
@@ -39,6 +40,7 @@ using JobChecker = std::function<absl::StatusOr<std::vector<std::string>>(
 
 struct ServiceEnv {
   JobStore* store = nullptr;
+  DatasetStore* datasets = nullptr;
   AdapterStore* adapters = nullptr;
   const ModelCatalog* models = nullptr;
   Authenticator* auth = nullptr;

@@ -21,6 +21,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/common/file_util.h"
+#include "tests/jobs/store_fixture.h"
 
 namespace oft {
 namespace {
@@ -32,80 +33,7 @@ using ::testing::SizeIs;
 
 namespace fs = std::filesystem;
 
-// A clock the test advances; every reading moves it one millisecond so creation times are
-// distinct but deterministic.
-class FakeClock {
- public:
-  absl::Time Now() { return absl::FromUnixMicros(micros_.fetch_add(1000)); }
-
- private:
-  std::atomic<int64_t> micros_{1'700'000'000'000'000};
-};
-
-class JobStoreTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::path(::testing::TempDir()) /
-           absl::StrCat("job_store_test_", getpid(), "_", info->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-    path_ = (dir_ / "jobs.db").string();
-    Reopen();
-  }
-  void TearDown() override {
-    store_.reset();
-    fs::remove_all(dir_);
-  }
-
-  JobStoreOptions Options() {
-    JobStoreOptions o;
-    o.clock = [this] { return clock_.Now(); };
-    return o;
-  }
-  void Reopen() {
-    store_.reset();
-    auto s = JobStore::Open(path_, Options());
-    ASSERT_TRUE(s.ok()) << s.status();
-    store_ = std::move(*s);
-  }
-
-  static NewJob Job(const std::string& tenant, const std::string& spec = R"({"baseModel":"tiny"})",
-                    const std::string& key = "", int priority = 0) {
-    NewJob j;
-    j.tenant = tenant;
-    j.spec_json = spec;
-    j.idempotency_key = key;
-    j.priority = priority;
-    return j;
-  }
-  std::string Create(const std::string& tenant, int priority = 0) {
-    auto r = store_->CreateJob(Job(tenant, R"({"baseModel":"tiny"})", "", priority));
-    EXPECT_TRUE(r.ok()) << r.status();
-    return r.ok() ? r->job.id : "";
-  }
-  static NewDataset Dataset(const std::string& tenant, const std::string& path = "/d/a.jsonl") {
-    NewDataset d;
-    d.tenant = tenant;
-    d.name = "train-set";
-    d.sha256 = Sha256Hex("rows");
-    d.size_bytes = 4;
-    d.rows = 1;
-    d.format = "DATASET_FORMAT_TEXT";
-    d.path = path;
-    return d;
-  }
-  std::vector<EventRecord> Events(const std::string& id, int64_t after = 0) {
-    auto e = store_->EventsAfter(id, after, 10000);
-    EXPECT_TRUE(e.ok()) << e.status();
-    return e.ok() ? *e : std::vector<EventRecord>{};
-  }
-
-  FakeClock clock_;
-  fs::path dir_;
-  std::string path_;
-  std::unique_ptr<JobStore> store_;
-};
+using JobStoreTest = ::oft::testing::StoreTest;
 
 // ---- create / get ----
 
@@ -219,11 +147,11 @@ TEST_F(JobStoreTest, TenantsSeeOnlyTheirOwnJobsAndDatasets) {
   ASSERT_THAT(page->jobs, SizeIs(1));
   EXPECT_EQ(page->jobs[0].id, mine);
 
-  auto ds = store_->CreateDataset(Dataset("globex"));
+  auto ds = datasets_->CreateDataset(Dataset("globex"));
   ASSERT_TRUE(ds.ok()) << ds.status();
-  EXPECT_EQ(store_->GetDataset("acme", ds->id).status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(store_->DeleteDataset("acme", ds->id).status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(store_->ListDatasets("acme", 0, "")->datasets, IsEmpty());
+  EXPECT_EQ(datasets_->GetDataset("acme", ds->id).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(datasets_->DeleteDataset("acme", ds->id).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(datasets_->ListDatasets("acme", 0, "")->datasets, IsEmpty());
   // Another tenant's dataset cannot be trained on.
   NewJob j = Job("acme");
   j.dataset_ids = {ds->id};
@@ -555,9 +483,9 @@ TEST_F(JobStoreTest, EverythingSurvivesReopen) {
   p.step = 5;
   p.eval_loss = 0.25;
   ASSERT_TRUE(store_->AppendEvent(id, "eval", R"({"evalLoss":0.25})", p).ok());
-  auto ds = store_->CreateDataset(Dataset("acme"));
+  auto ds = datasets_->CreateDataset(Dataset("acme"));
   ASSERT_TRUE(ds.ok());
-  ASSERT_TRUE(store_->AddApiKey("sk-0123456789abcdef", "acme").ok());
+  ASSERT_TRUE(keys_->AddApiKey("sk-0123456789abcdef", "acme").ok());
 
   Reopen();
   auto job = store_->GetJob("acme", id);
@@ -568,11 +496,11 @@ TEST_F(JobStoreTest, EverythingSurvivesReopen) {
   EXPECT_EQ(job->progress.eval_loss, 0.25);
   EXPECT_EQ(job->idempotency_key, "k");
   EXPECT_THAT(Events(id), SizeIs(3));
-  auto got_ds = store_->GetDataset("acme", ds->id);
+  auto got_ds = datasets_->GetDataset("acme", ds->id);
   ASSERT_TRUE(got_ds.ok());
   EXPECT_EQ(got_ds->sha256, ds->sha256);
   EXPECT_EQ(got_ds->created_at, ds->created_at);
-  EXPECT_EQ(*store_->LookupApiKey("sk-0123456789abcdef"), "acme");
+  EXPECT_EQ(*keys_->LookupApiKey("sk-0123456789abcdef"), "acme");
   // Idempotency holds across restarts; event ids continue.
   auto again = store_->CreateJob(Job("acme", R"({"x":1})", "k"));
   ASSERT_TRUE(again.ok());
@@ -659,7 +587,7 @@ TEST_F(JobStoreTest, RecoverAfterRestartRequeuesRunningAndHonoursCancel) {
 }
 
 TEST_F(JobStoreTest, RejectsADatabaseFromANewerSchema) {
-  store_.reset();
+  Close();
   // Pretend a newer server migrated this file.
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
@@ -674,88 +602,12 @@ TEST_F(JobStoreTest, RejectsADatabaseFromANewerSchema) {
 }
 
 TEST_F(JobStoreTest, OpenRejectsFilesThatAreNotDatabases) {
-  store_.reset();
+  Close();
   const std::string junk = (dir_ / "junk.db").string();
   ASSERT_TRUE(WriteFileAtomic(junk, std::string(8192, 'x')).ok());
   auto s = JobStore::Open(junk);
   EXPECT_EQ(s.status().code(), absl::StatusCode::kDataLoss) << s.status();
   EXPECT_EQ(JobStore::Open(":memory:").status().code(), absl::StatusCode::kInvalidArgument);
-}
-
-// ---- datasets ----
-
-TEST_F(JobStoreTest, DatasetCrudGuardsDatasetsInUse) {
-  auto a = store_->CreateDataset(Dataset("acme", "/d/same.jsonl"));
-  auto b = store_->CreateDataset(Dataset("globex", "/d/same.jsonl"));
-  ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
-  EXPECT_TRUE(absl::StartsWith(a->id, "ds-"));
-
-  NewDataset bad = Dataset("acme");
-  bad.sha256 = "XYZ";
-  auto bad_r = store_->CreateDataset(bad);
-  EXPECT_EQ(bad_r.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(bad_r.status().message(), HasSubstr("sha256"));
-  bad = Dataset("acme");
-  bad.name = "../etc";
-  EXPECT_EQ(store_->CreateDataset(bad).status().code(), absl::StatusCode::kInvalidArgument);
-
-  NewJob j = Job("acme");
-  j.dataset_ids = {a->id};
-  auto job = store_->CreateJob(j);
-  ASSERT_TRUE(job.ok()) << job.status();
-  auto in_use = store_->DeleteDataset("acme", a->id);
-  EXPECT_EQ(in_use.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(in_use.status().message(), HasSubstr(job->job.id));
-
-  ASSERT_TRUE(store_->RequestCancel("acme", job->job.id).ok());
-  auto deleted = store_->DeleteDataset("acme", a->id);
-  ASSERT_TRUE(deleted.ok()) << deleted.status();
-  EXPECT_TRUE(deleted->path_still_referenced);  // globex's record shares the file
-  EXPECT_EQ(store_->GetDataset("acme", a->id).status().code(), absl::StatusCode::kNotFound);
-  auto last = store_->DeleteDataset("globex", b->id);
-  ASSERT_TRUE(last.ok());
-  EXPECT_FALSE(last->path_still_referenced);
-}
-
-TEST_F(JobStoreTest, ListDatasetsPages) {
-  std::vector<std::string> ids;
-  for (int i = 0; i < 5; ++i) ids.push_back(store_->CreateDataset(Dataset("acme"))->id);
-  std::vector<std::string> seen;
-  std::string token;
-  do {
-    auto page = store_->ListDatasets("acme", 2, token);
-    ASSERT_TRUE(page.ok()) << page.status();
-    for (const auto& d : page->datasets) seen.push_back(d.id);
-    token = page->next_page_token;
-  } while (!token.empty());
-  EXPECT_EQ(seen, std::vector<std::string>(ids.rbegin(), ids.rend()));
-}
-
-// ---- API keys ----
-
-TEST_F(JobStoreTest, ApiKeysAreStoredOnlyAsHashes) {
-  const std::string key = "oftk-live-7f3a9c2e5b8d4f1a6c0e";
-  ASSERT_TRUE(store_->AddApiKey(key, "acme").ok());
-  EXPECT_EQ(store_->AddApiKey(key, "globex").code(), absl::StatusCode::kAlreadyExists);
-  EXPECT_EQ(store_->AddApiKey("short", "acme").code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(*store_->LookupApiKey(key), "acme");
-  auto unknown = store_->LookupApiKey("oftk-live-unknown-key-000000");
-  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(unknown.status().message(), ::testing::Not(HasSubstr("unknown-key")));
-
-  // Neither the database nor its WAL holds the raw key; the hash is there.
-  std::string bytes;
-  for (const char* suffix : {"", "-wal"}) {
-    auto content = ReadFile(path_ + suffix);
-    if (content.ok()) bytes += *content;
-  }
-  ASSERT_FALSE(bytes.empty());
-  EXPECT_EQ(bytes.find(key), std::string::npos);
-  EXPECT_NE(bytes.find(Sha256Hex(key)), std::string::npos);
-
-  ASSERT_TRUE(store_->RevokeApiKey(key).ok());
-  EXPECT_EQ(store_->LookupApiKey(key).status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(store_->RevokeApiKey(key).code(), absl::StatusCode::kNotFound);
 }
 
 }  // namespace

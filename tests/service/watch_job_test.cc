@@ -17,7 +17,9 @@
 #include "gtest/gtest.h"
 #include "oft/v1/jobs.grpc.pb.h"
 #include "server/common/executor.h"
+#include "server/jobs/api_key_store.h"
 #include "server/jobs/job_store.h"
+#include "server/jobs/store_db.h"
 #include "server/service/auth.h"
 #include "server/service/event_hub.h"
 #include "server/service/job_service.h"
@@ -38,11 +40,14 @@ std::string MakeTempDir() {
 TEST(WatchJobTest, SlowReaderOfALongLogGetsEveryEventOnceWithoutNewEvents) {
   const std::string dir = MakeTempDir();
   ASSERT_FALSE(dir.empty());
-  auto store = JobStore::Open(dir + "/jobs.db");
+  auto db = OpenStoreDb(dir + "/jobs.db");
+  ASSERT_TRUE(db.ok()) << db.status();
+  auto store = JobStore::Create(*db, JobStoreOptions());
   ASSERT_TRUE(store.ok()) << store.status();
+  ApiKeyStore keys(*db);
   auto catalog = ModelCatalog::Create({{"default", std::string(OFT_SOURCE_DIR) + "/models/default"}});
   ASSERT_TRUE(catalog.ok()) << catalog.status();
-  Authenticator auth(store->get(), AuthOptions{.allow_unauthenticated = true});
+  Authenticator auth(&keys, AuthOptions{.allow_unauthenticated = true});
   Executor executor(4);
   EventHub hub;
   (*store)->SetEventListener([&hub](const std::string& job, int64_t) { hub.Publish(job); });
