@@ -32,6 +32,13 @@ namespace {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (oft::AnswerHelp(argc, argv,
+      "usage: model_bench [--model_dir=models/default] [--device=cpu] [--batch=4] [--seq=256]\n"
+      "                   [--reps=5] [--threads=N] [--block=32]\n"
+      "Forward and forward+backward tokens/s of a model, and its base-weight bytes (bf16 vs\n"
+      "NF4); JSON lines on stdout.\n")) {
+    return 0;
+  }
   std::string model_dir = "models/default", device = "cpu", v;
   int64_t batch = 4, seq = 256, block = 32;
   int reps = 5, threads = 0;

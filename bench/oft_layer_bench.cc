@@ -86,6 +86,13 @@ const char* DtypeName(at::ScalarType t) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (oft::AnswerHelp(argc, argv,
+      "usage: oft_layer_bench [--device=cpu|cuda] [--dtype=fp32|bf16|fp16] [--tokens=512,2048]\n"
+      "                       [--d=4096] [--block=32] [--reps=5] [--threads=N]\n"
+      "One OFTv2 layer: input-centric vs weight-centric vs the frozen base (time and extra\n"
+      "memory); JSON lines on stdout.\n")) {
+    return 0;
+  }
   Args a;
   for (int i = 1; i < argc; ++i) {
     const char* v;

@@ -427,6 +427,14 @@ int Run(Options opt) {
 }  // namespace oft
 
 int main(int argc, char** argv) {
+  if (oft::AnswerHelp(argc, argv,
+      "usage: rpc_load (--spawn=build/server/oft_server | --server=HOST:PORT --api_key=KEY)\n"
+      "                [--clients=64] [--watchers=8] [--seconds=20] [--warmup_seconds=N]\n"
+      "                [--model_dir=DIR] [--dataset=FILE] [--base_model=NAME] [--job_id=ID]\n"
+      "                [--channels=N] [--deadline_ms=N] [--train_threads=N] [--list_page_size=N]\n"
+      "RPC latency (p50/p90/p99/max per method) while the server trains; JSON lines on stdout.\n")) {
+    return 0;
+  }
   oft::Options opt;
   for (int i = 1; i < argc; ++i) {
     const char* a = argv[i];

@@ -71,6 +71,13 @@ Result RunBatch(oft::Engine& engine, const std::vector<int32_t>& prompt,
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (oft::AnswerHelp(argc, argv,
+      "usage: serve_bench [--model_dir=models/default] [--device=cpu] [--requests=8]\n"
+      "                   [--tokens=64] [--threads=1] [--block=32] [--reps=2]\n"
+      "Generation tokens/s and time to first token: base only, one adapter, 8 adapters mixed;\n"
+      "adapter load and swap latency. JSON lines on stdout.\n")) {
+    return 0;
+  }
   std::string model_dir = "models/default", device = "cpu", v;
   int64_t requests = 8, tokens = 64, block = 32;
   int threads = 1, reps = 2;

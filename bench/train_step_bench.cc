@@ -89,6 +89,15 @@ int Fail(const absl::Status& st) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (oft::AnswerHelp(argc, argv,
+      "usage: train_step_bench [--model_dir=DIR] [--device=cpu|cuda] [--dtype=fp32|bf16]\n"
+      "         [--hidden=4096] [--intermediate=11008] [--layers=1] [--heads=32] [--kv_heads=8]\n"
+      "         [--vocab=32000] [--batch=1] [--seq=256] [--block=32] [--reps=3] [--threads=N]\n"
+      "         [--impls=frozen,input_centric,weight_centric]\n"
+      "One optimizer step: OFTv2 input-centric vs weight-centric vs the frozen model (time and\n"
+      "peak memory); JSON lines on stdout.\n")) {
+    return 0;
+  }
   Args a;
   for (int i = 1; i < argc; ++i) {
     const char* v;

@@ -17,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "client/cli_args.h"
 #include "client/job_file.h"
 #include "client/oft_client.h"
 #include "client/progress.h"
@@ -25,7 +26,8 @@
 namespace oft {
 namespace {
 
-constexpr char kUsage[] = R"(usage: oftctl [global flags] <command> [args] [flags]
+constexpr char kUsageHead[] = R"(usage: oftctl [global flags] <command> [args] [flags]
+       oftctl --help | --version
 
 Global flags:
   --server=HOST:PORT     server address [$OFT_SERVER or 127.0.0.1:50051]
@@ -36,149 +38,12 @@ Global flags:
   --json                 print responses as proto3 JSON (streams: one object per line)
 
 Commands:
-  upload FILE --name=N [--format=text|prompt_completion|chat]
-  datasets                              list uploaded datasets
-  submit [--file=job.yaml|job.json] [--watch] [--idempotency-key=K] [spec flags]
-      spec flags (override the file): --base-model --dataset=ID (repeatable)
-      --validation-dataset=ID | --validation-fraction=F --output-adapter=NAME --priority
-      --learning-rate --max-steps | --epochs --batch-size --max-seq-len --oft-block-size | --r
-      --target-modules=a,b --seed --eval-every --warmup-steps --schedule --grad-accum-steps
-      --weight-decay --max-grad-norm --pack --checkpoint-every --early-stopping-patience
-      --select-best --quantize-base-nf4 --bias ... and --set=FIELD.PATH=VALUE for any field
-  status JOB
-  list [--state=RUNNING[,QUEUED...]]
-  watch JOB [--after=EVENT_ID]          follow a job; exit code reflects its final state
-  cancel JOB
-  download NAME[:VERSION] --out=DIR [--files=a,b]   verifies each file's sha256
-  adapters [--name=NAME]
-  delete-adapter NAME:VERSION
-  delete-dataset ID
-  models
-  generate (--adapter=NAME[:V] | --alias=A) (--prompt=TEXT | --chat-file=F) [--max-tokens=N]
-           [--temperature=T] [--top-p=P] [--top-k=K] [--seed=S] [--stop=S]... [--base-model=M]
-  load NAME[:VERSION] | unload NAME:VERSION | loaded
-  alias set ALIAS NAME[:VERSION] | alias delete ALIAS
+)";
 
+constexpr char kUsageTail[] = R"(
 Exit codes: 0 ok, 1 RPC error, 2 usage error, 3 watched job FAILED, 4 watched job
 CANCELLED, 5 download checksum mismatch.
 )";
-
-// Flags that take no value ("--tls"); "--tls=false" still works.
-const std::set<std::string>& BoolFlags() {
-  static const std::set<std::string>* const kFlags = new std::set<std::string>{
-      "tls", "json", "watch", "help", "pack", "select-best", "activation-checkpointing",
-      "bf16-autocast", "use-cayley-neumann", "block-share", "coft", "quantize-base-nf4"};
-  return *kFlags;
-}
-
-const std::set<std::string>& GlobalFlags() {
-  static const std::set<std::string>* const kFlags = new std::set<std::string>{
-      "server", "api-key", "tls", "ca-cert", "client-cert", "client-key", "tls-server-name",
-      "deadline", "json", "help"};
-  return *kFlags;
-}
-
-const std::map<std::string, std::set<std::string>>& CommandFlags() {
-  static const auto* const kFlags = new std::map<std::string, std::set<std::string>>{
-      {"upload", {"name", "format"}},
-      {"datasets", {}},
-      {"submit", {"file", "watch", "idempotency-key"}},
-      {"status", {}},
-      {"list", {"state"}},
-      {"watch", {"after"}},
-      {"cancel", {}},
-      {"download", {"out", "files"}},
-      {"adapters", {"name"}},
-      {"delete-adapter", {}},
-      {"delete-dataset", {}},
-      {"models", {}},
-      {"generate",
-       {"adapter", "alias", "prompt", "chat-file", "max-tokens", "temperature", "top-p", "top-k",
-        "seed", "stop", "base-model"}},
-      {"load", {}},
-      {"unload", {}},
-      {"loaded", {}},
-      {"alias", {}},
-  };
-  return *kFlags;
-}
-
-struct UsageError {
-  std::string message;
-};
-
-struct Args {
-  std::vector<std::string> positional;
-  std::vector<std::pair<std::string, std::string>> flags;  // names without dashes
-
-  bool Has(absl::string_view name) const {
-    return std::any_of(flags.begin(), flags.end(), [&](const auto& f) { return f.first == name; });
-  }
-  // The last value of `name`, or `def`.
-  std::string Get(absl::string_view name, const std::string& def = "") const {
-    for (auto it = flags.rbegin(); it != flags.rend(); ++it) {
-      if (it->first == name) return it->second;
-    }
-    return def;
-  }
-  std::vector<std::string> GetAll(absl::string_view name) const {
-    std::vector<std::string> out;
-    for (const auto& f : flags) {
-      if (f.first == name) out.push_back(f.second);
-    }
-    return out;
-  }
-  bool GetBool(absl::string_view name) const {
-    if (!Has(name)) return false;
-    const std::string v = absl::AsciiStrToLower(Get(name));
-    return v == "true" || v == "1" || v == "yes" || v == "on" || v.empty();
-  }
-};
-
-std::optional<UsageError> ParseArgs(const std::vector<std::string>& argv, Args* args) {
-  bool flags_done = false;
-  for (size_t i = 0; i < argv.size(); ++i) {
-    const std::string& a = argv[i];
-    if (flags_done || a.size() < 2 || a[0] != '-' || (a[1] != '-' && a != "-h")) {
-      args->positional.push_back(a);
-      continue;
-    }
-    if (a == "--") {
-      flags_done = true;
-      continue;
-    }
-    if (a == "-h") {
-      args->flags.emplace_back("help", "true");
-      continue;
-    }
-    const std::string body = a.substr(2);
-    const size_t eq = body.find('=');
-    if (eq != std::string::npos) {
-      args->flags.emplace_back(body.substr(0, eq), body.substr(eq + 1));
-    } else if (BoolFlags().count(body) > 0) {
-      args->flags.emplace_back(body, "true");
-    } else if (i + 1 < argv.size()) {
-      args->flags.emplace_back(body, argv[++i]);
-    } else {
-      return UsageError{absl::StrCat("flag --", body, " needs a value")};
-    }
-  }
-  return std::nullopt;
-}
-
-template <typename T>
-std::optional<UsageError> ParseNumber(const Args& args, absl::string_view name, T* out) {
-  if (!args.Has(name)) return std::nullopt;
-  const std::string v = args.Get(name);
-  bool ok;
-  if constexpr (std::is_floating_point_v<T>) {
-    ok = absl::SimpleAtod(v, out);
-  } else {
-    ok = absl::SimpleAtoi(v, out);
-  }
-  if (!ok) return UsageError{absl::StrCat("--", name, ": not a number: \"", v, "\"")};
-  return std::nullopt;
-}
 
 std::string ToJson(const google::protobuf::Message& msg, bool pretty) {
   google::protobuf::util::JsonPrintOptions opts;
@@ -202,55 +67,111 @@ std::string FormatName(absl::string_view enum_name, absl::string_view prefix) {
 // A command's execution context.
 class Cli {
  public:
-  Cli(const Args& args, const CliEnv& env) : args_(args), env_(env), out_(*env.out),
-                                             err_(*env.err), json_(args.GetBool("json")) {}
+  Cli(const Args& args, const CliEnv& env)
+      : args_(args), env_(env), out_(*env.out), err_(*env.err), json_(args.GetBool("json")) {}
+
+  // One oftctl command: its synopsis (name, arguments, flags) for the usage text, the
+  // flags it accepts besides the global ones, how many positional arguments it takes, and
+  // what runs it.
+  using Positional = std::vector<std::string>;
+  struct Command {
+    const char* name;
+    const char* synopsis;  // arguments and flags after the name, for the usage text
+    const char* help;      // one line ("" = none); continuation lines start with spaces
+    std::set<std::string> flags;
+    size_t min_args, max_args;  // positional arguments after the command name
+    int (*run)(Cli& cli, const Positional& args);
+  };
+
+  // The command table: usage text, flag checks and dispatch all come from it.
+  static const std::vector<Command>& Commands() {
+    // One row per command reads better than one line per field.
+    // clang-format off
+    static const auto* const kCommands = new std::vector<Command>{
+        {"upload", "FILE --name=N [--format=text|prompt_completion|chat]", "", {"name", "format"},
+         1, 1, [](Cli& c, const Positional& p) { return c.Upload(p[0]); }},
+        {"datasets", "", "list uploaded datasets", {}, 0, 0,
+         [](Cli& c, const Positional&) { return c.Datasets(); }},
+        {"submit", "[--file=job.yaml|job.json] [--watch] [--idempotency-key=K] [spec flags]",
+         "    spec flags (override the file): --base-model --dataset=ID (repeatable)\n"
+         "    --validation-dataset=ID | --validation-fraction=F --output-adapter=NAME --priority\n"
+         "    --learning-rate --max-steps | --epochs --batch-size --max-seq-len --oft-block-size | --r\n"
+         "    --target-modules=a,b --seed --eval-every --warmup-steps --schedule --grad-accum-steps\n"
+         "    --weight-decay --max-grad-norm --pack --checkpoint-every --early-stopping-patience\n"
+         "    --select-best --quantize-base-nf4 --bias ... and --set=FIELD.PATH=VALUE for any field",
+         {"file", "watch", "idempotency-key"}, 0, 0,
+         [](Cli& c, const Positional&) { return c.Submit(); }},
+        {"status", "JOB", "", {}, 1, 1, [](Cli& c, const Positional& p) { return c.Status(p[0]); }},
+        {"list", "[--state=RUNNING[,QUEUED...]]", "", {"state"}, 0, 0,
+         [](Cli& c, const Positional&) { return c.List(); }},
+        {"watch", "JOB [--after=EVENT_ID]", "follow a job; exit code reflects its final state",
+         {"after"}, 1, 1, [](Cli& c, const Positional& p) { return c.Watch(p[0]); }},
+        {"cancel", "JOB", "", {}, 1, 1, [](Cli& c, const Positional& p) { return c.Cancel(p[0]); }},
+        {"download", "NAME[:VERSION] --out=DIR [--files=a,b]", "verifies each file's sha256",
+         {"out", "files"}, 1, 1, [](Cli& c, const Positional& p) { return c.Download(p[0]); }},
+        {"adapters", "[--name=NAME]", "", {"name"}, 0, 0,
+         [](Cli& c, const Positional&) { return c.Adapters(); }},
+        {"delete-adapter", "NAME:VERSION", "", {}, 1, 1,
+         [](Cli& c, const Positional& p) { return c.DeleteAdapter(p[0]); }},
+        {"delete-dataset", "ID", "", {}, 1, 1,
+         [](Cli& c, const Positional& p) { return c.DeleteDataset(p[0]); }},
+        {"models", "", "base models the server trains on", {}, 0, 0,
+         [](Cli& c, const Positional&) { return c.Models(); }},
+        {"generate",
+         "(--adapter=NAME[:V] | --alias=A) (--prompt=TEXT | --chat-file=F) [--max-tokens=N]",
+         "    [--temperature=T] [--top-p=P] [--top-k=K] [--seed=S] [--stop=S]... [--base-model=M]",
+         {"adapter", "alias", "prompt", "chat-file", "max-tokens", "temperature", "top-p", "top-k",
+          "seed", "stop", "base-model"},
+         0, 0, [](Cli& c, const Positional&) { return c.Generate(); }},
+        {"load", "NAME[:VERSION]", "", {}, 1, 1,
+         [](Cli& c, const Positional& p) { return c.Load(p[0]); }},
+        {"unload", "NAME:VERSION", "", {}, 1, 1,
+         [](Cli& c, const Positional& p) { return c.Unload(p[0]); }},
+        {"loaded", "", "adapters loaded for inference", {}, 0, 0,
+         [](Cli& c, const Positional&) { return c.Loaded(); }},
+        {"alias", "set ALIAS NAME[:VERSION] | delete ALIAS", "", {}, 2, 3,
+         [](Cli& c, const Positional& p) { return c.Alias(p); }},
+    };
+    // clang-format on
+    return *kCommands;
+  }
+
+  static std::string UsageText() {
+    std::string text = kUsageHead;
+    for (const Command& c : Commands()) {
+      std::string line = absl::StrCat("  ", c.name, *c.synopsis ? " " : "", c.synopsis);
+      const std::string help = c.help;
+      if (!help.empty() && help[0] != ' ') {
+        if (line.size() < 40) line.resize(40, ' ');
+        absl::StrAppend(&line, "  ", help);
+        absl::StrAppend(&text, line, "\n");
+      } else {
+        absl::StrAppend(&text, line, "\n");
+        if (!help.empty()) absl::StrAppend(&text, help, "\n");
+      }
+    }
+    return text + kUsageTail;
+  }
 
   int Run() {
-    const std::string& cmd = args_.positional[0];
-    const auto it = CommandFlags().find(cmd);
-    if (it == CommandFlags().end()) return Usage(absl::StrCat("unknown command \"", cmd, "\""));
-    for (const auto& [name, value] : args_.flags) {
-      if (GlobalFlags().count(name) || it->second.count(name)) continue;
-      if (cmd == "submit" && IsJobSpecFlag(name)) continue;
-      return Usage(absl::StrCat("unknown flag --", name, " for \"", cmd, "\""));
+    const std::string& name = args_.positional[0];
+    const auto& commands = Commands();
+    const auto cmd = std::find_if(commands.begin(), commands.end(),
+                                  [&](const Command& c) { return name == c.name; });
+    if (cmd == commands.end()) return Usage(absl::StrCat("unknown command \"", name, "\""));
+    for (const auto& [flag, value] : args_.flags) {
+      if (GlobalFlags().count(flag) || cmd->flags.count(flag)) continue;
+      if (name == "submit" && IsJobSpecFlag(flag)) continue;
+      return Usage(absl::StrCat("unknown flag --", flag, " for \"", name, "\""));
+    }
+    const Positional p(args_.positional.begin() + 1, args_.positional.end());
+    if (p.size() < cmd->min_args || p.size() > cmd->max_args) {
+      return Usage(absl::StrCat("usage: oftctl ", name, " ", cmd->synopsis));
     }
     std::optional<UsageError> bad = MakeClient();
     if (bad) return Usage(bad->message);
     if (client_ == nullptr) return kExitRpcError;  // MakeClient printed the error
-    const auto& p = args_.positional;
-    const size_t nargs = p.size() - 1;
-    auto want = [&](size_t n, absl::string_view what) -> std::optional<int> {
-      if (nargs == n) return std::nullopt;
-      return Usage(absl::StrCat("\"", cmd, "\" takes ", what));
-    };
-    std::optional<int> u;
-    if (cmd == "upload") return (u = want(1, "one FILE")) ? *u : Upload(p[1]);
-    if (cmd == "datasets") return (u = want(0, "no arguments")) ? *u : Datasets();
-    if (cmd == "submit") return (u = want(0, "no positional arguments")) ? *u : Submit();
-    if (cmd == "status") return (u = want(1, "one JOB id")) ? *u : Status(p[1]);
-    if (cmd == "list") return (u = want(0, "no arguments")) ? *u : List();
-    if (cmd == "watch") {
-      if ((u = want(1, "one JOB id"))) return *u;
-      int64_t after = 0;
-      if (auto e = ParseNumber(args_, "after", &after)) return Usage(e->message);
-      return Watch(p[1], after);
-    }
-    if (cmd == "cancel") return (u = want(1, "one JOB id")) ? *u : Cancel(p[1]);
-    if (cmd == "download") return (u = want(1, "NAME[:VERSION]")) ? *u : Download(p[1]);
-    if (cmd == "adapters") return (u = want(0, "no arguments")) ? *u : Adapters();
-    if (cmd == "delete-adapter") return (u = want(1, "NAME:VERSION")) ? *u : DeleteAdapter(p[1]);
-    if (cmd == "delete-dataset") return (u = want(1, "one dataset ID")) ? *u : DeleteDataset(p[1]);
-    if (cmd == "models") return (u = want(0, "no arguments")) ? *u : Models();
-    if (cmd == "generate") return (u = want(0, "no positional arguments")) ? *u : Generate();
-    if (cmd == "load") return (u = want(1, "NAME[:VERSION]")) ? *u : Load(p[1]);
-    if (cmd == "unload") return (u = want(1, "NAME:VERSION")) ? *u : Unload(p[1]);
-    if (cmd == "loaded") return (u = want(0, "no arguments")) ? *u : Loaded();
-    if (cmd == "alias") {
-      if (nargs == 3 && p[1] == "set") return SetAlias(p[2], p[3]);
-      if (nargs == 2 && p[1] == "delete") return DeleteAlias(p[2]);
-      return Usage("usage: alias set ALIAS NAME[:VERSION] | alias delete ALIAS");
-    }
-    return Usage(absl::StrCat("unknown command \"", cmd, "\""));
+    return cmd->run(*this, p);
   }
 
  private:
@@ -273,8 +194,8 @@ class Cli {
     o.client_cert_file = args_.Get("client-cert");
     o.client_key_file = args_.Get("client-key");
     o.tls_server_name_override = args_.Get("tls-server-name");
-    if (!o.tls && (!o.ca_cert_file.empty() || !o.client_cert_file.empty() ||
-                   !o.client_key_file.empty())) {
+    if (!o.tls &&
+        (!o.ca_cert_file.empty() || !o.client_cert_file.empty() || !o.client_key_file.empty())) {
       return UsageError{"--ca-cert, --client-cert and --client-key need --tls"};
     }
     double deadline_s = 0;
@@ -385,7 +306,7 @@ class Cli {
     }
     out_.flush();
     if (!args_.GetBool("watch")) return kExitOk;
-    return Watch(job->id(), 0);
+    return WatchFrom(job->id(), 0);
   }
 
   int Status(const std::string& id) {
@@ -400,8 +321,8 @@ class Cli {
       out_ << absl::StrFormat("%-12s %s\n", absl::StrCat(k, ":"), v);
     };
     row("job", j.id());
-    row("state", absl::StrCat(StateName(j.state()), j.cancel_requested() ? " (cancel requested)"
-                                                                         : ""));
+    row("state",
+        absl::StrCat(StateName(j.state()), j.cancel_requested() ? " (cancel requested)" : ""));
     if (j.state() == v1::Job::QUEUED) {
       row("queue", absl::StrCat("position ", j.queue_position(),
                                 j.queue_reason().empty() ? "" : ": ", j.queue_reason()));
@@ -412,9 +333,9 @@ class Cli {
     if (j.progress().step() > 0 || j.progress().total_steps() > 0) {
       std::string prog = absl::StrCat(j.progress().step());
       if (j.progress().total_steps() > 0) {
-        absl::StrAppend(&prog, "/", j.progress().total_steps(),
-                        absl::StrFormat(" (%.0f%%)", 100.0 * j.progress().step() /
-                                                         j.progress().total_steps()));
+        absl::StrAppend(
+            &prog, "/", j.progress().total_steps(),
+            absl::StrFormat(" (%.0f%%)", 100.0 * j.progress().step() / j.progress().total_steps()));
       }
       absl::StrAppend(&prog, absl::StrFormat(", epoch %.2f", j.progress().epoch()));
       row("progress", prog);
@@ -463,8 +384,8 @@ class Cli {
       Print(resp);
       return kExitOk;
     }
-    out_ << absl::StrFormat("%-28s %-10s %-14s %-8s %-24s %s\n", "ID", "STATE", "PROGRESS",
-                            "LOSS", "ADAPTER", "CREATED");
+    out_ << absl::StrFormat("%-28s %-10s %-14s %-8s %-24s %s\n", "ID", "STATE", "PROGRESS", "LOSS",
+                            "ADAPTER", "CREATED");
     for (const auto& j : *jobs) {
       std::string prog = "-";
       if (j.progress().total_steps() > 0) {
@@ -482,7 +403,13 @@ class Cli {
     return kExitOk;
   }
 
-  int Watch(const std::string& id, int64_t after) {
+  int Watch(const std::string& id) {
+    int64_t after = 0;
+    if (auto e = ParseNumber(args_, "after", &after)) return Usage(e->message);
+    return WatchFrom(id, after);
+  }
+
+  int WatchFrom(const std::string& id, int64_t after) {
     absl::StatusOr<v1::Job> job = client_->GetJob(id);
     if (!job.ok()) return Fail(job.status());
     WatchProgress progress;
@@ -591,8 +518,8 @@ class Cli {
       for (const auto& f : a.files()) size += f.size_bytes();
       const auto loss = a.metrics().find("loss");
       out_ << absl::StrFormat(
-          "%-28s %-16s %-28s %10s %-8s %s\n", FormatAdapterRef(a.ref()), a.base_model(),
-          a.job_id(), FormatBytes(size),
+          "%-28s %-16s %-28s %10s %-8s %s\n", FormatAdapterRef(a.ref()), a.base_model(), a.job_id(),
+          FormatBytes(size),
           loss == a.metrics().end() ? "-" : absl::StrFormat("%.4f", loss->second),
           FormatTime(a.create_time()));
     }
@@ -664,10 +591,10 @@ class Cli {
     int32_t max_tokens = 0, top_k = 0;
     double temperature = 0, top_p = 0;
     uint64_t seed = 0;
-    for (auto e : {ParseNumber(args_, "max-tokens", &max_tokens),
-                   ParseNumber(args_, "top-k", &top_k),
-                   ParseNumber(args_, "temperature", &temperature),
-                   ParseNumber(args_, "top-p", &top_p), ParseNumber(args_, "seed", &seed)}) {
+    for (auto e :
+         {ParseNumber(args_, "max-tokens", &max_tokens), ParseNumber(args_, "top-k", &top_k),
+          ParseNumber(args_, "temperature", &temperature), ParseNumber(args_, "top-p", &top_p),
+          ParseNumber(args_, "seed", &seed)}) {
       if (e) return Usage(e->message);
     }
     req.set_max_tokens(max_tokens);
@@ -698,12 +625,14 @@ class Cli {
     if (!s.ok()) return Fail(s);
     if (!json_) {
       std::string summary = absl::StrCat(
-          "[", FormatName(v1::GenerateResponse::FinishReason_Name(last.finish_reason()),
-                          "FINISH_REASON_"),
+          "[",
+          FormatName(v1::GenerateResponse::FinishReason_Name(last.finish_reason()),
+                     "FINISH_REASON_"),
           "; ", last.usage().prompt_tokens(), " prompt + ", last.usage().completion_tokens(),
           " generated tokens",
           absl::StrFormat("; first token %.3fs", last.usage().time_to_first_token_seconds()));
-      if (first.has_served_by()) absl::StrAppend(&summary, "; ", FormatAdapterRef(first.served_by()));
+      if (first.has_served_by())
+        absl::StrAppend(&summary, "; ", FormatAdapterRef(first.served_by()));
       absl::StrAppend(&summary, "; seed ", first.seed(), "]");
       err_ << summary << "\n";
     }
@@ -718,8 +647,8 @@ class Cli {
     if (json_) {
       Print(*loaded);
     } else {
-      out_ << "loaded " << FormatAdapterRef(loaded->ref()) << " on " << loaded->base_model()
-           << " (" << FormatBytes(loaded->memory_bytes()) << ")\n";
+      out_ << "loaded " << FormatAdapterRef(loaded->ref()) << " on " << loaded->base_model() << " ("
+           << FormatBytes(loaded->memory_bytes()) << ")\n";
     }
     return kExitOk;
   }
@@ -761,6 +690,12 @@ class Cli {
     return kExitOk;
   }
 
+  int Alias(const Positional& p) {
+    if (p.size() == 3 && p[0] == "set") return SetAlias(p[1], p[2]);
+    if (p.size() == 2 && p[0] == "delete") return DeleteAlias(p[1]);
+    return Usage("usage: oftctl alias set ALIAS NAME[:VERSION] | alias delete ALIAS");
+  }
+
   int SetAlias(const std::string& alias, const std::string& ref_text) {
     absl::StatusOr<v1::AdapterVersionRef> ref = ParseAdapterRef(ref_text);
     if (!ref.ok()) return Usage(ref.status().message());
@@ -770,7 +705,8 @@ class Cli {
       Print(*a);
     } else {
       out_ << "alias " << a->alias() << " -> " << FormatAdapterRef(a->target());
-      if (a->has_previous_target()) out_ << " (was " << FormatAdapterRef(a->previous_target()) << ")";
+      if (a->has_previous_target())
+        out_ << " (was " << FormatAdapterRef(a->previous_target()) << ")";
       out_ << "\n";
     }
     return kExitOk;
@@ -804,11 +740,15 @@ int RunOftctl(const std::vector<std::string>& argv, const CliEnv& env) {
     return kExitUsage;
   }
   if (args.GetBool("help")) {
-    *env.out << kUsage;
+    *env.out << Cli::UsageText();
+    return kExitOk;
+  }
+  if (args.GetBool("version")) {
+    *env.out << "oftctl " << OFT_VERSION << "\n";
     return kExitOk;
   }
   if (args.positional.empty()) {
-    *env.err << kUsage;
+    *env.err << Cli::UsageText();
     return kExitUsage;
   }
   return Cli(args, env).Run();

@@ -29,18 +29,29 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "server/common/flags.h"
 #include "server/common/runtime.h"
 #include "server/oft/cpu_isa.h"
 #include "server/server.h"
 
 namespace {
 
+constexpr char kUsage[] =
+    "usage: oft_server [--listen=127.0.0.1:50051] [--metrics_listen=127.0.0.1:9464]\n"
+    "                  [--data_dir=./oft-data] [--model=NAME=DIR ...] [--devices=cpu,cuda:0]\n"
+    "                  [--jobs_per_device=N] [--train_threads=N] [--api_key=TENANT:KEY ...]\n"
+    "                  [--api_keys_file=FILE] [--allow_unauthenticated]\n"
+    "                  [--tls_cert=PEM --tls_key=PEM [--tls_client_ca=PEM]]\n"
+    "                  [--max_upload_bytes=N] [--max_message_bytes=N]\n"
+    "                  [--max_active_jobs_per_tenant=N] [--adapter_memory_budget_bytes=N]\n"
+    "                  [--serving_device=cpu|cuda:N] [--serving_threads=N]\n"
+    "                  [--device_memory_bytes=N] [--port_file=FILE] [--metrics_port_file=FILE]\n"
+    "The OFTv2 adapter training and serving service (gRPC oft.v1). SIGTERM / SIGINT: graceful\n"
+    "shutdown (running jobs are checkpointed and requeued), exit 0.\n"
+    "Exit status: 0 after shutdown or --help, 2 bad flags, 1 the server could not start.\n";
+
 int Usage(const std::string& error) {
-  std::cerr << "oft_server: " << error << "\n"
-            << "usage: oft_server [--listen=HOST:PORT] [--metrics_listen=HOST:PORT] "
-               "[--data_dir=DIR] [--model=NAME=DIR] [--devices=cpu[,cuda:N]] "
-               "[--api_key=TENANT:KEY] [--api_keys_file=FILE] [--allow_unauthenticated] "
-               "[--tls_cert=F --tls_key=F [--tls_client_ca=F]] (see server/main.cc)\n";
+  std::cerr << "oft_server: " << error << "\n" << kUsage;
   return 2;
 }
 
@@ -55,6 +66,7 @@ bool ParseInt(const std::string& name, const std::string& v, int64_t* out, std::
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (oft::AnswerHelp(argc, argv, kUsage)) return 0;
   oft::ServerOptions o;
   bool models_given = false;
   double shutdown_timeout_seconds = 60;

@@ -2,6 +2,7 @@
 #ifndef OFT_SERVER_COMMON_FLAGS_H_
 #define OFT_SERVER_COMMON_FLAGS_H_
 
+#include <cstdio>
 #include <cstring>
 #include <string>
 
@@ -21,6 +22,18 @@ inline bool ParseFlag(const char* arg, const char* name, std::string* value) {
   if (!ParseFlag(arg, name, &v)) return false;
   *value = v;
   return true;
+}
+
+// The --help convention of every binary: when an argument is "--help" or "-h", prints
+// `usage` to stdout and returns true; the caller then exits with status 0.
+inline bool AnswerHelp(int argc, char** argv, const char* usage) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
+      std::fputs(usage, stdout);
+      return true;
+    }
+  }
+  return false;
 }
 
 }  // namespace oft

@@ -455,6 +455,19 @@ TEST_F(FakeServerTest, OftctlErrorsAndUsage) {
   EXPECT_EQ(Oftctl({"download", "bot:x", "--out=/tmp"}, &out, &err), 2);
   EXPECT_EQ(Oftctl({"--help"}, &out, &err), 0);
   EXPECT_THAT(out, HasSubstr("usage: oftctl"));
+  // The usage lists every command of the table, with its synopsis.
+  for (const char* line : {"  upload FILE --name=N", "  watch JOB [--after=EVENT_ID]",
+                           "  alias set ALIAS NAME[:VERSION] | delete ALIAS", "  loaded",
+                           "  delete-dataset ID"}) {
+    EXPECT_THAT(out, HasSubstr(line));
+  }
+  EXPECT_EQ(Oftctl({"--version"}, &out, &err), 0);
+  EXPECT_THAT(out, ::testing::StartsWith("oftctl "));
+  // Wrong argument counts name the command's synopsis.
+  EXPECT_EQ(Oftctl({"watch", "a", "b"}, &out, &err), 2);
+  EXPECT_THAT(err, HasSubstr("usage: oftctl watch JOB"));
+  EXPECT_EQ(Oftctl({"alias", "frob", "x"}, &out, &err), 2);
+  EXPECT_THAT(err, HasSubstr("alias set ALIAS"));
   EXPECT_EQ(Oftctl({"status", "job-ok", "--json"}, &out, &err), 0);
   EXPECT_THAT(out, HasSubstr("\"id\": \"job-ok\""));
 }

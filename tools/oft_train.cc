@@ -23,6 +23,7 @@
 #include "ATen/Parallel.h"
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
+#include "server/common/flags.h"
 #include "server/common/runtime.h"
 #include "server/common/file_util.h"
 #include "server/oft/cpu_isa.h"
@@ -57,7 +58,19 @@ Json FlagValue(const std::string& v) {
   return Json(v);
 }
 
+constexpr char kUsage[] =
+    "usage: oft_train --model_dir=DIR --train=train.jsonl [--valid=valid.jsonl] --out=ADAPTER_DIR\n"
+    "                 [--checkpoint_dir=DIR] [--config=job.json] [--threads=N]\n"
+    "                 [--device=cpu|cuda:0] [--dtype=fp32|bf16] [--chat_template=NAME]\n"
+    "                 [--adapter_name=NAME] [--target_modules=q_proj,v_proj|all-linear]\n"
+    "                 [--oft_block_size=32] [--r=0] [--<any TrainOptions field>=VALUE ...]\n"
+    "Trains one OFTv2 adapter, one JSON line per training event on stdout; resumes from\n"
+    "--checkpoint_dir. job.json: {\"train_options\": {...}, \"oft_block_size\": 32, \"r\": 0,\n"
+    "\"target_modules\": [...], \"module_dropout\": 0.0, \"chat_template\": \"chatml\"}.\n"
+    "Exit status: 0 done, 1 error, 2 usage, 3 cancelled.\n";
+
 int Main(int argc, char** argv) {
+  if (oft::AnswerHelp(argc, argv, kUsage)) return 0;
   std::map<std::string, std::string> flags;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -82,8 +95,7 @@ int Main(int argc, char** argv) {
   const int threads = std::stoi(take("threads", "0"));
   const std::string device = take("device", "cpu"), dtype = take("dtype", "");
   if (model_dir.empty() || train_path.empty()) {
-    std::cerr << "usage: oft_train --model_dir=DIR --train=FILE [--valid=FILE] [--out=DIR] "
-                 "[--checkpoint_dir=DIR] [--config=job.json] [--threads=N] [--<option>=V]\n";
+    std::cerr << "oft_train: --model_dir and --train are required\n" << kUsage;
     return 2;
   }
   if (absl::Status isa = oft::cpu::CheckCpuIsaEnvironment(); !isa.ok()) {

@@ -25,6 +25,15 @@
 
 namespace {
 
+constexpr char kUsage[] =
+    "usage: oft_generate [--model_dir=models/default] [--adapter_dir=DIR] [--nf4]\n"
+    "                    [--max_tokens=48] [--temperature=0] [--top_p=1] [--top_k=0] [--seed=0]\n"
+    "                    [--stop=STRING]... [--threads=N] PROMPT...\n"
+    "Completes each PROMPT (\"\\n\" in it is a newline) and prints one JSON line per prompt:\n"
+    "  {\"prompt\": ..., \"completion\": ..., \"finish_reason\": ...}\n"
+    "--adapter_dir: a PEFT OFT adapter to apply; --nf4: quantize the base to NF4.\n"
+    "Exit status: 0 ok, 2 bad arguments, 1 any other error.\n";
+
 std::string Unescape(const std::string& s) {
   std::string out;
   for (size_t i = 0; i < s.size(); ++i) {
@@ -46,6 +55,7 @@ int Fail(const absl::Status& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (oft::AnswerHelp(argc, argv, kUsage)) return 0;
   std::string model_dir = "models/default", adapter_dir, v;
   oft::SamplingOptions o;
   o.max_tokens = 48;
@@ -65,7 +75,7 @@ int main(int argc, char** argv) {
       else if (oft::ParseFlag(argv[i], "--threads", &v)) threads = std::stoi(v);
       else if (std::strcmp(argv[i], "--nf4") == 0) nf4 = true;
       else if (std::strncmp(argv[i], "--", 2) == 0) {
-        std::fprintf(stderr, "oft_generate: unknown flag %s\n", argv[i]);
+        std::fprintf(stderr, "oft_generate: unknown flag %s\n%s", argv[i], kUsage);
         return 2;
       } else {
         prompts.push_back(Unescape(argv[i]));
@@ -76,7 +86,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (prompts.empty()) {
-    std::fprintf(stderr, "usage: oft_generate --model_dir=DIR [--adapter_dir=DIR] PROMPT...\n");
+    std::fprintf(stderr, "oft_generate: no PROMPT given\n%s", kUsage);
     return 2;
   }
   if (absl::Status isa = oft::cpu::CheckCpuIsaEnvironment(); !isa.ok()) {
