@@ -26,6 +26,7 @@
 #include "server/common/status_macros.h"
 #include "server/jobs/api_key_store.h"
 #include "server/jobs/dataset_store.h"
+#include "server/jobs/job_events.h"
 #include "server/jobs/job_store.h"
 #include "server/jobs/store_db.h"
 #include "server/jobs/scheduler.h"
@@ -83,6 +84,8 @@ absl::StatusOr<TrainingJob> ToTrainingJob(const ResolvedJob& r, const std::strin
   j.hyperparameters_json = JobSpecToJson(for_manifest);
   return j;
 }
+
+JobFailureInfo ToJobFailure(const TrainingFailure& f) { return {f.reason, f.message, f.field}; }
 
 }  // namespace
 
@@ -164,18 +167,28 @@ JobOutcome OftServer::Impl::Execute(const JobRecord& job, const std::string& dev
   absl::StatusOr<TrainingJob> tj = TrainingJobFor(job);
   if (!tj.ok()) {
     out.kind = JobOutcome::Kind::kFailed;
-    out.failure = ClassifyFailure(tj.status());
+    out.failure = ToJobFailure(ClassifyFailure(tj.status()));
     if (absl::IsNotFound(tj.status())) out.failure.reason = "DATASET_INVALID";
     return out;
   }
   tj->device = device;
+  // The server's view of the run: progress columns and eval verdicts (is_best,
+  // evals_without_improvement) continue from the job's stored log after a restart.
   JobProgressInfo progress = job.progress;
+  EvalTracker evals;
+  for (int64_t after = 0;;) {
+    absl::StatusOr<std::vector<EventRecord>> events = store->EventsAfter(job.id, after, 1000);
+    if (!events.ok() || events->empty()) break;
+    for (const EventRecord& e : *events) {
+      if (std::optional<double> loss = StoredEvalLoss(e)) evals.Observe(*loss);
+    }
+    after = events->back().event_id;
+  }
   auto last_step_write = std::chrono::steady_clock::time_point{};
   auto last_step_seen = std::chrono::steady_clock::now();
   const EventSink sink = [&](const TrainEvent& e) {
-    std::optional<StoreEvent> se = ToStoreEvent(e, progress);
-    if (!se) return;
-    if (se->progress) progress = *se->progress;
+    std::optional<EncodedEvent> encoded = EncodeTrainEvent(e, &progress, &evals);
+    if (!encoded) return;
     const auto now = std::chrono::steady_clock::now();
     if (e.kind == TrainEvent::Kind::kStep) {
       const double seconds = std::chrono::duration<double>(now - last_step_seen).count();
@@ -185,7 +198,7 @@ JobOutcome OftServer::Impl::Execute(const JobRecord& job, const std::string& dev
       if (now - last_step_write < std::chrono::milliseconds(250) && e.step != e.total_steps) return;
       last_step_write = now;
     }
-    absl::StatusOr<int64_t> id = store->AppendEvent(job.id, se->kind, se->payload_json, se->progress);
+    absl::StatusOr<int64_t> id = store->AppendEvent(job.id, *encoded);
     if (!id.ok()) Log(absl::StrCat("job ", job.id, ": event not stored: ", id.status().ToString()));
   };
   absl::StatusOr<TrainingJobResult> result = RunTrainingJob(*tj, adapters.get(), sink, &control.stop);
@@ -206,7 +219,7 @@ JobOutcome OftServer::Impl::Execute(const JobRecord& job, const std::string& dev
     return out;
   }
   out.kind = JobOutcome::Kind::kFailed;
-  out.failure = ClassifyFailure(result.status());
+  out.failure = ToJobFailure(ClassifyFailure(result.status()));
   Log(absl::StrCat("job ", job.id, " failed: ", result.status().ToString()));
   return out;
 }

@@ -83,65 +83,7 @@ absl::string_view DefaultMessage(JobState from, JobState to) {
   return "";
 }
 
-std::string StateChangedPayload(absl::string_view from, JobState to, absl::string_view message,
-                                const std::optional<JobFailureInfo>& failure) {
-  nlohmann::json j = {{"previousState", std::string(from)},
-                      {"state", std::string(JobStateName(to))},
-                      {"message", std::string(message)}};
-  if (failure) {
-    nlohmann::json f = {{"reason", failure->reason}, {"message", failure->message}};
-    if (!failure->field.empty()) f["field"] = failure->field;
-    j["failure"] = std::move(f);
-  }
-  // Replace invalid UTF-8 from callers rather than throwing.
-  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-}
-
 }  // namespace
-
-// ---- states ----
-
-absl::string_view JobStateName(JobState state) {
-  switch (state) {
-    case JobState::kQueued:
-      return "QUEUED";
-    case JobState::kRunning:
-      return "RUNNING";
-    case JobState::kSucceeded:
-      return "SUCCEEDED";
-    case JobState::kFailed:
-      return "FAILED";
-    case JobState::kCancelled:
-      return "CANCELLED";
-  }
-  return "STATE_UNSPECIFIED";
-}
-
-absl::StatusOr<JobState> ParseJobState(absl::string_view name) {
-  for (JobState s : {JobState::kQueued, JobState::kRunning, JobState::kSucceeded, JobState::kFailed,
-                     JobState::kCancelled}) {
-    if (JobStateName(s) == name) return s;
-  }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown job state \"", name, "\" (known: QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)"));
-}
-
-bool IsTerminal(JobState state) {
-  return state == JobState::kSucceeded || state == JobState::kFailed ||
-         state == JobState::kCancelled;
-}
-
-bool IsLegalTransition(JobState from, JobState to) {
-  switch (from) {
-    case JobState::kQueued:
-      return to == JobState::kRunning || to == JobState::kCancelled || to == JobState::kFailed;
-    case JobState::kRunning:
-      return to == JobState::kSucceeded || to == JobState::kFailed || to == JobState::kCancelled ||
-             to == JobState::kQueued;
-    default:
-      return false;
-  }
-}
 
 // ---- opening ----
 
@@ -197,8 +139,9 @@ void JobStore::Notify(const std::string& job_id, int64_t event_id) {
 
 absl::StatusOr<int64_t> JobStore::AppendEventLocked(SqliteDb::WriteTxn& txn,
                                                     const std::string& job_id,
-                                                    absl::string_view kind,
-                                                    absl::string_view payload_json) {
+                                                    const EncodedEvent& event) {
+  const absl::string_view kind = event.kind;
+  const absl::string_view payload_json = event.payload_json;
   // The counter lives on the job row, so ids are gap-free and assigned in this transaction.
   OFT_ASSIGN_OR_RETURN(SqlStatement bump,
                        txn.Prepare("UPDATE jobs SET last_event_id = last_event_id + 1 "
@@ -305,9 +248,9 @@ absl::StatusOr<CreateJobResult> JobStore::CreateJob(const NewJob& job) {
       OFT_RETURN_IF_ERROR(link.Bind(1, id).Bind(2, ds).Run());
     }
     OFT_RETURN_IF_ERROR(
-        AppendEventLocked(txn, id, kEventStateChanged,
-                          StateChangedPayload("STATE_UNSPECIFIED", JobState::kQueued, "job created",
-                                              std::nullopt))
+        AppendEventLocked(txn, id,
+                          EncodeStateChanged(std::nullopt, JobState::kQueued, "job created",
+                                             std::nullopt))
             .status());
     OFT_ASSIGN_OR_RETURN(result.job, GetJobLocked(txn, id));
     result.created = true;
@@ -432,9 +375,7 @@ absl::StatusOr<JobRecord> JobStore::TransitionLocked(SqliteDb::WriteTxn& txn, co
   const absl::string_view message =
       fields.message.empty() ? DefaultMessage(from, to) : absl::string_view(fields.message);
   OFT_RETURN_IF_ERROR(
-      AppendEventLocked(txn, id, kEventStateChanged,
-                        StateChangedPayload(JobStateName(from), to, message, fields.failure))
-          .status());
+      AppendEventLocked(txn, id, EncodeStateChanged(from, to, message, fields.failure)).status());
   return GetJobLocked(txn, id);
 }
 
@@ -469,9 +410,10 @@ absl::StatusOr<JobRecord> JobStore::RequestCancel(const std::string& tenant,
                                                             "cancel_requested = 1 WHERE id = ?"));
           OFT_RETURN_IF_ERROR(up.Bind(1, id).Run());
           OFT_RETURN_IF_ERROR(
-              AppendEventLocked(txn, id, "warning",
-                                R"({"code":"CANCEL_REQUESTED","message":"cancellation requested; )"
-                                R"(the job stops after the current step"})")
+              AppendEventLocked(txn, id,
+                                EncodeWarning(WarningCode::kCancelRequested,
+                                              "cancellation requested; the job stops after the "
+                                              "current step"))
                   .status());
         }
         OFT_ASSIGN_OR_RETURN(out, GetJobLocked(txn, id));
@@ -532,7 +474,10 @@ absl::StatusOr<int64_t> JobStore::AppendEvent(const std::string& job_id, absl::s
                               .Bind(10, job_id)
                               .Run());
     }
-    OFT_ASSIGN_OR_RETURN(event_id, AppendEventLocked(txn, job_id, kind, payload_json));
+    EncodedEvent event;
+    event.kind = std::string(kind);
+    event.payload_json = std::string(payload_json);
+    OFT_ASSIGN_OR_RETURN(event_id, AppendEventLocked(txn, job_id, event));
     return absl::OkStatus();
   }));
   return event_id;

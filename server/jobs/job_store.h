@@ -15,13 +15,11 @@
 //
 // Event log. Each job has events numbered 1, 2, 3, ... with no gaps; an event id is
 // assigned in the same transaction that writes the event (and, for state changes, the
-// new state), so the log and the job row never disagree. `kind` is the name of the
-// oft.v1.JobEvent payload field ("state_changed", "step", "eval", "checkpoint_saved",
-// "queue_position_changed", "warning") and `payload_json` is the proto3 JSON form of that
-// payload message; the store only checks that it is a JSON object. Only the store writes
-// "state_changed" events (CreateJob, Transition, RequestCancel, RecoverAfterRestart),
-// with payload {"previousState": S0, "state": S1, "message": M[, "failure": {...}]}.
-// The terminal state change is always a job's last event.
+// new state), so the log and the job row never disagree. Events are encoded by the codec
+// of job_events.h (kind = oft.v1.JobEvent payload field, payload = its proto3 JSON); the
+// store only checks that a payload is a JSON object. Only the store writes "state_changed"
+// events (CreateJob, Transition, RequestCancel, RecoverAfterRestart). The terminal state
+// change is always a job's last event.
 //
 // State names are the oft.v1.Job.State value names ("QUEUED", ...) and failure reasons
 // are oft.v1.JobFailure.Reason value names ("OUT_OF_MEMORY", ...), so the service maps
@@ -47,44 +45,11 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/jobs/job_events.h"
+#include "server/jobs/job_state.h"
 #include "server/jobs/sqlite_db.h"
 
 namespace oft {
-
-enum class JobState { kQueued, kRunning, kSucceeded, kFailed, kCancelled };
-
-// "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED" (= oft.v1.Job.State names).
-absl::string_view JobStateName(JobState state);
-// Inverse of JobStateName; INVALID_ARGUMENT naming the known states.
-absl::StatusOr<JobState> ParseJobState(absl::string_view name);
-// SUCCEEDED, FAILED and CANCELLED.
-bool IsTerminal(JobState state);
-// The legal moves: QUEUED -> RUNNING | CANCELLED | FAILED;
-// RUNNING -> SUCCEEDED | FAILED | CANCELLED | QUEUED (requeue on restart/shutdown).
-bool IsLegalTransition(JobState from, JobState to);
-
-// Event kinds written by the store itself.
-inline constexpr absl::string_view kEventStateChanged = "state_changed";
-
-// Why a job FAILED.
-struct JobFailureInfo {
-  std::string reason;   // oft.v1.JobFailure.Reason value name, e.g. "OUT_OF_MEMORY"
-  std::string message;  // human-readable, says what to fix
-  std::string field;    // offending JobSpec field path, "" if none
-};
-
-// Progress and latest metrics of a job (the columns the job view shows).
-struct JobProgressInfo {
-  int64_t step = 0;                 // optimizer steps completed
-  int64_t total_steps = 0;          // 0 = unknown
-  double epoch = 0.0;               // fractional epoch
-  double loss = 0.0;                // latest training loss
-  std::optional<double> eval_loss;  // latest eval loss; nullopt before the first eval
-  double learning_rate = 0.0;       // learning rate of the latest step
-  double grad_norm = 0.0;           // gradient norm of the latest step, before clipping
-  double tokens_per_second = 0.0;   // recent training throughput
-  double eta_seconds = -1.0;        // estimated seconds to completion; < 0 = unknown
-};
 
 // What CreateJob needs. The service has validated the spec already.
 struct NewJob {
@@ -134,14 +99,6 @@ struct TransitionFields {
   std::optional<JobFailureInfo> failure;  // required for -> FAILED, not allowed otherwise
   std::string result_adapter_name;        // -> SUCCEEDED only (optional)
   int64_t result_adapter_version = 0;     // -> SUCCEEDED only (optional)
-};
-
-struct EventRecord {
-  std::string job_id;
-  int64_t event_id = 0;      // 1, 2, 3, ... per job, no gaps
-  std::string kind;          // oft.v1.JobEvent payload field name
-  std::string payload_json;  // proto3 JSON of that payload message
-  absl::Time created_at;
 };
 
 struct RecoveryReport {
@@ -227,6 +184,10 @@ class JobStore {
   absl::StatusOr<int64_t> AppendEvent(
       const std::string& job_id, absl::string_view kind, absl::string_view payload_json,
       const std::optional<JobProgressInfo>& progress = std::nullopt);
+  // The same for an event encoded by the codec (job_events.h), with its progress.
+  absl::StatusOr<int64_t> AppendEvent(const std::string& job_id, const EncodedEvent& event) {
+    return AppendEvent(job_id, event.kind, event.payload_json, event.progress);
+  }
 
   // Up to `limit` events with event_id > after_event_id, ascending. Errors: NOT_FOUND
   // (job), INVALID_ARGUMENT (after_event_id < 0, limit outside [1, 10000]).
@@ -252,7 +213,7 @@ class JobStore {
   absl::Time Now() const;
   // Appends one event inside `txn`; returns its id. The listener hears of it after commit.
   absl::StatusOr<int64_t> AppendEventLocked(SqliteDb::WriteTxn& txn, const std::string& job_id,
-                                            absl::string_view kind, absl::string_view payload_json);
+                                            const EncodedEvent& event);
   // The job row read through the writer, inside its transaction.
   absl::StatusOr<JobRecord> GetJobLocked(SqliteDb::WriteTxn& txn, const std::string& id);
   absl::StatusOr<JobRecord> TransitionLocked(SqliteDb::WriteTxn& txn, const std::string& id,

@@ -7,7 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "nlohmann/json.hpp"
+#include "server/jobs/job_events.h"
 
 namespace oft {
 
@@ -34,10 +34,6 @@ struct Scheduler::Slot {
 namespace {
 
 void Log(const std::string& line) { std::cerr << "scheduler: " << line << std::endl; }
-
-std::string Plural(int64_t n, const char* word) {
-  return absl::StrCat(n, " ", word, n == 1 ? "" : "s");
-}
 
 }  // namespace
 
@@ -248,10 +244,11 @@ void Scheduler::PublishQueue() {
     Log(absl::StrCat("reading the queue: ", queued.status().ToString()));
     return;
   }
-  int64_t busy = 0, running = 0;
+  int64_t busy = 0, running = 0, devices = 0;
   {
     absl::MutexLock lock(&mu_);
     busy = BusyDevicesLocked();
+    devices = static_cast<int64_t>(slots_.size());
     for (const auto& slot : slots_) running += slot->running != nullptr && slot->assigned;
   }
   std::map<std::string, int64_t> still_queued;
@@ -262,12 +259,9 @@ void Scheduler::PublishQueue() {
       still_queued.emplace(job.id, position);
       continue;
     }
-    nlohmann::json payload = {
-        {"queuePosition", position},
-        {"reason", absl::StrCat(Plural(position - 1, "job"), " ahead; ",
-                                Plural(busy, "device"), " busy")}};
-    absl::StatusOr<int64_t> appended =
-        store_->AppendEvent(job.id, "queue_position_changed", payload.dump());
+    absl::StatusOr<int64_t> appended = store_->AppendEvent(
+        job.id, EncodeQueuePositionChanged(
+                    position, QueueReason(position, busy, devices)));
     if (appended.ok()) {
       still_queued.emplace(job.id, position);
     } else if (!absl::IsFailedPrecondition(appended.status())) {

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "server/common/status_macros.h"
+#include "server/jobs/job_event_proto.h"
 
 namespace oft {
 namespace {
@@ -144,12 +145,21 @@ class WatchReactor final : public grpc::ServerWriteReactor<JobEvent> {
         FinishLocked(ToGrpcStatus(events.status()));
         break;
       }
+      bool undecodable = false;
       for (const EventRecord& r : *events) {
-        JobEvent e = EventToProto(r);
+        // A stored event this binary cannot decode ends the stream with DATA_LOSS (naming
+        // the event) instead of sending an event without a payload.
+        absl::StatusOr<JobEvent> e = DecodeJobEvent(r);
+        if (!e.ok()) {
+          FinishLocked(ToGrpcStatus(e.status()));
+          undecodable = true;
+          break;
+        }
         fetched_up_to_ = r.event_id;
-        if (IsTerminalEvent(e)) terminal_seen_ = true;
-        buffer_.push_back(std::move(e));
+        if (IsTerminalEvent(*e)) terminal_seen_ = true;
+        buffer_.push_back(std::move(*e));
       }
+      if (undecodable) break;
       MaybeWriteLocked();
       // More pages, or a notification arrived while reading: go again.
       if (events->size() < 200 && !refetch_) break;

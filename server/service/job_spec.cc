@@ -10,6 +10,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
 #include "server/common/client_regex.h"
+#include "server/jobs/job_events.h"
 #include "server/common/names.h"
 #include "server/common/status_macros.h"
 
@@ -259,9 +260,7 @@ oft::v1::Job JobToProto(const JobRecord& r, int busy_devices, int devices) {
   job.set_state(state);
   if (r.state == JobState::kQueued) {
     job.set_queue_position(r.queue_position);
-    job.set_queue_reason(absl::StrCat(r.queue_position - 1, r.queue_position == 2 ? " job" : " jobs",
-                                      " ahead; ", busy_devices, " of ", devices,
-                                      devices == 1 ? " device" : " devices", " busy"));
+    job.set_queue_reason(QueueReason(r.queue_position, busy_devices, devices));
   }
   job.set_cancel_requested(r.cancel_requested);
   if (r.state == JobState::kFailed) {
@@ -291,20 +290,6 @@ oft::v1::Job JobToProto(const JobRecord& r, int busy_devices, int devices) {
   }
   job.set_latest_event_id(r.latest_event_id);
   return job;
-}
-
-oft::v1::JobEvent EventToProto(const EventRecord& r) {
-  oft::v1::JobEvent event;
-  // The payload JSON is the payload message; wrapped in its oneof field name it parses as
-  // a whole JobEvent.
-  google::protobuf::util::JsonParseOptions opts;
-  opts.ignore_unknown_fields = true;
-  const std::string wrapped = absl::StrCat("{\"", r.kind, "\":", r.payload_json, "}");
-  if (!google::protobuf::util::JsonStringToMessage(wrapped, &event, opts).ok()) event.Clear();
-  event.set_event_id(r.event_id);
-  event.set_job_id(r.job_id);
-  *event.mutable_create_time() = ToTimestamp(r.created_at);
-  return event;
 }
 
 }  // namespace oft

@@ -42,9 +42,8 @@ absl::StatusOr<oft::v1::JobSpec> JobSpecFromJson(const std::string& json);
 // The Job message for a stored record. `busy_devices` / `devices` explain queue waits.
 oft::v1::Job JobToProto(const JobRecord& record, int busy_devices, int devices);
 
-// The JobEvent message for a stored event (payload from its proto3 JSON). A payload this
-// binary cannot parse yields an event with no payload (clients skip those).
-oft::v1::JobEvent EventToProto(const EventRecord& record);
+// Stored events become oft.v1.JobEvent messages through DecodeJobEvent
+// (server/jobs/job_event_proto.h).
 
 }  // namespace oft
 

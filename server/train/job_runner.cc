@@ -125,24 +125,6 @@ int64_t DtypeBytes(const ModelConfig& c, const std::string& device, bool bf16) {
   return TrainingBaseDtype(c, TrainingDevice(device), bf16) == at::kBFloat16 ? 2 : 4;
 }
 
-// Proto3 JSON of a double: a number, or "NaN" / "Infinity" / "-Infinity".
-Json JsonDouble(double v) {
-  if (std::isnan(v)) return "NaN";
-  if (std::isinf(v)) return v > 0 ? "Infinity" : "-Infinity";
-  return v;
-}
-
-std::string WarningCode(const std::string& message) {
-  if (absl::StartsWith(message, "resumed")) return "RESUMED_FROM_CHECKPOINT";
-  if (absl::StartsWith(message, "early stopping")) return "EARLY_STOPPING";
-  if (absl::StrContains(message, "truncat") || absl::StrContains(message, " cut ")) {
-    return "EXAMPLES_TRUNCATED";
-  }
-  if (absl::StrContains(message, "block size") || absl::StrContains(message, "adjusted")) {
-    return "BLOCK_SIZE_ADJUSTED";
-  }
-  return "TRAINING_WARNING";
-}
 
 // An already published version of this job (a crash between publish and the state
 // change), so a rerun does not publish twice. A store that cannot list (e.g. a damaged
@@ -265,6 +247,7 @@ absl::StatusOr<TrainingJobResult> RunTrainingJobImpl(const TrainingJob& job, Ada
     for (const std::string& w : check.warnings) {
       TrainEvent e;
       e.kind = TrainEvent::Kind::kWarning;
+      e.warning = WarningCode::kBlockSizeAdjusted;  // CheckTrainingJob's only warnings
       e.message = w;
       e.total_steps = (*trainer)->total_steps();
       on_event(e);
@@ -476,8 +459,8 @@ absl::StatusOr<TrainingJobResult> RunTrainingJob(const TrainingJob& job, Adapter
   return r;
 }
 
-JobFailureInfo ClassifyFailure(const absl::Status& status) {
-  JobFailureInfo info;
+TrainingFailure ClassifyFailure(const absl::Status& status) {
+  TrainingFailure info;
   info.message = std::string(status.message());
   if (auto tag = status.GetPayload(kFailurePayloadUrl); tag.has_value()) {
     std::vector<std::string> parts = absl::StrSplit(std::string(*tag), absl::MaxSplits('\n', 1));
@@ -497,57 +480,6 @@ JobFailureInfo ClassifyFailure(const absl::Status& status) {
     info.reason = "INTERNAL";
   }
   return info;
-}
-
-std::optional<StoreEvent> ToStoreEvent(const TrainEvent& event, const JobProgressInfo& previous) {
-  StoreEvent out;
-  Json payload;
-  switch (event.kind) {
-    case TrainEvent::Kind::kStep: {
-      JobProgressInfo p = previous;
-      p.step = event.step;
-      p.total_steps = event.total_steps;
-      p.epoch = event.epoch;
-      p.loss = event.loss;
-      p.learning_rate = event.learning_rate;
-      p.grad_norm = event.grad_norm;
-      p.tokens_per_second = event.tokens_per_second;
-      p.eta_seconds = event.eta_seconds;
-      Json metrics = {{"loss", JsonDouble(p.loss)},
-                      {"learningRate", JsonDouble(p.learning_rate)},
-                      {"gradNorm", JsonDouble(p.grad_norm)},
-                      {"tokensPerSecond", JsonDouble(p.tokens_per_second)}};
-      if (p.eval_loss.has_value()) metrics["evalLoss"] = JsonDouble(*p.eval_loss);
-      payload = {{"progress",
-                  {{"step", p.step}, {"totalSteps", p.total_steps}, {"epoch", JsonDouble(p.epoch)}}},
-                 {"metrics", std::move(metrics)},
-                 {"etaSeconds", JsonDouble(p.eta_seconds)}};
-      out.kind = "step";
-      out.progress = p;
-      break;
-    }
-    case TrainEvent::Kind::kEval: {
-      JobProgressInfo p = previous;
-      p.eval_loss = event.eval_loss;
-      if (event.total_steps > 0) p.total_steps = event.total_steps;
-      payload = {{"step", event.step}, {"evalLoss", JsonDouble(event.eval_loss)}};
-      out.kind = "eval";
-      out.progress = p;
-      break;
-    }
-    case TrainEvent::Kind::kCheckpoint:
-      payload = {{"step", event.step}};
-      out.kind = "checkpoint_saved";
-      break;
-    case TrainEvent::Kind::kWarning:
-      payload = {{"code", WarningCode(event.message)}, {"message", event.message}};
-      out.kind = "warning";
-      break;
-    case TrainEvent::Kind::kDone:
-      return std::nullopt;
-  }
-  out.payload_json = payload.dump();
-  return out;
 }
 
 namespace {

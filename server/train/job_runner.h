@@ -1,6 +1,7 @@
 // One training job end to end, below the service layer: pre-queue checks, the run itself
 // (model load, data, Trainer with resume, publish into the AdapterStore), failure
-// classification and the mapping of trainer events to job-store events.
+// classification. Below the jobs layer: it reports through the EventSink it is given (the
+// jobs layer encodes those events, job_events.h) and never includes the job store.
 //
 // No gRPC, protobuf or LibTorch in this header: the service converts oft.v1.JobSpec into a
 // TrainingJob; only job_runner.cc compiles LibTorch.
@@ -20,7 +21,6 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "server/artifacts/store.h"
-#include "server/jobs/job_store.h"
 #include "server/model/targeting.h"
 #include "server/oft/config.h"
 #include "server/train/train_events.h"
@@ -91,24 +91,12 @@ absl::StatusOr<TrainingJobResult> RunTrainingJob(const TrainingJob& job, Adapter
 // (a status payload), so the mapping of its errors does not depend on message text; untagged
 // statuses are classified by code and message. message = the status message; field = the
 // JobSpec field when known.
-JobFailureInfo ClassifyFailure(const absl::Status& status);
-
-// A TrainEvent as a job-store event: kind ("step","eval","checkpoint_saved","warning") and the
-// proto3 JSON of the matching oft.v1.JobEvent payload message:
-//   step:             {"progress":{"step","totalSteps","epoch"},
-//                      "metrics":{"loss","learningRate","gradNorm","tokensPerSecond"[,"evalLoss"]},
-//                      "etaSeconds"}
-//   eval:             {"step","evalLoss"}
-//   checkpoint_saved: {"step"}
-//   warning:          {"code","message"}
-// plus the JobProgressInfo to store with it (`previous` updated; nullopt for
-// checkpoint_saved and warning). kDone -> nullopt (not an event).
-struct StoreEvent {
-  std::string kind;
-  std::string payload_json;
-  std::optional<JobProgressInfo> progress;
+struct TrainingFailure {
+  std::string reason;   // oft.v1.JobFailure.Reason value name, e.g. "OUT_OF_MEMORY"
+  std::string message;  // the status message: says what to fix
+  std::string field;    // offending JobSpec field path, "" if none
 };
-std::optional<StoreEvent> ToStoreEvent(const TrainEvent& event, const JobProgressInfo& previous);
+TrainingFailure ClassifyFailure(const absl::Status& status);
 
 // Memory of a training device: total bytes (the CheckTrainingJob limit) and bytes in use now
 // (for the oft_device_memory_bytes metric). "cpu": physical RAM and this process's resident

@@ -10,6 +10,16 @@
 
 namespace oft {
 
+// The kind of a warning event (oft.v1.JobEvent.Warning.Code).
+enum class WarningCode {
+  kTrainingWarning,        // anything without a more specific code
+  kBlockSizeAdjusted,      // a module uses an adjusted OFT block size
+  kExamplesTruncated,      // examples longer than max_seq_len were cut
+  kResumedFromCheckpoint,  // the run resumed from a checkpoint
+  kEarlyStopping,          // early stopping ended the run
+  kCancelRequested,        // (job store) cancellation of the running job was requested
+};
+
 struct TrainEvent {
   enum class Kind { kStep, kEval, kCheckpoint, kWarning, kDone };
   Kind kind = Kind::kStep;
@@ -23,6 +33,7 @@ struct TrainEvent {
   double eval_loss = 0;          // kEval (and kDone when evaluated): mean eval loss
   double eta_seconds = 0;        // kStep: mean of the last 20 step times x steps remaining
   std::string message;           // kCheckpoint: its directory; kWarning / kDone: text
+  WarningCode warning = WarningCode::kTrainingWarning;  // kWarning: its kind
 };
 
 // "step", "eval", "checkpoint", "warning", "done".

@@ -134,8 +134,10 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainerParams p) {
       }
     }
     if (stats.truncated > 0) {
-      s.pending_warnings.push_back(absl::StrCat(what, ": ", stats.truncated, " of ", stats.examples,
-                                                " rows were cut to max_seq_len ", o.max_seq_len));
+      s.pending_warnings.emplace_back(
+          WarningCode::kExamplesTruncated,
+          absl::StrCat(what, ": ", stats.truncated, " of ", stats.examples,
+                       " rows were cut to max_seq_len ", o.max_seq_len));
     }
     if (o.pack) {
       OFT_ASSIGN_OR_RETURN(*out, PackExamples(*tok, o.max_seq_len));
@@ -248,15 +250,18 @@ absl::Status Trainer::ResumeOrStart(const Emit& emit) {
   const auto checkpoints = ListCheckpoints(params_.checkpoint_dir);
   if (!checkpoints.empty()) {
     OFT_RETURN_IF_ERROR(LoadCheckpoint(checkpoints.back().second));
-    s.pending_warnings.insert(s.pending_warnings.begin(),
-                              absl::StrCat("resumed from checkpoint ", checkpoints.back().second));
+    s.pending_warnings.insert(
+        s.pending_warnings.begin(),
+        {WarningCode::kResumedFromCheckpoint,
+         absl::StrCat("resumed from checkpoint ", checkpoints.back().second)});
   } else {
     s.rng.Reseed(params_.options.seed);
   }
-  for (auto& w : s.pending_warnings) {
+  for (auto& [code, message] : s.pending_warnings) {
     TrainEvent e;
     e.kind = TrainEvent::Kind::kWarning;
-    e.message = std::move(w);
+    e.warning = code;
+    e.message = std::move(message);
     emit(std::move(e));
   }
   s.pending_warnings.clear();

@@ -205,7 +205,8 @@ absl::Status Trainer::LoadCheckpoint(const std::string& dir) {
     OFT_RETURN_IF_ERROR(s.rng.LoadBytes(bytes, dir + "/rng_cpu.bin"));
   }
   if (auto warning = DeviceChangeWarning(j.value("device", ""), s.device.str()); !warning.empty()) {
-    s.pending_warnings.push_back(absl::StrCat("checkpoint ", dir, ": ", warning));
+    s.pending_warnings.emplace_back(WarningCode::kTrainingWarning,
+                                    absl::StrCat("checkpoint ", dir, ": ", warning));
   }
 
   const Json& c = j["cursor"];

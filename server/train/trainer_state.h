@@ -34,7 +34,8 @@ struct Trainer::State {
   std::unique_ptr<torch::optim::AdamW> optimizer;
   std::string data_sha256;
   nlohmann::json adapter_identity;
-  std::vector<std::string> pending_warnings;  // emitted by Run() as kWarning events
+  // Emitted by Run() as kWarning events, with their codes.
+  std::vector<std::pair<WarningCode, std::string>> pending_warnings;
   std::unique_ptr<LayerCheckpointer> checkpointer;  // activation checkpointing, or null
 
   // Progress, saved in checkpoints.

@@ -128,6 +128,7 @@ absl::Status Trainer::MaybeEvaluate(const Emit& emit) {
     s.stopped_early = true;
     TrainEvent w;
     w.kind = TrainEvent::Kind::kWarning;
+    w.warning = WarningCode::kEarlyStopping;
     w.message = absl::StrCat("early stopping at step ", s.step, ": no better eval loss in ",
                              s.evals_since_best, " evaluations (best ", s.best_eval, " at step ",
                              s.best_step, ")");

@@ -62,7 +62,10 @@ TEST_F(JobStoreTest, CreateWritesQueuedJobAndFirstEvent) {
   EXPECT_EQ(events[0].event_id, 1);
   EXPECT_EQ(events[0].kind, "state_changed");
   EXPECT_THAT(events[0].payload_json, HasSubstr(R"("state":"QUEUED")"));
-  EXPECT_THAT(events[0].payload_json, HasSubstr(R"("previousState":"STATE_UNSPECIFIED")"));
+  // Written through the codec: the first event has no previous state (STATE_UNSPECIFIED).
+  EXPECT_EQ(events[0].payload_json,
+            EncodeStateChanged(std::nullopt, JobState::kQueued, "job created", std::nullopt)
+                .payload_json);
 }
 
 TEST_F(JobStoreTest, CreateRejectsBadInputNamingTheField) {

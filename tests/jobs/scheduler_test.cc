@@ -410,10 +410,14 @@ TEST_F(SchedulerTest, PublishesQueuePositionChanges) {
   ASSERT_TRUE(Eventually([&] { return Events(c, "queue_position_changed").size() == 1; }));
   auto eb = Events(b, "queue_position_changed");
   ASSERT_THAT(eb, SizeIs(1));
+  // Encoded by the codec (job_events.h): proto3 JSON, int64 as a string; the reason follows
+  // the one queue-reason rule (QueueReason).
   EXPECT_EQ(nlohmann::json::parse(eb[0].payload_json),
-            nlohmann::json::parse(R"({"queuePosition":1,"reason":"0 jobs ahead; 1 device busy"})"));
+            nlohmann::json::parse(
+                R"({"queuePosition":"1","reason":"0 jobs ahead; 1 of 1 device busy"})"));
   EXPECT_EQ(nlohmann::json::parse(Events(c, "queue_position_changed")[0].payload_json),
-            nlohmann::json::parse(R"({"queuePosition":2,"reason":"1 job ahead; 1 device busy"})"));
+            nlohmann::json::parse(
+                R"({"queuePosition":"2","reason":"1 job ahead; 1 of 1 device busy"})"));
 
   // Nothing changed: another pass publishes nothing new.
   scheduler_->Wake();
@@ -421,8 +425,8 @@ TEST_F(SchedulerTest, PublishesQueuePositionChanges) {
   ASSERT_TRUE(fake_.WaitStarted(2));
   ASSERT_TRUE(Eventually([&] { return Events(c, "queue_position_changed").size() == 2; }));
   EXPECT_EQ(nlohmann::json::parse(Events(c, "queue_position_changed")[1].payload_json)
-                .value("queuePosition", 0),
-            1);
+                .value("queuePosition", std::string()),
+            "1");
   EXPECT_THAT(Events(b, "queue_position_changed"), SizeIs(1));
   fake_.Release(b);
   fake_.Release(c);

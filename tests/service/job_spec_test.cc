@@ -6,6 +6,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/jobs/job_event_proto.h"
 
 namespace oft {
 namespace {
@@ -156,7 +157,7 @@ TEST_F(JobSpecTest, JobAndEventViews) {
   EventRecord ev{"job-1", 7, "step",
                  R"({"progress":{"step":5,"totalSteps":10},"metrics":{"loss":1.5},"etaSeconds":3})",
                  absl::FromUnixSeconds(1700000001)};
-  oft::v1::JobEvent e = EventToProto(ev);
+  oft::v1::JobEvent e = *DecodeJobEvent(ev);
   EXPECT_EQ(e.event_id(), 7);
   ASSERT_TRUE(e.has_step());
   EXPECT_EQ(e.step().progress().step(), 5);
@@ -167,14 +168,15 @@ TEST_F(JobSpecTest, JobAndEventViews) {
   EventRecord sc{"job-1", 1, "state_changed",
                  R"({"previousState":"STATE_UNSPECIFIED","state":"QUEUED","message":"job created"})",
                  absl::FromUnixSeconds(1700000000)};
-  e = EventToProto(sc);
+  e = *DecodeJobEvent(sc);
   ASSERT_TRUE(e.has_state_changed());
   EXPECT_EQ(e.state_changed().state(), oft::v1::Job::QUEUED);
 
-  // An unknown payload kind leaves the payload unset (clients skip it).
-  e = EventToProto(EventRecord{"job-1", 2, "from_the_future", "{\"x\":1}", absl::Now()});
-  EXPECT_EQ(e.payload_case(), oft::v1::JobEvent::PAYLOAD_NOT_SET);
-  EXPECT_EQ(e.event_id(), 2);
+  // An unknown payload kind is an error naming the event, never an empty event.
+  absl::StatusOr<oft::v1::JobEvent> unknown =
+      DecodeJobEvent(EventRecord{"job-1", 2, "from_the_future", "{\"x\":1}", absl::Now()});
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(unknown.status().message()), ::testing::HasSubstr("event 2"));
 }
 
 TEST(ModelCatalogTest, ReportsTheDefaultModel) {

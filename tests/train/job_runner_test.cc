@@ -185,7 +185,7 @@ TEST_F(JobRunnerTest, BadDatasetIsDatasetInvalid) {
   job.train_paths = {kTrain, bad};
   auto r = RunTrainingJob(job, store_.get(), nullptr, nullptr);
   ASSERT_FALSE(r.ok());
-  const JobFailureInfo f = ClassifyFailure(r.status());
+  const TrainingFailure f = ClassifyFailure(r.status());
   EXPECT_EQ(f.reason, "DATASET_INVALID");
   EXPECT_EQ(f.field, "training_dataset_ids");
   EXPECT_THAT(f.message, HasSubstr("line 2"));
@@ -302,83 +302,6 @@ TEST_F(JobRunnerTest, CheckErrorsNameTheField) {
   }
 }
 
-TEST(ToStoreEventTest, StepEventJsonAndProgress) {
-  TrainEvent e;
-  e.kind = TrainEvent::Kind::kStep;
-  e.step = 3;
-  e.total_steps = 10;
-  e.epoch = 0.5;
-  e.loss = 2.5;
-  e.learning_rate = 0.001;
-  e.grad_norm = 0.25;
-  e.tokens_per_second = 1000;
-  e.eta_seconds = 7;
-  JobProgressInfo prev;
-  prev.eval_loss = 3.0;
-  auto se = ToStoreEvent(e, prev);
-  ASSERT_TRUE(se.has_value());
-  EXPECT_EQ(se->kind, "step");
-  EXPECT_EQ(Json::parse(se->payload_json), Json::parse(R"({
-      "progress": {"step": 3, "totalSteps": 10, "epoch": 0.5},
-      "metrics": {"loss": 2.5, "learningRate": 0.001, "gradNorm": 0.25,
-                  "tokensPerSecond": 1000, "evalLoss": 3.0},
-      "etaSeconds": 7})"));
-  ASSERT_TRUE(se->progress.has_value());
-  EXPECT_EQ(se->progress->step, 3);
-  EXPECT_EQ(se->progress->total_steps, 10);
-  EXPECT_EQ(se->progress->loss, 2.5);
-  EXPECT_EQ(se->progress->eval_loss, 3.0);  // kept from `previous`
-  EXPECT_EQ(se->progress->eta_seconds, 7);
-
-  e.loss = std::numeric_limits<double>::quiet_NaN();
-  auto nan = ToStoreEvent(e, JobProgressInfo{});
-  ASSERT_TRUE(nan.has_value());
-  EXPECT_EQ(Json::parse(nan->payload_json)["metrics"]["loss"], "NaN");
-  EXPECT_FALSE(Json::parse(nan->payload_json)["metrics"].contains("evalLoss"));
-}
-
-TEST(ToStoreEventTest, OtherKinds) {
-  JobProgressInfo prev;
-  prev.step = 4;
-  prev.loss = 1.5;
-  TrainEvent eval;
-  eval.kind = TrainEvent::Kind::kEval;
-  eval.step = 4;
-  eval.eval_loss = 1.25;
-  auto se = ToStoreEvent(eval, prev);
-  ASSERT_TRUE(se.has_value());
-  EXPECT_EQ(se->kind, "eval");
-  EXPECT_EQ(Json::parse(se->payload_json), Json::parse(R"({"step": 4, "evalLoss": 1.25})"));
-  ASSERT_TRUE(se->progress.has_value());
-  EXPECT_EQ(se->progress->eval_loss, 1.25);
-  EXPECT_EQ(se->progress->loss, 1.5);
-  EXPECT_EQ(se->progress->step, 4);
-
-  TrainEvent ckpt;
-  ckpt.kind = TrainEvent::Kind::kCheckpoint;
-  ckpt.step = 4;
-  ckpt.message = "/x/checkpoints/step-4";
-  se = ToStoreEvent(ckpt, prev);
-  ASSERT_TRUE(se.has_value());
-  EXPECT_EQ(se->kind, "checkpoint_saved");
-  EXPECT_EQ(Json::parse(se->payload_json), Json::parse(R"({"step": 4})"));
-  EXPECT_FALSE(se->progress.has_value());
-
-  TrainEvent warn;
-  warn.kind = TrainEvent::Kind::kWarning;
-  warn.message = "resumed from checkpoint /x/step-4";
-  se = ToStoreEvent(warn, prev);
-  ASSERT_TRUE(se.has_value());
-  EXPECT_EQ(se->kind, "warning");
-  EXPECT_EQ(Json::parse(se->payload_json),
-            Json::parse(R"({"code": "RESUMED_FROM_CHECKPOINT",
-                            "message": "resumed from checkpoint /x/step-4"})"));
-
-  TrainEvent done;
-  done.kind = TrainEvent::Kind::kDone;
-  EXPECT_FALSE(ToStoreEvent(done, prev).has_value());
-}
-
 TEST(ClassifyFailureTest, UntaggedStatuses) {
   struct Case {
     absl::Status status;
@@ -394,7 +317,7 @@ TEST(ClassifyFailureTest, UntaggedStatuses) {
       {absl::UnknownError("?"), "INTERNAL"},
   };
   for (const Case& c : cases) {
-    const JobFailureInfo f = ClassifyFailure(c.status);
+    const TrainingFailure f = ClassifyFailure(c.status);
     EXPECT_EQ(f.reason, c.reason) << c.status;
     EXPECT_EQ(f.message, c.status.message());
     EXPECT_EQ(f.field, "");
