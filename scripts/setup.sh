@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent setup: installs what a fresh Debian 12 machine lacks to build and test the project.
 #   - Debian packages: gRPC, protobuf, Abseil, prometheus-cpp, SQLite, GoogleTest, Google Benchmark,
-#     OpenBLAS, PCRE2, RE2 (client regexes), nlohmann-json, ccache, ninja, Prometheus (for the scrape test).
+#     OpenBLAS, PCRE2, RE2 (client regexes), nlohmann-json, ccache, ninja, Prometheus (for the scrape test),
+#     clang (the -Wthread-safety contract check).
 #   - LibTorch from the PyPI `torch` wheel, pinned below, into the project-local venv .venv/.
 # Re-running it does nothing when everything is present.
 set -euo pipefail

@@ -129,7 +129,7 @@ absl::StatusOr<AdapterManifest> AdapterStore::Publish(const std::string& tenant,
       return absl::InvalidArgumentError(absl::StrCat("staged adapter in ", staging_dir, " lacks ", f));
     }
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   const auto versions = Versions(tenant, name);
   AdapterManifest m;
   m.tenant = tenant;
@@ -229,7 +229,7 @@ absl::Status AdapterStore::Verify(const std::string& tenant, const std::string& 
 }
 
 absl::Status AdapterStore::Delete(const std::string& tenant, const std::string& name, int64_t version) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   OFT_ASSIGN_OR_RETURN(std::string dir, VersionDir(tenant, name, version));
   std::error_code ec;
   fs::permissions(dir, fs::perms::owner_all, fs::perm_options::add, ec);

@@ -19,13 +19,13 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 
 namespace oft {
 
@@ -87,7 +87,7 @@ class AdapterStore {
   std::vector<int64_t> Versions(const std::string& tenant, const std::string& name) const;
 
   const std::string root_;
-  mutable std::mutex mu_;
+  mutable absl::Mutex mu_;
 };
 
 }  // namespace oft
