@@ -46,8 +46,11 @@ constexpr char kUsage[] =
     "                  [--max_active_jobs_per_tenant=N] [--adapter_memory_budget_bytes=N]\n"
     "                  [--serving_device=cpu|cuda:N] [--serving_threads=N]\n"
     "                  [--device_memory_bytes=N] [--port_file=FILE] [--metrics_port_file=FILE]\n"
+    "                  [--executor_threads=N] [--health_saturation_seconds=S]\n"
+    "                  [--shutdown_timeout_seconds=S]\n"
     "The OFTv2 adapter training and serving service (gRPC oft.v1). SIGTERM / SIGINT: graceful\n"
-    "shutdown (running jobs are checkpointed and requeued), exit 0.\n"
+    "shutdown (running jobs are checkpointed and requeued), exit 0; still unfinished after\n"
+    "--shutdown_timeout_seconds: exit 3 (running jobs resume from their last checkpoint).\n"
     "Exit status: 0 after shutdown or --help, 2 bad flags, 1 the server could not start.\n";
 
 int Usage(const std::string& error) {
