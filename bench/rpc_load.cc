@@ -30,12 +30,12 @@
 #include <iterator>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "oft/v1/datasets.grpc.pb.h"
 #include "oft/v1/jobs.grpc.pb.h"
 #include "server/common/flags.h"
@@ -324,7 +324,7 @@ int Run(Options opt) {
     });
   }
 
-  std::mutex watch_mu;
+  absl::Mutex watch_mu;
   std::vector<grpc::ClientContext*> live_watches;  // guarded by watch_mu
   std::atomic<int64_t> events{0}, streams{0}, watch_errors{0};
   std::vector<float> first_event_ms;  // guarded by watch_mu
@@ -338,7 +338,7 @@ int Run(Options opt) {
                          std::chrono::seconds(5));
         if (!opt.api_key.empty()) ctx.AddMetadata("authorization", "Bearer " + opt.api_key);
         {
-          std::lock_guard<std::mutex> l(watch_mu);
+          absl::MutexLock l(&watch_mu);
           if (done.load()) break;
           live_watches.push_back(&ctx);
         }
@@ -351,7 +351,7 @@ int Run(Options opt) {
         bool first = true;
         while (reader->Read(&ev)) {
           if (first && after == 0) {
-            std::lock_guard<std::mutex> l(watch_mu);
+            absl::MutexLock l(&watch_mu);
             first_event_ms.push_back(
                 std::chrono::duration<float, std::milli>(Clock::now() - t0).count());
           }
@@ -361,7 +361,7 @@ int Run(Options opt) {
         }
         grpc::Status s = reader->Finish();
         {
-          std::lock_guard<std::mutex> l(watch_mu);
+          absl::MutexLock l(&watch_mu);
           live_watches.erase(std::find(live_watches.begin(), live_watches.end(), &ctx));
         }
         ++streams;
@@ -380,7 +380,7 @@ int Run(Options opt) {
   std::this_thread::sleep_until(stop);
   const auto [step_after, state_after] = job_step();
   {
-    std::lock_guard<std::mutex> l(watch_mu);
+    absl::MutexLock l(&watch_mu);
     done.store(true);
     for (auto* ctx : live_watches) ctx->TryCancel();
   }

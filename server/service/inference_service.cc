@@ -3,13 +3,13 @@
 #include <atomic>
 #include <chrono>
 #include <deque>
-#include <mutex>
 #include <optional>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "absl/synchronization/mutex.h"
 #include "server/common/grpc_status.h"
 #include "server/serving/serving.h"
 
@@ -222,7 +222,7 @@ class InferenceServiceImpl::GenerateReactor final
   void Start(grpc::CallbackServerContext* ctx, const oft::v1::GenerateRequest* request) {
     absl::Status status = [&]() -> absl::Status {
       {
-        std::lock_guard<std::mutex> lock(mu_);
+        absl::MutexLock lock(&mu_);
         if (cancelled_) return absl::CancelledError("the client cancelled the request");
       }
       absl::StatusOr<std::string> tenant = service_->authenticate_(ctx);
@@ -237,7 +237,7 @@ class InferenceServiceImpl::GenerateReactor final
         refs_.fetch_sub(1);  // no engine callbacks will come; gRPC still holds a reference
         return started.status();
       }
-      std::lock_guard<std::mutex> lock(mu_);
+      absl::MutexLock lock(&mu_);
       started_ = true;
       ticket_ = started->ticket;
       // The first response names the serving version and the seed; chunks that arrived
@@ -261,7 +261,7 @@ class InferenceServiceImpl::GenerateReactor final
   }
 
   void OnWriteDone(bool ok) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     writing_ = false;
     if (!ok) {
       // The client is gone: stop generating; finish once the engine reports.
@@ -272,7 +272,7 @@ class InferenceServiceImpl::GenerateReactor final
   }
 
   void OnCancel() override {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     cancelled_ = true;
     if (started_) service_->backend_->CancelGenerate(ticket_);
   }
@@ -291,7 +291,7 @@ class InferenceServiceImpl::GenerateReactor final
   }
 
   void OnChunk(const GenerationChunk& c) {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     oft::v1::GenerateResponse r;
     r.set_text_delta(c.text_delta);
     for (int32_t id : c.token_ids) r.add_token_ids(id);
@@ -305,7 +305,7 @@ class InferenceServiceImpl::GenerateReactor final
   }
 
   void OnOutcomeLocked(const GenerationOutcome& o) {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     done_ = true;
     if (o.status.ok()) {
       oft::v1::GenerateResponse r;
@@ -357,7 +357,7 @@ class InferenceServiceImpl::GenerateReactor final
   InferenceServiceImpl* const service_;
   const Clock::time_point start_;
   std::atomic<int> refs_{1};
-  std::mutex mu_;
+  absl::Mutex mu_;
   std::deque<oft::v1::GenerateResponse> queue_ ABSL_GUARDED_BY(mu_);
   oft::v1::GenerateResponse current_;  // the write in flight
   bool started_ ABSL_GUARDED_BY(mu_) = false;
