@@ -54,6 +54,13 @@ struct Case {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (oft::AnswerHelp(argc, argv,
+      "usage: oft_kernel_bench [--d=N] [--tokens=N] [--blocks=32,128,256] [--shared=N]\n"
+      "                        [--terms=N] [--reps=N] [--threads=N]\n"
+      "The fp32 block-rotation kernels and the Cayley-Neumann build on every ISA path of this\n"
+      "CPU against MKL through ATen; JSON lines on stdout.\n")) {
+    return 0;
+  }
   int64_t d = 4096, tokens = 2048, terms = 5;
   std::vector<int64_t> blocks = {16, 32, 64, 128, 256};
   bool shared = false;
