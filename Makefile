@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: setup configure build test demo bench bench-peers gpu-check clean format fuzz
+.PHONY: setup configure build test demo bench bench-peers gpu-check clean format fuzz sanitize
 
 setup:
 	scripts/setup.sh
@@ -26,6 +26,11 @@ FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 10
 fuzz: setup
 	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh $(BUILD_DIR)-fuzz
+
+# ASan+UBSan over the unit and integration tests, TSan over the concurrency tests
+# (scripts/sanitize.sh; SANITIZE_SCOPE=quick for the LibTorch-free components only).
+sanitize: setup
+	scripts/sanitize.sh all
 
 # The main job on the embedded default model: base generation, an OFTv2 finetune on the
 # sample dataset with live progress, the PEFT artifact, generation with the adapter.
