@@ -4,6 +4,7 @@
 //   oft_train --model_dir=DIR --train=train.jsonl [--valid=valid.jsonl] --out=ADAPTER_DIR
 //             [--checkpoint_dir=DIR] [--config=job.json] [--threads=N] [--device=cpu|cuda:0]
 //             [--dtype=fp32|bf16] [--chat_template=NAME] [--adapter_name=NAME]
+//             [--cuda_kernels=auto|on|off]   (kernel self-check, server/oft/self_check.h)
 //             [--target_modules=q_proj,v_proj|all-linear] [--oft_block_size=32] [--r=0]
 //             [--<any TrainOptions field>=VALUE ...]
 //
@@ -32,6 +33,7 @@
 #include "server/model/hf_config.h"
 #include "server/model/llama.h"
 #include "server/model/tokenizer.h"
+#include "server/oft/self_check.h"
 #include "server/train/precision.h"
 #include "server/train/trainer.h"
 
@@ -102,6 +104,17 @@ int Main(int argc, char** argv) {
     return PrintError(isa), 2;
   }
   oft::ConfigureCpuRuntime(threads);
+  {
+    // The custom kernels of the training device (and the CPU) checked against their
+    // composite paths before the first step; log lines go to stderr (stdout is events).
+    auto mode = oft::ParseKernelMode(take("cuda_kernels", "auto"));
+    if (!mode.ok()) return PrintError(mode.status()), 2;
+    oft::KernelSelfCheckOptions check;
+    check.mode = *mode;
+    check.devices = {device, "cpu"};
+    auto report = oft::RunKernelSelfCheck(check);
+    if (!report.ok()) return PrintError(report.status()), 1;
+  }
 
   Json job = Json::object();
   if (!config_path.empty()) {

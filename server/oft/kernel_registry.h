@@ -14,46 +14,15 @@
 #ifndef OFT_SERVER_OFT_KERNEL_REGISTRY_H_
 #define OFT_SERVER_OFT_KERNEL_REGISTRY_H_
 
-#include <array>
 #include <cstdint>
 #include <optional>
-#include <string>
-#include <string_view>
 #include <tuple>
 
 #include "ATen/core/Tensor.h"
-#include "absl/status/statusor.h"
 #include "c10/core/Device.h"
+#include "server/oft/kernel_mode.h"
 
 namespace oft {
-
-// Every custom kernel with a composite twin.
-enum class KernelId : int {
-  kBuildRotation = 0,      // oft::build_rotation
-  kBuildRotationBackward,  // oft::build_rotation_backward
-  kBlockRotate,            // oft::block_rotate
-  kBlockRotateBackward,    // oft::block_rotate_backward
-  kGatheredBlockRotate,    // oft::gathered_block_rotate
-  kNf4Dequantize,          // oft::nf4_dequantize
-};
-inline constexpr int kNumKernels = 6;
-inline constexpr std::array<KernelId, kNumKernels> kAllKernels = {
-    KernelId::kBuildRotation,       KernelId::kBuildRotationBackward, KernelId::kBlockRotate,
-    KernelId::kBlockRotateBackward, KernelId::kGatheredBlockRotate,   KernelId::kNf4Dequantize};
-
-// "build_rotation", "block_rotate_backward", ... (the dispatcher op names).
-const char* KernelName(KernelId kernel);
-
-enum class KernelPath { kOptimized, kComposite };
-const char* KernelPathName(KernelPath path);  // "kernel" or "composite"
-
-// --cuda_kernels: auto = self-check, fall back per kernel on failure; on = self-check,
-// refuse to start on any failure; off = composite path everywhere, no optimized kernel runs.
-enum class KernelMode { kAuto, kOn, kOff };
-// "auto" | "on" | "off"; INVALID_ARGUMENT naming `flag` otherwise.
-absl::StatusOr<KernelMode> ParseKernelMode(std::string_view text,
-                                           std::string_view flag = "--cuda_kernels");
-const char* KernelModeName(KernelMode mode);
 
 // Devices with their own switch: the CPU and CUDA devices 0..kMaxCudaDevices-1. Other
 // devices (and CUDA indices beyond) always take the composite path.

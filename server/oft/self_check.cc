@@ -14,6 +14,8 @@
 #include "absl/strings/str_join.h"
 #include "c10/core/GradMode.h"
 #include "c10/util/Exception.h"
+#include "server/common/status_macros.h"
+#include "server/oft/kernel_registry.h"
 #include "server/oft/ops_reference.h"
 
 namespace oft {
@@ -320,8 +322,9 @@ std::vector<std::string> KernelSelfCheckReport::PathLines() const {
   return lines;
 }
 
-absl::StatusOr<std::vector<c10::Device>> ParseKernelCheckDevices(
-    const std::vector<std::string>& names) {
+namespace {
+
+absl::StatusOr<std::vector<c10::Device>> ParseDevices(const std::vector<std::string>& names) {
   std::vector<c10::Device> devices;
   for (const std::string& name : names) {
     try {
@@ -334,10 +337,13 @@ absl::StatusOr<std::vector<c10::Device>> ParseKernelCheckDevices(
   return devices;
 }
 
+}  // namespace
+
 absl::StatusOr<KernelSelfCheckReport> RunKernelSelfCheck(const KernelSelfCheckOptions& options) {
   const auto log = options.log ? options.log : std::function<void(const std::string&)>(DefaultLog);
+  OFT_ASSIGN_OR_RETURN(const std::vector<c10::Device> requested, ParseDevices(options.devices));
   std::vector<c10::Device> devices;
-  for (const c10::Device& d : options.devices) {
+  for (const c10::Device& d : requested) {
     const bool cpu = d.is_cpu();
     const bool cuda = d.is_cuda() && (!d.has_index() || d.index() < kMaxCudaDevices);
     if (!cpu && !cuda) {
@@ -356,6 +362,17 @@ absl::StatusOr<KernelSelfCheckReport> RunKernelSelfCheck(const KernelSelfCheckOp
   std::vector<std::string> failures;
   for (const c10::Device& device : devices) {
     const std::string dev = device.str();
+    // A device that cannot even hold a tensor fails every kernel for one reason: say it once.
+    std::string unusable;
+    if (options.mode != KernelMode::kOff && !device.is_cpu()) {
+      try {
+        (void)at::zeros({1}, at::TensorOptions().device(device)).cpu();
+      } catch (const std::exception& e) {
+        unusable = e.what();
+        if (const size_t nl = unusable.find('\n'); nl != std::string::npos) unusable.resize(nl);
+        log(absl::StrCat("FAILED device ", dev, " is not usable: ", unusable));
+      }
+    }
     for (const KernelCheck& check : Checks()) {
       const KernelFnPtr composite = CompositeKernel(check.kernel);
       if (composite == nullptr) continue;  // the kernel is not linked into this binary
@@ -377,6 +394,15 @@ absl::StatusOr<KernelSelfCheckReport> RunKernelSelfCheck(const KernelSelfCheckOp
       bool kernel_ok = true;
       for (at::ScalarType dtype : check.dtypes) {
         KernelCheckResult r{dev, check.kernel, DtypeName(dtype), KernelCheckOutcome::kPass, 0, 0, ""};
+        if (!unusable.empty()) {
+          r.outcome = KernelCheckOutcome::kError;
+          r.detail = "device not usable: " + unusable;
+          kernel_ok = false;
+          failures.push_back(absl::StrCat(KernelName(check.kernel), " on ", dev, " (", r.dtype,
+                                          "): ", r.detail));
+          report.results.push_back(std::move(r));
+          continue;
+        }
         try {
           const c10::NoGradGuard no_grad;
           Inputs inputs(options.seed, device);

@@ -8,6 +8,8 @@
 // The checks exercise the kernels through the registered implementations, never through
 // the switch, so they check the kernels even when a path was switched before.
 //
+// No LibTorch in this header (the composition root includes it).
+//
 // Call it before any other thread runs the kernels (server start, oft_train start): the
 // switch itself is thread-safe, but a fallback that lands mid-step could mix paths within
 // one step. Not reentrant: one self-check at a time per process.
@@ -21,8 +23,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "c10/core/Device.h"
-#include "server/oft/kernel_registry.h"
+#include "server/oft/kernel_mode.h"
 
 namespace oft {
 
@@ -64,7 +65,7 @@ struct KernelSelfCheckReport {
 
 struct KernelSelfCheckOptions {
   KernelMode mode = KernelMode::kAuto;      // --cuda_kernels
-  std::vector<c10::Device> devices;         // devices to check; duplicates are checked once
+  std::vector<std::string> devices;         // "cpu", "cuda", "cuda:N"; duplicates checked once
   uint64_t seed = 20261202;                 // inputs are drawn from a private generator
   // Receives the loud lines (failures, fallbacks) and the per-device path lines;
   // default: stderr with the prefix "oft kernel self-check: ".
@@ -75,13 +76,9 @@ struct KernelSelfCheckOptions {
 // kernel that failed on a device takes the composite path there; mode on -> as auto, then
 // FAILED_PRECONDITION naming every failure (device, kernel, dtype, why), also when a CUDA
 // device has no CUDA kernels in this binary; mode off -> every kernel on every device takes
-// the composite path, nothing runs. INVALID_ARGUMENT for a device that is neither the CPU
-// nor a CUDA device with index < kMaxCudaDevices.
+// the composite path, nothing runs. INVALID_ARGUMENT naming a device that is not a device
+// name or neither the CPU nor a CUDA device with index < kMaxCudaDevices (kernel_registry.h).
 absl::StatusOr<KernelSelfCheckReport> RunKernelSelfCheck(const KernelSelfCheckOptions& options);
-
-// Parses device names ("cpu", "cuda", "cuda:1"); INVALID_ARGUMENT naming the bad one.
-absl::StatusOr<std::vector<c10::Device>> ParseKernelCheckDevices(
-    const std::vector<std::string>& names);
 
 }  // namespace oft
 

@@ -50,7 +50,7 @@ class SelfCheckTest : public ::testing::Test {
   absl::StatusOr<KernelSelfCheckReport> Run(KernelMode mode) {
     KernelSelfCheckOptions options;
     options.mode = mode;
-    options.devices = {c10::Device(c10::kCPU)};
+    options.devices = {"cpu"};
     options.log = [this](const std::string& line) { log_.push_back(line); };
     return RunKernelSelfCheck(options);
   }
@@ -216,11 +216,14 @@ TEST_F(SelfCheckTest, BadModeAndDeviceNamesAreNamed) {
   EXPECT_NE(mode.status().message().find("--cuda_kernels must be auto, on or off, got 'fast'"),
             std::string::npos);
   EXPECT_EQ(*ParseKernelMode("off"), KernelMode::kOff);
-  auto devices = ParseKernelCheckDevices({"cpu", "gpu0"});
-  ASSERT_FALSE(devices.ok());
-  EXPECT_NE(devices.status().message().find("'gpu0'"), std::string::npos);
   KernelSelfCheckOptions options;
-  options.devices = {c10::Device(c10::kMeta)};
+  options.devices = {"cpu", "gpu0"};
+  auto bad_name = RunKernelSelfCheck(options);
+  ASSERT_FALSE(bad_name.ok());
+  EXPECT_NE(bad_name.status().message().find("'gpu0'"), std::string::npos);
+  options.devices = {"meta"};
+  EXPECT_EQ(RunKernelSelfCheck(options).status().code(), absl::StatusCode::kInvalidArgument);
+  options.devices = {"cuda:64"};
   EXPECT_EQ(RunKernelSelfCheck(options).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
