@@ -555,19 +555,7 @@ int64_t DeviceMemoryInUseBytes(const std::string& device) {
 }
 
 void ReleaseCachedDeviceMemory(const std::string& device) {
-#if defined(OFT_WITH_CUDA)
-  if (CudaIndex(device) < 0) return;
-  try {
-    c10::cuda::CUDACachingAllocator::CUDAAllocator* allocator =
-        c10::cuda::CUDACachingAllocator::get();
-    if (allocator == nullptr || !allocator->initialized()) return;
-    allocator->emptyCache();
-  } catch (const std::exception&) {
-    // Best effort: the cached blocks stay cached.
-  }
-#else
-  (void)device;
-#endif
+  if (CudaIndex(device) >= 0) ReleaseCachedCudaMemory();
 }
 
 }  // namespace oft

@@ -106,8 +106,8 @@ TrainingFailure ClassifyFailure(const absl::Status& status);
 int64_t DeviceTotalMemoryBytes(const std::string& device);
 int64_t DeviceMemoryInUseBytes(const std::string& device);
 // "cuda:N": returns the CUDA caching allocator's unused cached blocks to the driver (after a
-// job ended, so the next job and the serving engine on that GPU can use them). No-op for
-// "cpu", before CUDA is initialised, and in builds without CUDA. Never throws.
+// job ended, so the next job and the serving engine on that GPU can use them;
+// ReleaseCachedCudaMemory). No-op for "cpu" and before CUDA is initialised. Never throws.
 void ReleaseCachedDeviceMemory(const std::string& device);
 
 }  // namespace oft
