@@ -23,8 +23,9 @@ at::Tensor TransposedBlockRotate(const at::Tensor& x, const at::Tensor& rotation
   return reference::BlockRotateForward(x, rotation.transpose(1, 2).contiguous());
 }
 
-at::Tensor ThrowingBlockRotate(const at::Tensor&, const at::Tensor&) {
+at::Tensor ThrowingBlockRotate(const at::Tensor& x, const at::Tensor&) {
   TORCH_CHECK(false, "injected launch failure");
+  return x;
 }
 
 // Rows with index -1 must pass through; this one rotates them with adapter 0.
