@@ -24,7 +24,8 @@ NVCC="${CUDACXX:-/usr/local/cuda/bin/nvcc}"
 HIDE_DIRS=(/usr/include/absl /usr/include/gtest /usr/include/gmock /usr/include/re2
            /usr/include/nlohmann /usr/include/openssl /usr/include/x86_64-linux-gnu/openssl
            /usr/lib/x86_64-linux-gnu/cmake /usr/lib/x86_64-linux-gnu/pkgconfig /usr/share/pkgconfig
-           /usr/include/grpc /usr/include/grpcpp /usr/include/google/protobuf /usr/include/prometheus)
+           /usr/include/grpc /usr/include/grpcpp /usr/include/google/protobuf /usr/include/prometheus
+           /usr/include/unicode)
 HIDE_FILES=(/usr/include/pcre2.h /usr/include/sqlite3.h)
 if [ -z "${OFT_ENGINE_CHECK_INNER:-}" ] && [ "$(id -u)" = 0 ] && unshare -m true 2>/dev/null; then
   export OFT_ENGINE_CHECK_INNER=1
