@@ -10,7 +10,9 @@ engine_deps_setup() {
     echo "engine deps: no .debs in $debs_dir (run scripts/fetch_gpu_debs.sh)" >&2
     return 1
   fi
-  DEPS_ROOT="${DEPS_ROOT:-$PWD/${BUILD_DIR:-build-engine}/deps-root}"
+  local build_dir="${BUILD_DIR:-build-engine}"
+  case "$build_dir" in /*) ;; *) build_dir="$PWD/$build_dir" ;; esac
+  DEPS_ROOT="${DEPS_ROOT:-$build_dir/deps-root}"
   mkdir -p "$DEPS_ROOT"
   local deb
   for deb in "$debs_dir"/*.deb; do
