@@ -23,6 +23,7 @@
 #                         run)"; CPU reference runs still run. Implied when nvidia-smi
 #                         finds no GPU.
 #   GPU_CHECK_SKIP_BUILD=1  use the binaries already in $BUILD_DIR
+#   TRAIN_THREADS=8         CPU threads of the CPU reference training runs
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
@@ -118,7 +119,7 @@ kernel_tests() {
 run_step kernels 1 "ctest -L gpu" kernel_tests
 
 TRAIN_ARGS=(--model_dir=models/default --train=data/sample/train.jsonl --max_steps=60
-            --seed=1234 --threads=8)
+            --seed=1234 --threads="${TRAIN_THREADS:-8}")
 train_run() {  # NAME DEVICE EXTRA...
   local name="$1" device="$2"; shift 2
   "$BIN_TRAIN" "${TRAIN_ARGS[@]}" --device="$device" --out="$RESULTS_DIR/adapter-$name" "$@" \
