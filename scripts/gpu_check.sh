@@ -145,13 +145,13 @@ print(f"max relative loss difference over 60 steps: {worst:.2e} (tolerance {tol:
 sys.exit(0 if worst <= tol else 1)
 EOF
 }
-run_step train_cpu_fp32 0 "CPU reference, 60 steps" train_run cpu_fp32 cpu
-run_step train_cuda_fp32 1 "" train_run cuda_fp32 cuda:0 --bf16_autocast=false
-run_step train_cuda_bf16 1 "" train_run cuda_bf16 cuda:0 --bf16_autocast=true
+run_step train_cpu_fp32 0 "CPU reference, 60 steps" train_run cpu_fp32 cpu --dtype=fp32
+run_step train_cuda_fp32 1 "" train_run cuda_fp32 cuda:0 --dtype=fp32 --bf16_autocast=false
+run_step train_cuda_bf16 1 "" train_run cuda_bf16 cuda:0 --dtype=fp32 --bf16_autocast=true
 run_step compare_fp32 1 "rel <= 2e-3" compare_losses cpu_fp32 cuda_fp32 2e-3
 run_step compare_bf16 1 "rel <= 5e-2" compare_losses cpu_fp32 cuda_bf16 5e-2
-run_step train_cpu_qoft 0 "CPU reference, NF4 base" train_run cpu_qoft cpu --nf4
-run_step train_cuda_qoft 1 "" train_run cuda_qoft cuda:0 --nf4 --bf16_autocast=false
+run_step train_cpu_qoft 0 "CPU reference, NF4 base" train_run cpu_qoft cpu --dtype=fp32 --nf4
+run_step train_cuda_qoft 1 "" train_run cuda_qoft cuda:0 --dtype=fp32 --nf4 --bf16_autocast=false
 run_step compare_qoft 1 "rel <= 2e-3" compare_losses cpu_qoft cuda_qoft 2e-3
 record serving_equivalence "NOT COVERED" "mixed 8-adapter == solo and unmerged == merged on CUDA: no CUDA test yet (CPU: tests/serving)" 0
 
