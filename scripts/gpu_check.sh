@@ -107,7 +107,7 @@ if [ -n "${GPU_CHECK_SKIP_BUILD:-}" ]; then
 elif ! run_step build 0 "engine-only, CUDA ON" build; then
   DRY_RUN="${DRY_RUN:-build failed}"
 fi
-BIN_TRAIN="$BUILD_DIR/server/train/oft_train"
+BIN_TRAIN="$BUILD_DIR/tools/oft_train"
 BENCH="$BUILD_DIR/bench"
 
 # ---- kernel tests and self-check -----------------------------------------------------------
