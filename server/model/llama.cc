@@ -61,6 +61,7 @@ at::Tensor AdaptedLinear::Forward(const at::Tensor& x, const std::vector<std::st
     if (on) h = BlockRotate(h, rotation->Blocks());
   }
   if (nf4_) return nf4_->Forward(h);
+  if (packed_ && packed_->Handles(h)) return packed_->Forward(h);
   return at::linear(h, weight_, bias_.defined() ? std::optional<at::Tensor>(bias_) : std::nullopt);
 }
 

@@ -31,6 +31,7 @@
 #include "server/model/hf_config.h"
 #include "server/model/targeting.h"
 #include "server/oft/config.h"
+#include "server/model/packed_linear.h"
 #include "server/oft/oft_linear.h"
 #include "server/quant/qoft_linear.h"
 
@@ -65,6 +66,12 @@ class AdaptedLinear {
   // Bytes held by the base weight and bias (NF4 codes + absmax when quantized).
   int64_t BaseWeightBytes() const;
 
+  // A pre-packed copy of the base weight for small-row (decode) GEMMs: Forward uses it for
+  // the inputs it Handles(), else at::linear. Null (the default) = at::linear always. Not
+  // while Forward() runs (same rule as Attach).
+  void set_packed(std::shared_ptr<const PackedLinear> packed) { packed_ = std::move(packed); }
+  const PackedLinear* packed() const { return packed_.get(); }
+
   void Attach(const std::string& adapter, std::shared_ptr<OftRotation> rotation);
   void Detach(const std::string& adapter);
   OftRotation* Rotation(const std::string& adapter) const;  // nullptr when absent
@@ -75,6 +82,7 @@ class AdaptedLinear {
   at::Tensor bias_;    // [out] or undefined
   std::unique_ptr<Nf4Linear> nf4_;  // QOFT base, or null
   std::vector<std::pair<std::string, std::shared_ptr<OftRotation>>> rotations_;
+  std::shared_ptr<const PackedLinear> packed_;  // or null
 };
 
 // Per-request key/value cache: one [B, kv_heads, T, head_dim] pair per layer.
