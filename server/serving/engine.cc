@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/common/status_macros.h"
 #include "server/common/torch_boundary.h"
+#include "server/serving/decode_threads.h"
 
 namespace oft {
 
@@ -43,6 +44,34 @@ size_t CompleteUtf8Prefix(const std::string& s) {
   return end - i < need ? i : end;
 }
 
+// ids as an int64 tensor [rows, cols] on `device`; to a GPU through pinned memory without
+// blocking the host (the copy is ordered before the kernels that read it).
+at::Tensor UploadIds(const std::vector<int64_t>& ids, int64_t rows, int64_t cols, c10::Device device) {
+  at::Tensor host = at::tensor(ids, at::kLong).view({rows, cols});
+  if (device.is_cpu()) return host;
+  return host.pin_memory().to(device, /*non_blocking=*/true);
+}
+
+// The next token of every row of `logits` [rows, vocab] (fp32, on the model's device),
+// sampled on that device; only the ids cross to the host, in one copy.
+std::vector<int32_t> SampleRows(const at::Tensor& logits, const std::vector<const SamplingOptions*>& o,
+                                std::vector<at::Generator*>& generators) {
+  const int64_t rows = logits.size(0);
+  bool all_greedy = true;
+  for (const SamplingOptions* s : o) all_greedy &= s->temperature == 0.0;
+  at::Tensor ids;
+  if (all_greedy) {
+    ids = logits.argmax(-1);
+  } else {
+    std::vector<at::Tensor> each;
+    for (int64_t i = 0; i < rows; ++i) each.push_back(SampleNextTokenTensor(logits[i], *o[i], *generators[i]));
+    ids = at::stack(each);
+  }
+  ids = ids.to(at::kInt).cpu();
+  const int32_t* p = ids.data_ptr<int32_t>();
+  return std::vector<int32_t>(p, p + rows);
+}
+
 }  // namespace
 
 Engine::Engine(EngineOptions options) : options_(std::move(options)) {}
@@ -53,6 +82,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(EngineOptions options) {
     return absl::InvalidArgumentError(absl::StrCat("max_batch must be >= 1, got ", options.max_batch));
   }
   std::unique_ptr<Engine> e(new Engine(std::move(options)));
+  e->max_threads_ = std::max(1, at::get_num_threads());
   if (e->options_.start_thread) e->thread_ = std::thread([p = e.get()] { p->Loop(); });
   return e;
 }
@@ -77,7 +107,7 @@ absl::StatusOr<uint64_t> Engine::Submit(GenerationRequest request) {
   }
   auto row = std::make_unique<Row>();
   row->submitted = std::chrono::steady_clock::now();
-  row->generator = at::detail::createCPUGenerator(request.sampling.seed);
+  row->generator = SamplingGenerator(options_.model->device(), request.sampling.seed);
   row->request = std::move(request);
   uint64_t id = 0;
   {
@@ -134,8 +164,18 @@ int64_t Engine::pending() const {
   return static_cast<int64_t>(waiting_.size()) + running_count_;
 }
 
+void Engine::SetThreadsFor(int64_t tokens, int64_t logit_rows) {
+  if (!options_.model->device().is_cpu()) return;
+  const int want = options_.threads > 0
+                       ? options_.threads
+                       : ForwardThreads(options_.model->config(), tokens, logit_rows, max_threads_);
+  if (want != threads_) {
+    at::set_num_threads(want);
+    threads_ = want;
+  }
+}
+
 void Engine::Loop() {
-  if (options_.threads > 0) at::set_num_threads(options_.threads);
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mu_);
@@ -278,15 +318,17 @@ bool Engine::StepLocked() {
       fo.adapters = &batch;
       fo.logits_for_last_only = true;
       const int64_t total = static_cast<int64_t>(ids.size());
+      const int64_t n = static_cast<int64_t>(to_prefill.size());
+      SetThreadsFor(total, n);
       const at::Tensor logits =
-          model.Forward(at::tensor(ids, at::kLong).view({1, total}), fo).to(at::kFloat).cpu();
-      std::vector<int32_t> out;
-      for (size_t i = 0; i < to_prefill.size(); ++i) {
-        Row& row = *to_prefill[i];
-        out.push_back(static_cast<int32_t>(SampleNextToken(
-            logits[static_cast<int64_t>(i)].view({-1}), row.request.sampling, row.generator)));
+          model.Forward(UploadIds(ids, 1, total, model.device()), fo).to(at::kFloat).view({n, -1});
+      std::vector<const SamplingOptions*> sampling;
+      std::vector<at::Generator*> generators;
+      for (auto& row : to_prefill) {
+        sampling.push_back(&row->request.sampling);
+        generators.push_back(&row->generator);
       }
-      return out;
+      return SampleRows(logits, sampling, generators);
     });
     for (size_t i = 0; i < to_prefill.size(); ++i) {
       std::unique_ptr<Row>& row = to_prefill[i];
@@ -325,14 +367,16 @@ bool Engine::StepLocked() {
       }
       fo.adapters = batch_.get();
       fo.logits_for_last_only = true;
+      SetThreadsFor(B, B);
       const at::Tensor logits =
-          model.Forward(at::tensor(last, at::kLong).view({B, 1}), fo).to(at::kFloat).view({B, -1}).cpu();
-      std::vector<int32_t> out;
-      for (int64_t i = 0; i < B; ++i) {
-        out.push_back(static_cast<int32_t>(
-            SampleNextToken(logits[i], running_[i]->request.sampling, running_[i]->generator)));
+          model.Forward(UploadIds(last, B, 1, model.device()), fo).to(at::kFloat).view({B, -1});
+      std::vector<const SamplingOptions*> sampling;
+      std::vector<at::Generator*> generators;
+      for (auto& r : running_) {
+        sampling.push_back(&r->request.sampling);
+        generators.push_back(&r->generator);
       }
-      return out;
+      return SampleRows(logits, sampling, generators);
     });
     if (!tokens.ok()) {
       for (auto& r : running_) Finish(*r, tokens.status());

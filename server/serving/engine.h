@@ -41,7 +41,10 @@ struct EngineOptions {
   const Tokenizer* tokenizer = nullptr;   // not owned; null: no text and no stop strings
   int64_t max_batch = 16;                 // rows decoded together
   int64_t max_waiting = 1024;             // queued requests beyond this: RESOURCE_EXHAUSTED
-  int threads = 0;                        // torch intra-op threads of the engine thread; 0 = as is
+  // Torch intra-op threads per Forward on the CPU: N > 0 = always N; 0 = chosen per Forward
+  // from its work (ForwardThreads, decode_threads.h), at most the torch thread count in
+  // effect when Create() runs.
+  int threads = 0;
   bool start_thread = true;               // false: the caller drives Step() (tests)
   std::function<void(int64_t tokens)> on_tokens;         // tokens produced by a step
   std::function<void(double seconds)> on_first_token;    // time from Submit to first token
@@ -86,6 +89,8 @@ class Engine {
   void Finish(Row& row, absl::Status status);
   // Records `token` for `row`, streams it, and returns whether the row is finished.
   bool Accept(Row& row, int32_t token);
+  // Sets the torch thread count for a Forward over `tokens` new tokens (CPU only).
+  void SetThreadsFor(int64_t tokens, int64_t logit_rows);
 
   const EngineOptions options_;
   mutable std::mutex mu_;
@@ -99,6 +104,8 @@ class Engine {
   std::vector<std::unique_ptr<Row>> running_;
   std::unique_ptr<AdapterBatch> batch_;  // for running_, rebuilt when it changes
   bool batch_dirty_ = true;
+  int max_threads_ = 1;  // cap of the automatic thread count
+  int threads_ = 0;      // torch threads set for the last Forward; 0 = none set
   std::thread thread_;
 };
 
