@@ -594,6 +594,13 @@ AdapterBatch LlamaModel::MakeAdapterBatch(const std::vector<const ServingAdapter
   return batch;
 }
 
+AdapterBatch AdapterBatch::FromGroups(int64_t rows, std::vector<std::vector<Group>> per_linear) {
+  AdapterBatch batch;
+  batch.rows_ = rows;
+  batch.per_linear_ = std::move(per_linear);
+  return batch;
+}
+
 int64_t AdapterBatch::bytes() const {
   int64_t n = 0;
   for (const auto& groups : per_linear_) {

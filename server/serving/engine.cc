@@ -74,7 +74,8 @@ std::vector<int32_t> SampleRows(const at::Tensor& logits, const std::vector<cons
 
 }  // namespace
 
-Engine::Engine(EngineOptions options) : options_(std::move(options)) {}
+Engine::Engine(EngineOptions options)
+    : options_(std::move(options)), batch_cache_(*options_.model) {}
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(EngineOptions options) {
   if (options.model == nullptr) return absl::InvalidArgumentError("EngineOptions.model is required");
@@ -265,6 +266,18 @@ bool Engine::Accept(Row& row, int32_t token) {
   return finished;
 }
 
+AdapterBatch Engine::MakeBatch(const std::vector<std::shared_ptr<const ServingAdapter>>& rows) {
+  AdapterBatch batch = batch_cache_.Make(rows);
+  ReportCacheBytes();
+  return batch;
+}
+
+void Engine::ReportCacheBytes() {
+  if (batch_cache_.bytes() == reported_cache_bytes_) return;
+  reported_cache_bytes_ = batch_cache_.bytes();
+  if (options_.on_cache_bytes) options_.on_cache_bytes(reported_cache_bytes_);
+}
+
 bool Engine::StepLocked() {
   std::vector<std::unique_ptr<Row>> admitted;
   std::set<uint64_t> cancelled;
@@ -279,10 +292,13 @@ bool Engine::StepLocked() {
   }
   bool worked = !admitted.empty();
   int64_t produced = 0;
+  // Rows that end in this step; their callbacks run at its end, after the engine's own state
+  // (the adapter block cache) reflects them.
+  std::vector<std::pair<std::unique_ptr<Row>, absl::Status>> finished;
   // Cancellations take effect before the next token.
   for (auto it = running_.begin(); it != running_.end();) {
     if (cancelled.count((*it)->id)) {
-      Finish(**it, absl::CancelledError("generation cancelled"));
+      finished.emplace_back(std::move(*it), absl::CancelledError("generation cancelled"));
       it = running_.erase(it);
       batch_dirty_ = true;
       worked = true;
@@ -296,7 +312,7 @@ bool Engine::StepLocked() {
   std::vector<std::unique_ptr<Row>> to_prefill;
   for (auto& row : admitted) {
     if (cancelled.count(row->id)) {
-      Finish(*row, absl::CancelledError("generation cancelled"));
+      finished.emplace_back(std::move(row), absl::CancelledError("generation cancelled"));
     } else {
       to_prefill.push_back(std::move(row));
     }
@@ -304,17 +320,17 @@ bool Engine::StepLocked() {
   if (!to_prefill.empty()) {
     auto tokens = TorchCall("prefill", [&]() -> std::vector<int32_t> {
       c10::InferenceMode inference_mode;  // cheaper than NoGradGuard: no autograd bookkeeping
-      std::vector<const ServingAdapter*> adapters;
+      std::vector<std::shared_ptr<const ServingAdapter>> adapters;
       std::vector<int64_t> ids;
       ForwardOptions fo;
       for (const auto& row_ptr : to_prefill) {
         Row& row = *row_ptr;
-        adapters.push_back(row.request.adapter ? row.request.adapter->weights.get() : nullptr);
+        adapters.push_back(row.request.adapter ? row.request.adapter->weights : nullptr);
         ids.insert(ids.end(), row.request.prompt.begin(), row.request.prompt.end());
         fo.row_caches.push_back(&row.cache);
         fo.row_lengths.push_back(static_cast<int64_t>(row.request.prompt.size()));
       }
-      const AdapterBatch batch = model.MakeAdapterBatch(adapters);
+      const AdapterBatch batch = MakeBatch(adapters);
       fo.adapters = &batch;
       fo.logits_for_last_only = true;
       const int64_t total = static_cast<int64_t>(ids.size());
@@ -333,12 +349,12 @@ bool Engine::StepLocked() {
     for (size_t i = 0; i < to_prefill.size(); ++i) {
       std::unique_ptr<Row>& row = to_prefill[i];
       if (!tokens.ok()) {
-        Finish(*row, tokens.status());
+        finished.emplace_back(std::move(row), tokens.status());
         continue;
       }
       ++produced;
       if (Accept(*row, (*tokens)[i])) {
-        Finish(*row, absl::OkStatus());
+        finished.emplace_back(std::move(row), absl::OkStatus());
       } else {
         running_.push_back(std::move(row));
         batch_dirty_ = true;
@@ -352,11 +368,11 @@ bool Engine::StepLocked() {
     auto tokens = TorchCall("decode", [&]() -> std::vector<int32_t> {
       c10::InferenceMode inference_mode;  // cheaper than NoGradGuard: no autograd bookkeeping
       if (batch_dirty_ || !batch_) {
-        std::vector<const ServingAdapter*> rows;
+        std::vector<std::shared_ptr<const ServingAdapter>> rows;
         for (const auto& r : running_) {
-          rows.push_back(r->request.adapter ? r->request.adapter->weights.get() : nullptr);
+          rows.push_back(r->request.adapter ? r->request.adapter->weights : nullptr);
         }
-        batch_ = std::make_unique<AdapterBatch>(model.MakeAdapterBatch(rows));
+        batch_ = std::make_unique<AdapterBatch>(MakeBatch(rows));
         batch_dirty_ = false;
       }
       std::vector<int64_t> last;
@@ -379,7 +395,7 @@ bool Engine::StepLocked() {
       return SampleRows(logits, sampling, generators);
     });
     if (!tokens.ok()) {
-      for (auto& r : running_) Finish(*r, tokens.status());
+      for (auto& r : running_) finished.emplace_back(std::move(r), tokens.status());
       running_.clear();
       batch_dirty_ = true;
     } else {
@@ -387,7 +403,7 @@ bool Engine::StepLocked() {
       std::vector<std::unique_ptr<Row>> keep;
       for (int64_t i = 0; i < B; ++i) {
         if (Accept(*running_[i], (*tokens)[i])) {
-          Finish(*running_[i], absl::OkStatus());
+          finished.emplace_back(std::move(running_[i]), absl::OkStatus());
           batch_dirty_ = true;
         } else {
           keep.push_back(std::move(running_[i]));
@@ -396,6 +412,14 @@ bool Engine::StepLocked() {
       running_.swap(keep);
     }
   }
+  if (running_.empty() && batch_cache_.bytes() > 0) {
+    // Idle: hold no stacked blocks (and no adapter through them).
+    batch_.reset();
+    batch_dirty_ = true;
+    batch_cache_.Clear();
+    ReportCacheBytes();
+  }
+  for (auto& [row, status] : finished) Finish(*row, std::move(status));
   if (produced > 0 && options_.on_tokens) options_.on_tokens(produced);
   {
     std::lock_guard<std::mutex> lock(mu_);

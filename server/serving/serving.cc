@@ -73,6 +73,10 @@ absl::StatusOr<std::unique_ptr<InferenceBackend>> InferenceBackend::Create(Infer
     eo.threads = options.engine_threads;
     eo.on_tokens = options.on_tokens;
     eo.on_first_token = options.on_first_token;
+    // The registry is made below, before any request can reach the engine.
+    eo.on_cache_bytes = [registry = &b->registry_, name = spec.name](int64_t bytes) {
+      if (*registry) (*registry)->SetHolderBytes("engine:" + name, bytes);
+    };
     OFT_ASSIGN_OR_RETURN(base->engine, Engine::Create(std::move(eo)));
     b->bases_.push_back(std::move(base));
   }
