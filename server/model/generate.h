@@ -54,7 +54,7 @@ at::Tensor SampleNextTokenTensor(const at::Tensor& logits, const SamplingOptions
 at::Generator SamplingGenerator(c10::Device device, uint64_t seed);
 
 // Logits are sampled on the model's device (only the token id is copied to the host). With
-// exactly one active adapter and input-centric compute, its rotations are built once before
+// exactly one active adapter, its rotations are built once before
 // the first token (as serving does), not at every step. Calls `on_token(id)` as each token
 // is produced; returning false stops early.
 // `tokenizer` may be null: then stop_strings are ignored and `text` stays empty.
