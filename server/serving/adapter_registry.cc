@@ -10,6 +10,7 @@
 #include "server/artifacts/store.h"
 #include "server/common/file_util.h"
 #include "server/common/names.h"
+#include "server/common/runtime.h"
 #include "server/common/status_macros.h"
 #include "server/common/torch_boundary.h"
 #include "server/model/llama.h"
@@ -161,6 +162,7 @@ absl::StatusOr<AdapterHandle> AdapterRegistry::LoadAndInsert(const AdapterId& re
   OFT_ASSIGN_OR_RETURN(AdapterHandle handle, LoadFromStore(id));
   int64_t count = 0;
   bool persist = false;
+  bool evicted = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto [it, inserted] = loaded_.try_emplace(id);
@@ -168,7 +170,9 @@ absl::StatusOr<AdapterHandle> AdapterRegistry::LoadAndInsert(const AdapterId& re
       it->second.handle = handle;
       it->second.lru_tick = ++tick_;  // a fresh load counts as the most recent use
       used_bytes_ += handle->memory_bytes;
+      const size_t before = loaded_.size();
       EvictOverBudget(id);
+      evicted = loaded_.size() < before;
       persist = !restoring_;
     }
     if (touch) Touch(it->second);
@@ -176,6 +180,8 @@ absl::StatusOr<AdapterHandle> AdapterRegistry::LoadAndInsert(const AdapterId& re
     count = static_cast<int64_t>(loaded_.size());
   }
   if (options_.loaded_count) options_.loaded_count(count);
+  // Evicted versions no request holds are freed now: give their GPU blocks back.
+  if (evicted) ReleaseCachedCudaMemory();
   if (persist) Persist();
   return handle;
 }
