@@ -61,6 +61,7 @@ at::Tensor AdaptedLinear::Forward(const at::Tensor& x, const std::vector<std::st
     if (on) h = BlockRotate(h, rotation->Blocks());
   }
   if (nf4_) return nf4_->Forward(h);
+  if (packed_ && packed_->Handles(h)) return packed_->Forward(h);
   return at::linear(h, weight_, bias_.defined() ? std::optional<at::Tensor>(bias_) : std::nullopt);
 }
 
@@ -590,6 +591,13 @@ AdapterBatch LlamaModel::MakeAdapterBatch(const std::vector<const ServingAdapter
       batch.per_linear_[li].push_back(std::move(g));
     }
   }
+  return batch;
+}
+
+AdapterBatch AdapterBatch::FromGroups(int64_t rows, std::vector<std::vector<Group>> per_linear) {
+  AdapterBatch batch;
+  batch.rows_ = rows;
+  batch.per_linear_ = std::move(per_linear);
   return batch;
 }
 

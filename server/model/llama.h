@@ -31,6 +31,7 @@
 #include "server/model/hf_config.h"
 #include "server/model/targeting.h"
 #include "server/oft/config.h"
+#include "server/model/packed_linear.h"
 #include "server/oft/oft_linear.h"
 #include "server/quant/qoft_linear.h"
 
@@ -65,6 +66,12 @@ class AdaptedLinear {
   // Bytes held by the base weight and bias (NF4 codes + absmax when quantized).
   int64_t BaseWeightBytes() const;
 
+  // A pre-packed copy of the base weight for small-row (decode) GEMMs: Forward uses it for
+  // the inputs it Handles(), else at::linear. Null (the default) = at::linear always. Not
+  // while Forward() runs (same rule as Attach).
+  void set_packed(std::shared_ptr<const PackedLinear> packed) { packed_ = std::move(packed); }
+  const PackedLinear* packed() const { return packed_.get(); }
+
   void Attach(const std::string& adapter, std::shared_ptr<OftRotation> rotation);
   void Detach(const std::string& adapter);
   OftRotation* Rotation(const std::string& adapter) const;  // nullptr when absent
@@ -75,6 +82,7 @@ class AdaptedLinear {
   at::Tensor bias_;    // [out] or undefined
   std::unique_ptr<Nf4Linear> nf4_;  // QOFT base, or null
   std::vector<std::pair<std::string, std::shared_ptr<OftRotation>>> rotations_;
+  std::shared_ptr<const PackedLinear> packed_;  // or null
 };
 
 // Per-request key/value cache: one [B, kv_heads, T, head_dim] pair per layer.
@@ -109,20 +117,26 @@ class ServingAdapter {
 // Which adapter rotates each row of a batched serving Forward (ForwardOptions::adapters).
 // Made by LlamaModel::MakeAdapterBatch once per batch composition and reused across decode
 // steps. It copies the blocks it needs (stacked per Linear), so it does not keep the
-// ServingAdapters alive. Immutable; thread-compatible.
+// ServingAdapters alive. Or assembled by FromGroups from stacks the caller keeps (the
+// serving engine's cache). Immutable; thread-compatible.
 class AdapterBatch {
  public:
+  // One block size's adapters at one Linear: stacked blocks and each row's index into them.
+  struct Group {
+    at::Tensor rotations;  // [A, r, b, b] on the model's device, model's rotation dtype
+    at::Tensor row_index;  // [B] int64 on that device: index into rotations, -1 = not rotated
+  };
   AdapterBatch() = default;
+  // `per_linear` has one entry per Linear of the model (LinearNames() order; empty = no row
+  // adapted there); every group's row_index has `rows` entries, and each row appears in at
+  // most one group per Linear. The tensors are shared, not copied.
+  static AdapterBatch FromGroups(int64_t rows, std::vector<std::vector<Group>> per_linear);
   int64_t rows() const { return rows_; }
   // Bytes held by the stacked blocks.
   int64_t bytes() const;
 
  private:
   friend class LlamaModel;
-  struct Group {           // adapters with one block size at one Linear
-    at::Tensor rotations;  // [A, r or 1, b, b]
-    at::Tensor row_index;  // [B] int64: index into rotations, -1 = not rotated
-  };
   int64_t rows_ = 0;
   std::vector<std::vector<Group>> per_linear_;  // by Linear index; empty: no row adapted
 };
