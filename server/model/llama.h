@@ -85,7 +85,11 @@ class AdaptedLinear {
   std::shared_ptr<const PackedLinear> packed_;  // or null
 };
 
-// Per-request key/value cache: one [B, kv_heads, T, head_dim] pair per layer.
+// Per-request key/value cache: one [B, kv_heads, capacity, head_dim] pair per layer, of
+// which the first `length` positions hold cached tokens. Forward writes new tokens in place
+// and doubles the capacity when it runs out (amortised O(1) per token, no re-concatenation).
+// A copy of a KvCache shares the tensors: extending both the copy and the original writes
+// the same positions, so extend only one of them (or clone the tensors).
 struct KvCache {
   std::vector<at::Tensor> keys, values;
   int64_t length = 0;  // tokens already cached
@@ -195,6 +199,9 @@ class LlamaModel {
                                                                 const LoadOptions& options);
 
   // ids [B, T] (int64) -> logits [B, T, vocab] (or [B, 1, vocab]) in the model dtype.
+  // Ids outside [0, vocab_size) throw when `ids` is on the CPU; ids already on an
+  // accelerator are not read back (no host synchronisation): their callers (the trainer,
+  // the serving engine) check them on the host first.
   at::Tensor Forward(const at::Tensor& ids, const ForwardOptions& options = {}) const;
 
   // Attaches a new adapter to every Linear that `targets` selects. `generator` (CPU, or
@@ -254,15 +261,18 @@ class LlamaModel {
   struct RowState {
     const AdapterBatch* adapters = nullptr;
     const std::vector<KvCache*>* caches = nullptr;
-    const std::vector<at::Tensor>* masks = nullptr;  // per row; undefined = no mask
+    const std::vector<at::Tensor>* masks = nullptr;  // per row; undefined = no mask ...
+    const std::vector<uint8_t>* causal = nullptr;    // ... or, when 1, SDPA's is_causal
     // Packed rows (ForwardOptions::row_lengths): row i is tokens [offsets[i], +lengths[i])
     // of the one sequence; tokens_per_row expands per-row adapter indices to tokens.
     std::vector<int64_t> offsets, lengths;
     at::Tensor tokens_per_row;
   };
+  // `mask`: additive [B or 1, 1, T, total], or undefined; then `causal` selects SDPA's
+  // is_causal (queries start at key 0) or no mask at all.
   at::Tensor Attention(const Layer& layer, int64_t index, const at::Tensor& h,
                        const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& mask,
-                       KvCache* cache, const RowState& rows) const;
+                       bool causal, KvCache* cache, const RowState& rows) const;
   // lin(x), with per-row adapter rotations when `adapters` is set, else the active ones.
   // Row i owns tokens_per_row[i] consecutive tokens of x (undefined: an equal share each).
   at::Tensor Project(const AdaptedLinear& lin, int64_t linear_index, const at::Tensor& x,
