@@ -36,6 +36,24 @@ Expected LoadExpected(const std::string& dir) {
 
 class LlamaParity : public ::testing::TestWithParam<std::string> {};
 
+// Greedy Generate (KV cache) of 6 tokens after a fixed prompt equals the argmax of a full
+// recompute at every step.
+void ExpectGreedyMatchesFullRecompute(LlamaModel& model) {
+  const std::vector<int32_t> prompt{5, 17, 42, 8};
+  SamplingOptions o;
+  o.max_tokens = 6;
+  auto r = Generate(model, nullptr, prompt, o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->tokens.size(), 6u);
+  std::vector<int64_t> seq(prompt.begin(), prompt.end());
+  torch::NoGradGuard ng;
+  for (int32_t tok : r->tokens) {
+    auto logits = model.Forward(torch::tensor(seq, torch::kLong).unsqueeze(0));
+    EXPECT_EQ(logits[0][-1].argmax().item<int64_t>(), tok);
+    seq.push_back(tok);
+  }
+}
+
 TEST_P(LlamaParity, LogitsMatchTransformers) {
   if (FixtureDir().empty()) GTEST_SKIP() << "OFT_LLAMA_FIXTURES not set";
   const std::string dir = FixtureDir() + "/" + GetParam();
@@ -193,38 +211,17 @@ TEST_P(LlamaParity, GreedyGenerationWithAdapterMatchesFullRecompute) {
     for (auto& [n, p] : params) p.normal_(0.0, 0.05);
   }
   ASSERT_TRUE((*model)->SetActiveAdapters({"a"}).ok());
-  std::vector<int32_t> prompt{5, 17, 42, 8};
-  SamplingOptions o;
-  o.max_tokens = 6;
-  auto r = Generate(**model, nullptr, prompt, o);
-  ASSERT_TRUE(r.ok()) << r.status();
-  ASSERT_EQ(r->tokens.size(), 6u);
-  std::vector<int64_t> seq(prompt.begin(), prompt.end());
-  torch::NoGradGuard ng;
-  for (int32_t tok : r->tokens) {
-    auto logits = (*model)->Forward(torch::tensor(seq, torch::kLong).unsqueeze(0));
-    EXPECT_EQ(logits[0][-1].argmax().item<int64_t>(), tok);
-    seq.push_back(tok);
-  }
+  ExpectGreedyMatchesFullRecompute(**model);
 }
 
 TEST_P(LlamaParity, GreedyGenerationMatchesFullRecompute) {
   if (FixtureDir().empty()) GTEST_SKIP() << "OFT_LLAMA_FIXTURES not set";
   auto model = LlamaModel::Load(FixtureDir() + "/" + GetParam(), LoadOptions{});
   ASSERT_TRUE(model.ok());
+  ExpectGreedyMatchesFullRecompute(**model);
   std::vector<int32_t> prompt{5, 17, 42, 8};
   SamplingOptions o;
   o.max_tokens = 6;
-  auto r = Generate(**model, nullptr, prompt, o);
-  ASSERT_TRUE(r.ok()) << r.status();
-  ASSERT_EQ(r->tokens.size(), 6u);
-  std::vector<int64_t> seq(prompt.begin(), prompt.end());
-  torch::NoGradGuard ng;
-  for (int32_t t : r->tokens) {
-    auto logits = (*model)->Forward(torch::tensor(seq, torch::kLong).unsqueeze(0));
-    EXPECT_EQ(logits[0][-1].argmax().item<int64_t>(), t);
-    seq.push_back(t);
-  }
   // Sampling: same seed, same tokens; another seed differs somewhere (overwhelmingly likely).
   o.temperature = 1.0;
   o.seed = 7;
