@@ -74,6 +74,8 @@ int main(int argc, char** argv) {
     const auto& var = variants[vi];
     oft::LoadOptions lo;
     lo.dtype = var.dtype;
+    // NF4 bases dequantize to the dtype they are served in: bf16 on CUDA.
+    if (var.nf4 && device != "cpu") lo.dtype = at::kBFloat16;
     lo.device = device;
     lo.quantize_nf4 = var.nf4;
     lo.nf4_double_quant = var.dq;
@@ -111,10 +113,12 @@ int main(int argc, char** argv) {
         }
       };
       step();  // warm-up
+      oft::bench::SyncDevice(dev);
       std::vector<double> times;
       for (int r = 0; r < reps; ++r) {
         const double t0 = oft::bench::NowMs();
         step();
+        oft::bench::SyncDevice(dev);  // CUDA work is asynchronous: stop the timer after it
         times.push_back(oft::bench::NowMs() - t0);
       }
       std::sort(times.begin(), times.end());

@@ -18,6 +18,7 @@
 #include "server/artifacts/store.h"
 #include "server/common/flags.h"
 #include "server/common/runtime.h"
+#include "server/model/hf_config.h"
 #include "server/model/llama.h"
 #include "server/model/tokenizer.h"
 #include "server/serving/adapter_registry.h"
@@ -97,6 +98,8 @@ int main(int argc, char** argv) {
   threads = oft::ConfigureCpuRuntime(threads);
   oft::LoadOptions lo;
   lo.device = device;
+  // The dtype the server serves this model in on this device (serving.cc).
+  if (auto cfg = oft::LoadModelConfig(model_dir); cfg.ok()) lo.dtype = oft::DeviceComputeDtype(*cfg, device);
   auto model = oft::LlamaModel::Load(model_dir, lo);
   auto scratch = oft::LlamaModel::Load(model_dir, lo);
   auto tok = oft::Tokenizer::FromFile(model_dir + "/tokenizer.json");

@@ -1,50 +1,74 @@
 #!/usr/bin/env bash
-# GPU check: builds the CUDA kernels (-DOFT_CUDA=ON), runs the GPU-labelled tests
-# (ctest -L gpu: tests/oft/cuda_ops_test.cc, gathered_rotate_cuda_test.cc and
-# tests/quant/nf4_cuda_test.cc, CUDA vs the CPU reference) and, if it builds,
-# the layer benchmark on the GPU; ends with one summary table.
+# GPU check: one call on a GPU machine verifies the engine on CUDA (docs/gpu.md):
+#   build      engine-only build (-DOFT_ENGINE_ONLY=ON -DOFT_CUDA=ON), carried .debs if present
+#   kernels    ctest -L gpu (CUDA kernels against the reference, per dtype)
+#   selfcheck  the startup kernel self-check on cuda:0 in mode on (oft_train --cuda_kernels=on)
+#   train      60 steps of models/default on CUDA, fp32 and bf16 autocast, against the CPU
+#              run of the same seed (loss per step: fp32 rel <= 2e-3, bf16 rel <= 5e-2)
+#   qoft       the same with the base in NF4 (QOFT), CUDA fp32 against CPU (rel <= 2e-3)
+#   serving    serve_bench on CUDA (base, one adapter, 8 adapters mixed; bf16 like the server)
+#   bench      oft_layer_bench 4096/32 bf16 at 512/2048/8192 tokens, train_step_bench at the
+#              ~1.1B shape, model_bench; every timer stops after a device synchronisation
+# Ends with one summary table; writes results.json and every log into $OUT (when set) or
+# $BUILD_DIR/gpu-check. Exit status non-zero if any step failed.
 #
-# What it expects (and what it does not do):
-#   - An NVIDIA GPU, nvcc (/usr/local/cuda/bin/nvcc or CUDACXX), CMake >= 3.25, ninja, a C++20
-#     compiler.
-#   - A CUDA-enabled torch wheel. OFT_VENV picks its virtual environment (default: .venv if
-#     it holds torch/lib/libtorch_cuda.so, else the prefix of the `python3` on PATH; on the
-#     lent H100/H200 machines that is the machine's own PyTorch 2.11 cu130,
-#     /opt/torch/.venv).
-#   - It configures with -DOFT_KERNELS_ONLY=ON, which needs only Abseil, GoogleTest and
-#     OpenSSL besides LibTorch (scripts/fetch_gpu_debs.sh downloads exactly those .debs). The lent GPU
-#     machines have none of them and nothing can be fetched there. If they are missing from
-#     the system, copy the .debs into third_party_debs/ (git-ignored; `apt-get download`
-#     on a Debian 12 machine, together with their runtime library packages) and carry that
-#     folder: they are unpacked with `dpkg-deb -x` into $BUILD_DIR/deps-root (never into /),
-#     which is added to CMake's, pkg-config's and the loader's search paths. This is
-#     best effort: Debian 12 builds of those libraries on another distribution can still
-#     fail to link, and the script then stops at the configure or build step and says so.
-#   - It builds only the targets it runs (the three gpu tests, oft_layer_bench), not the tree.
+# Needs: an NVIDIA GPU, nvcc (/usr/local/cuda/bin/nvcc or CUDACXX), cmake >= 3.25, ninja or
+# make, a CUDA-enabled torch wheel (OFT_VENV; default .venv if it holds libtorch_cuda.so,
+# else the prefix of `python3`, e.g. the lent machines' /opt/torch/.venv), and either the
+# engine's Debian libraries or third_party_debs/ (scripts/fetch_gpu_debs.sh) carried along.
 #
-# Usage: scripts/gpu_check.sh            (BUILD_DIR=build-gpu JOBS=$(nproc) OFT_VENV=...)
-# Exit status: non-zero if configure, build or any GPU test fails; a missing or failing
-# benchmark is reported in the table but does not fail the check.
+# Usage: scripts/gpu_check.sh
+#   BUILD_DIR=build-gpu JOBS=$(nproc) OFT_VENV=...  as above
+#   GPU_CHECK_DRY_RUN=1   no GPU: every GPU step prints its command and is "skipped (dry
+#                         run)"; CPU reference runs still run. Implied when nvidia-smi
+#                         finds no GPU.
+#   GPU_CHECK_SKIP_BUILD=1  use the binaries already in $BUILD_DIR
+#   TRAIN_THREADS=8         CPU threads of the CPU reference training runs
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
 BUILD_DIR="${BUILD_DIR:-build-gpu}"
 JOBS="${JOBS:-$(nproc)}"
-LOG_DIR="$BUILD_DIR/gpu-check-logs"
-mkdir -p "$LOG_DIR"
+RESULTS_DIR="${OUT:-$BUILD_DIR/gpu-check}"
+mkdir -p "$RESULTS_DIR" || exit 1
+RESULTS_DIR="$(cd "$RESULTS_DIR" && pwd)"
+SUMMARY="$RESULTS_DIR/summary.tsv"
+: >"$SUMMARY"
+START=$(date +%s)
 
 die() { echo "gpu_check: $*" >&2; exit 1; }
 
-command -v cmake >/dev/null || die "cmake not found"
-GENERATOR=(-G Ninja)
-command -v ninja >/dev/null || GENERATOR=(-G "Unix Makefiles")
-if command -v nvidia-smi >/dev/null; then
-  GPU_NAME="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n1)"
-else
-  GPU_NAME="(nvidia-smi not found)"
-fi
+GPU_NAME="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n1)"
+DRY_RUN="${GPU_CHECK_DRY_RUN:-}"
+if [ -z "$GPU_NAME" ]; then GPU_NAME="(no GPU found)"; DRY_RUN=1; fi
 
-# The torch wheel.
+# record NAME STATUS DETAIL SECONDS
+record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$SUMMARY"; }
+
+# run_step NAME GPU(0|1) DETAIL-ON-SUCCESS CMD... : runs CMD with its output in NAME.log.
+run_step() {
+  local name="$1" gpu="$2" detail="$3"; shift 3
+  local log="$RESULTS_DIR/$name.log" t0 rc
+  if [ "$gpu" = 1 ] && [ -n "$DRY_RUN" ]; then
+    echo "gpu_check: [dry run] $name: $*"
+    printf '%s\n' "$*" >"$log"
+    record "$name" "skipped (dry run)" "" 0
+    return 0
+  fi
+  echo "gpu_check: $name: $*"
+  t0=$(date +%s)
+  "$@" >"$log" 2>&1
+  rc=$?
+  if [ $rc = 0 ]; then
+    record "$name" ok "$detail" $(( $(date +%s) - t0 ))
+  else
+    tail -n 15 "$log"
+    record "$name" "FAILED (rc=$rc)" "see $log" $(( $(date +%s) - t0 ))
+  fi
+  return $rc
+}
+
+# ---- torch wheel and dependencies ---------------------------------------------------------
 if [ -z "${OFT_VENV:-}" ]; then
   if compgen -G ".venv/lib/python3*/site-packages/torch/lib/libtorch_cuda.so" >/dev/null; then
     OFT_VENV="$PWD/.venv"
@@ -55,96 +79,110 @@ if [ -z "${OFT_VENV:-}" ]; then
 fi
 compgen -G "$OFT_VENV/lib/python3*/site-packages/torch/lib/libtorch_cuda.so" >/dev/null ||
   die "no CUDA-enabled torch under $OFT_VENV (set OFT_VENV)"
-echo "gpu_check: torch from $OFT_VENV; GPU: $GPU_NAME"
+PY="$OFT_VENV/bin/python3"
+[ -x "$PY" ] || PY=python3
+echo "gpu_check: torch from $OFT_VENV; GPU: $GPU_NAME; results in $RESULTS_DIR"
 
-# Carried Debian packages, unpacked into a private root.
-CMAKE_EXTRA=()
+ENGINE_CMAKE_ARGS=()
 if compgen -G "third_party_debs/*.deb" >/dev/null; then
-  DEPS_ROOT="$PWD/$BUILD_DIR/deps-root"
-  mkdir -p "$DEPS_ROOT"
-  for deb in third_party_debs/*.deb; do dpkg-deb -x "$deb" "$DEPS_ROOT" || die "cannot unpack $deb"; done
-  MULTIARCH="usr/lib/x86_64-linux-gnu"
-  export PKG_CONFIG_SYSROOT_DIR="$DEPS_ROOT"
-  export PKG_CONFIG_PATH="$DEPS_ROOT/$MULTIARCH/pkgconfig:$DEPS_ROOT/usr/share/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
-  export LD_LIBRARY_PATH="$DEPS_ROOT/$MULTIARCH${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  CMAKE_EXTRA+=("-DCMAKE_PREFIX_PATH=$DEPS_ROOT/usr;$DEPS_ROOT/$MULTIARCH/cmake"
-                "-DOPENSSL_ROOT_DIR=$DEPS_ROOT/usr")
-  echo "gpu_check: using $(find third_party_debs -maxdepth 1 -name "*.deb" | wc -l) carried .debs from $DEPS_ROOT"
+  mkdir -p "$BUILD_DIR"
+  export BUILD_DIR
+  # shellcheck source=scripts/engine_deps_env.sh
+  source scripts/engine_deps_env.sh
+  engine_deps_setup || die "cannot unpack third_party_debs"
 fi
 
-CONFIGURE=fail BUILD_TESTS=fail BUILD_BENCH=missing TESTS="not run" BENCH="not run"
-
-echo "gpu_check: configuring $BUILD_DIR (OFT_CUDA=ON)"
-if cmake -S . -B "$BUILD_DIR" "${GENERATOR[@]}" -DCMAKE_BUILD_TYPE=Release -DOFT_CUDA=ON -DOFT_KERNELS_ONLY=ON \
-     -DOFT_VENV="$OFT_VENV" "${CMAKE_EXTRA[@]}" >"$LOG_DIR/configure.log" 2>&1; then
-  CONFIGURE=ok
-else
-  tail -n 40 "$LOG_DIR/configure.log"
+# ---- build ---------------------------------------------------------------------------------
+TARGETS=(oft_cuda_ops_test oft_gathered_rotate_cuda_test nf4_cuda_test oft_self_check_test
+         oft_train_bin oft_generate oft_layer_bench model_bench train_step_bench serve_bench)
+GENERATOR=(-G Ninja)
+command -v ninja >/dev/null || GENERATOR=(-G "Unix Makefiles")
+build() {
+  cmake -S . -B "$BUILD_DIR" "${GENERATOR[@]}" -DCMAKE_BUILD_TYPE=Release -DOFT_ENGINE_ONLY=ON \
+    -DOFT_CUDA=ON -DOFT_VENV="$OFT_VENV" "${ENGINE_CMAKE_ARGS[@]}" &&
+    cmake --build "$BUILD_DIR" -j "$JOBS" --target "${TARGETS[@]}"
+}
+if [ -n "${GPU_CHECK_SKIP_BUILD:-}" ]; then
+  record build "skipped (GPU_CHECK_SKIP_BUILD)" "binaries of $BUILD_DIR" 0
+elif ! run_step build 0 "engine-only, CUDA ON" build; then
+  DRY_RUN="${DRY_RUN:-build failed}"
 fi
+BIN_TRAIN="$BUILD_DIR/tools/oft_train"
+BENCH="$BUILD_DIR/bench"
 
-if [ "$CONFIGURE" = ok ]; then
-  echo "gpu_check: building oft_cuda_ops_test oft_gathered_rotate_cuda_test nf4_cuda_test"
-  if cmake --build "$BUILD_DIR" -j "$JOBS" --target oft_cuda_ops_test oft_gathered_rotate_cuda_test nf4_cuda_test >"$LOG_DIR/build.log" 2>&1; then
-    BUILD_TESTS=ok
-  else
-    tail -n 40 "$LOG_DIR/build.log"
-  fi
-  # The benchmark is optional: build it if the target exists.
-  if cmake --build "$BUILD_DIR" -j "$JOBS" --target oft_layer_bench >"$LOG_DIR/build_bench.log" 2>&1; then
-    BUILD_BENCH=ok
-  elif grep -q "unknown target" "$LOG_DIR/build_bench.log"; then
-    BUILD_BENCH=missing
-  else
-    BUILD_BENCH=fail
-  fi
-fi
+# ---- kernel tests and self-check -----------------------------------------------------------
+kernel_tests() {
+  (cd "$BUILD_DIR" && ctest -L gpu --output-on-failure --timeout 600) || return 1
+  # A skipped test means the binary saw no GPU: not a pass here.
+  ! grep -q "\*\*\*Skipped" "$RESULTS_DIR/kernels.log"
+}
+run_step kernels 1 "ctest -L gpu" kernel_tests
 
-TEST_RC=1
-if [ "$BUILD_TESTS" = ok ]; then
-  echo "gpu_check: ctest -L gpu"
-  (cd "$BUILD_DIR" && ctest -L gpu --output-on-failure --timeout 900) 2>&1 | tee "$LOG_DIR/ctest.log"
-  TEST_RC=${PIPESTATUS[0]}
-  TESTS="$(grep -E 'tests passed|tests failed' "$LOG_DIR/ctest.log" | tail -n1)"
-  [ -n "$TESTS" ] || TESTS="no summary (rc=$TEST_RC)"
-  # Skipped tests mean the binary saw no GPU: that is not a pass here.
-  if grep -q "\*\*\*Skipped" "$LOG_DIR/ctest.log"; then
-    TESTS="$TESTS; SKIPPED tests: no CUDA device visible?"
-    TEST_RC=1
-  fi
-fi
+TRAIN_ARGS=(--model_dir=models/default --train=data/sample/train.jsonl --max_steps=60
+            --seed=1234 --threads="${TRAIN_THREADS:-8}")
+train_run() {  # NAME DEVICE EXTRA...
+  local name="$1" device="$2"; shift 2
+  "$BIN_TRAIN" "${TRAIN_ARGS[@]}" --device="$device" --out="$RESULTS_DIR/adapter-$name" "$@" \
+    >"$RESULTS_DIR/$name.events.jsonl"
+}
+selfcheck() {
+  "$BIN_TRAIN" "${TRAIN_ARGS[@]}" --max_steps=1 --device=cuda:0 --cuda_kernels=on \
+    --out="$RESULTS_DIR/adapter-selfcheck" >/dev/null || return 1
+}
+run_step selfcheck 1 "all kernels on cuda:0 pass (mode on)" selfcheck
 
-BENCH_BIN="$BUILD_DIR/bench/oft_layer_bench"
-if [ -x "$BENCH_BIN" ]; then
-  echo "gpu_check: $BENCH_BIN --device=cuda"
-  if "$BENCH_BIN" --device=cuda >"$LOG_DIR/bench.jsonl" 2>"$LOG_DIR/bench.err"; then
-    BENCH=ok
-  else
-    BENCH="failed (see $LOG_DIR/bench.err)"
-  fi
-else
-  BENCH="no binary ($BUILD_BENCH)"
-fi
-
-echo
-echo "================ gpu_check summary ================"
-printf '%-14s %s\n' "GPU" "$GPU_NAME" "torch" "$OFT_VENV" "configure" "$CONFIGURE" \
-  "build tests" "$BUILD_TESTS" "ctest -L gpu" "$TESTS" "benchmark" "$BENCH"
-if [ "$BENCH" = ok ]; then
-  echo
-  python3 - "$LOG_DIR/bench.jsonl" <<'EOF' || cat "$LOG_DIR/bench.jsonl"
+# ---- training on CUDA against the CPU run of the same seed ----------------------------------
+compare_losses() {  # REF RUN REL_TOL
+  "$PY" - "$RESULTS_DIR/$1.events.jsonl" "$RESULTS_DIR/$2.events.jsonl" "$3" <<'EOF'
 import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
-cases = [r for r in rows if "impl" in r]
-summ = {(r["dtype"], r["tokens"]): r for r in rows if r.get("summary")}
-print(f"{'dtype':<6} {'tokens':>7} {'impl':<16} {'fwd+bwd ms':>11} {'extra peak MiB':>15}")
-for r in cases:
-    print(f"{r['dtype']:<6} {r['tokens']:>7} {r['impl']:<16} {r['fwd_bwd_ms']:>11.3f} "
-          f"{r['extra_peak_bytes'] / 2**20:>15.1f}")
-for (dt, t), s in summ.items():
-    print(f"summary {dt} T={t}: weight/input-centric time "
-          f"{s['weight_centric_over_input_centric_time']:.2f}x, input-centric/base "
-          f"{s['input_centric_over_base_time']:.3f}x")
+def losses(p):
+    return [e["loss"] for e in map(json.loads, open(p)) if e.get("kind") == "step"]
+ref, run, tol = losses(sys.argv[1]), losses(sys.argv[2]), float(sys.argv[3])
+assert len(ref) == len(run) == 60, f"steps: cpu {len(ref)}, cuda {len(run)}"
+worst = max(abs(a - b) / abs(a) for a, b in zip(ref, run))
+print(f"max relative loss difference over 60 steps: {worst:.2e} (tolerance {tol:g}); "
+      f"final loss cpu {ref[-1]:.4f} cuda {run[-1]:.4f}")
+sys.exit(0 if worst <= tol else 1)
 EOF
-fi
-echo "logs: $LOG_DIR"
-[ "$CONFIGURE" = ok ] && [ "$BUILD_TESTS" = ok ] && [ "$TEST_RC" = 0 ]
+}
+run_step train_cpu_fp32 0 "CPU reference, 60 steps" train_run cpu_fp32 cpu --dtype=fp32
+run_step train_cuda_fp32 1 "" train_run cuda_fp32 cuda:0 --dtype=fp32 --bf16_autocast=false
+run_step train_cuda_bf16 1 "" train_run cuda_bf16 cuda:0 --dtype=fp32 --bf16_autocast=true
+run_step compare_fp32 1 "rel <= 2e-3" compare_losses cpu_fp32 cuda_fp32 2e-3
+run_step compare_bf16 1 "rel <= 5e-2" compare_losses cpu_fp32 cuda_bf16 5e-2
+run_step train_cpu_qoft 0 "CPU reference, NF4 base" train_run cpu_qoft cpu --dtype=fp32 --nf4
+run_step train_cuda_qoft 1 "" train_run cuda_qoft cuda:0 --dtype=fp32 --nf4 --bf16_autocast=false
+run_step compare_qoft 1 "rel <= 2e-3" compare_losses cpu_qoft cuda_qoft 2e-3
+record serving_equivalence "NOT COVERED" "mixed 8-adapter == solo and unmerged == merged on CUDA: no CUDA test yet (CPU: tests/serving)" 0
+
+# ---- benchmarks (JSON lines; each binary syncs the device before stopping a timer) ---------
+run_step bench_layer 1 "4096/32 bf16" \
+  "$BENCH/oft_layer_bench" --device=cuda --dtype=bf16 --d=4096 --block=32 --tokens=512,2048,8192
+run_step bench_train_step 1 "~1.1B shape, bf16" "$BENCH/train_step_bench" --device=cuda --dtype=bf16
+run_step bench_model 1 "models/default" "$BENCH/model_bench" --model_dir=models/default --device=cuda
+run_step bench_serve 1 "8 adapters mixed" "$BENCH/serve_bench" --device=cuda --requests=8 --tokens=64
+
+# ---- summary ---------------------------------------------------------------------------------
+TOTAL=$(( $(date +%s) - START ))
+"$PY" - "$SUMMARY" "$RESULTS_DIR" "$GPU_NAME" "$OFT_VENV" "$TOTAL" "${DRY_RUN:-}" <<'EOF'
+import json, os, sys
+summary, out, gpu, venv, total, dry = sys.argv[1:7]
+rows = [l.rstrip("\n").split("\t") for l in open(summary) if l.strip()]
+benches = {}
+for name in ("bench_layer", "bench_train_step", "bench_model", "bench_serve"):
+    p = os.path.join(out, name + ".log")
+    if os.path.exists(p):
+        benches[name] = [json.loads(l) for l in open(p) if l.strip().startswith("{")]
+result = {"gpu": gpu, "torch_venv": venv, "seconds": int(total), "dry_run": bool(dry),
+          "steps": [{"step": r[0], "status": r[1], "detail": r[2], "seconds": int(r[3])}
+                    for r in rows],
+          "benchmarks": benches}
+json.dump(result, open(os.path.join(out, "results.json"), "w"), indent=1)
+print("\n================ gpu_check summary ================")
+print(f"GPU: {gpu}   torch: {venv}   total: {total} s" + ("   (DRY RUN: GPU steps skipped)" if dry else ""))
+print(f"{'step':<22} {'status':<22} {'s':>5}  detail")
+for r in rows:
+    print(f"{r[0]:<22} {r[1]:<22} {r[3]:>5}  {r[2]}")
+print(f"results: {os.path.join(out, 'results.json')}")
+EOF
+! grep -q "FAILED" "$SUMMARY"

@@ -48,4 +48,7 @@ if ! .venv/bin/python -c 'import safetensors, tokenizers, transformers, peft, gr
   echo "setup: installing Python test peers: ${PY_PEERS[*]}"
   .venv/bin/pip install -q --disable-pip-version-check "${PY_PEERS[@]}"
 fi
+# The .debs the engine-only GPU build carries to GPU machines (scripts/gpu_check.sh); the
+# ctest engine_only_build proves the build from them.
+scripts/fetch_gpu_debs.sh >/dev/null
 echo "setup: ok (torch $(.venv/bin/python -c 'import torch; print(torch.__version__)' 2>/dev/null))"

@@ -6,7 +6,7 @@
 //              [--allow_unauthenticated] [--tls_cert=PEM --tls_key=PEM [--tls_client_ca=PEM]]
 //              [--max_upload_bytes=N] [--max_message_bytes=N] [--max_active_jobs_per_tenant=N]
 //              [--adapter_memory_budget_bytes=N] [--serving_device=cpu|cuda:N]
-//              [--serving_threads=N] [--device_memory_bytes=N]
+//              [--serving_threads=N] [--device_memory_bytes=N] [--cuda_kernels=auto|on|off]
 //              [--port_file=FILE] [--metrics_port_file=FILE] [--executor_threads=N]
 //              [--health_saturation_seconds=S] [--shutdown_timeout_seconds=S]
 //
@@ -32,6 +32,7 @@
 #include "server/common/flags.h"
 #include "server/common/runtime.h"
 #include "server/oft/cpu_isa.h"
+#include "server/oft/kernel_mode.h"
 #include "server/server.h"
 
 namespace {
@@ -138,6 +139,11 @@ int main(int argc, char** argv) {
       if (!ParseInt(name, v, &o.adapter_memory_budget_bytes, &err)) return Usage(err);
     } else if (name == "serving_device") {
       o.serving_device = v;
+    } else if (name == "cuda_kernels") {
+      if (absl::StatusOr<oft::KernelMode> m = oft::ParseKernelMode(v); !m.ok()) {
+        return Usage(std::string(m.status().message()));
+      }
+      o.cuda_kernels = v;
     } else if (name == "serving_threads") {
       if (!ParseInt(name, v, &n, &err)) return Usage(err);
       o.serving_threads = static_cast<int>(n);

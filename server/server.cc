@@ -31,7 +31,10 @@
 #include "server/jobs/store_db.h"
 #include "server/jobs/scheduler.h"
 #include "server/metrics/http_exposer.h"
+#include "server/metrics/kernel_check_export.h"
 #include "server/metrics/metrics.h"
+#include "server/oft/kernel_mode.h"
+#include "server/oft/self_check.h"
 #include "server/service/adapter_service.h"
 #include "server/service/auth.h"
 #include "server/service/dataset_service.h"
@@ -117,7 +120,14 @@ struct OftServer::Impl {
   std::unique_ptr<grpc::Server> grpc_server;
   int port = 0;
   int metrics_port = 0;
-  int64_t device_memory = 0;
+  // Memory a job may use on each training device (--device_memory_bytes or the device's).
+  std::map<std::string, int64_t> device_memory;  // written before any worker starts
+  int64_t MemoryOf(const std::string& device) const {
+    auto it = device_memory.find(device);
+    return it == device_memory.end() ? 0 : it->second;
+  }
+  std::vector<std::string> health_names;  // "oft.kernel/<device>/<kernel>"
+  std::vector<bool> kernel_health;        // per health_names entry: the optimized kernel runs
 
   std::thread stats_thread;
   std::thread saturation_thread;
@@ -172,6 +182,8 @@ JobOutcome OftServer::Impl::Execute(const JobRecord& job, const std::string& dev
     return out;
   }
   tj->device = device;
+  // The memory-fit check again, against the device this job actually got.
+  tj->device_memory_bytes = MemoryOf(device);
   // The server's view of the run: progress columns and eval verdicts (is_best,
   // evals_without_improvement) continue from the job's stored log after a restart.
   JobProgressInfo progress = job.progress;
@@ -226,9 +238,15 @@ JobOutcome OftServer::Impl::Execute(const JobRecord& job, const std::string& dev
 
 void OftServer::Impl::StatsLoop() {
   do {
-    RefreshJobCounts();
-    for (const std::string& device : options.devices) {
-      metrics->SetDeviceMemory(device, static_cast<double>(DeviceMemoryInUseBytes(device)));
+    // A failure here (a device query before CUDA is initialised, a metrics error) must never
+    // end the process: skip this round.
+    try {
+      RefreshJobCounts();
+      for (const std::string& device : options.devices) {
+        metrics->SetDeviceMemory(device, static_cast<double>(DeviceMemoryInUseBytes(device)));
+      }
+    } catch (const std::exception& e) {
+      Log(absl::StrCat("stats: ", e.what()));
     }
   } while (!stop_stats.WaitForNotificationWithTimeout(absl::Seconds(2)));
 }
@@ -325,12 +343,36 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
     s.metrics_port = s.exposer->port();
   }
 
+  // Before any kernel runs for a job or a request: check the custom kernels of every device
+  // this server uses (and the CPU) against their composite paths; see server/oft/self_check.h.
+  {
+    OFT_ASSIGN_OR_RETURN(KernelMode mode, ParseKernelMode(options.cuda_kernels));
+    std::vector<std::string> names = options.devices;
+    names.push_back(options.serving_device);
+    names.push_back("cpu");
+    KernelSelfCheckOptions check;
+    check.mode = mode;
+    check.devices = names;
+    check.log = [](const std::string& line) { Log("kernel self-check: " + line); };
+    absl::StatusOr<KernelSelfCheckReport> report = RunKernelSelfCheck(check);
+    if (!report.ok()) return report.status();
+    ExportKernelSelfCheck(*report, *s.metrics);
+    for (const KernelPathEntry& p : report->paths) {
+      // Health names "oft.kernel/<device>/<kernel>": SERVING when the optimized kernel is in
+      // use, NOT_SERVING when the composite path is (after a failed check, or mode off).
+      s.health_names.push_back(absl::StrCat("oft.kernel/", p.device, "/", KernelName(p.kernel)));
+      s.kernel_health.push_back(p.path == KernelPath::kOptimized);
+    }
+  }
+
   AuthOptions auth_options;
   auth_options.allow_unauthenticated = options.allow_unauthenticated;
   s.auth = std::make_unique<Authenticator>(s.api_keys.get(), auth_options);
   s.executor = std::make_unique<Executor>(options.executor_threads);
-  s.device_memory = options.device_memory_bytes > 0 ? options.device_memory_bytes
-                                                    : DeviceTotalMemoryBytes(options.devices[0]);
+  for (const std::string& device : options.devices) {
+    s.device_memory[device] = options.device_memory_bytes > 0 ? options.device_memory_bytes
+                                                              : DeviceTotalMemoryBytes(device);
+  }
 
   Impl* self = &s;
   SchedulerOptions sched_options;
@@ -370,8 +412,13 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
   env.check_job = [self](const ResolvedJob& job, const std::vector<std::string>& train_paths,
                          const std::string& valid_path) -> absl::StatusOr<std::vector<std::string>> {
     OFT_ASSIGN_OR_RETURN(TrainingJob tj, ToTrainingJob(job, "", "", train_paths, valid_path));
+    // Any worker may run the job: it must fit the largest device (the worker that gets it
+    // checks its own device again before training).
     tj.device = self->options.devices[0];
-    absl::StatusOr<JobCheckResult> check = CheckTrainingJob(tj, self->device_memory);
+    for (const auto& [device, bytes] : self->device_memory) {
+      if (bytes > self->MemoryOf(tj.device)) tj.device = device;
+    }
+    absl::StatusOr<JobCheckResult> check = CheckTrainingJob(tj, self->MemoryOf(tj.device));
     if (!check.ok()) {
       // The runner names fields relative to the spec ("adapter_config.r"): say "spec.".
       return absl::Status(check.status().code(), absl::StrCat("spec.", check.status().message()));
@@ -470,6 +517,12 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
         absl::StrCat("--listen=", options.listen, ": cannot listen there (address in use or invalid)"));
   }
   s.SetHealth(true);
+  if (grpc::HealthCheckServiceInterface* health = s.grpc_server->GetHealthCheckService()) {
+    // Not touched by SetHealth (saturation): which path each custom kernel takes.
+    for (size_t i = 0; i < s.health_names.size(); ++i) {
+      health->SetServingStatus(s.health_names[i], s.kernel_health[i]);
+    }
+  }
   s.scheduler->Start();
   s.stats_thread = std::thread([self] { self->StatsLoop(); });
   if (options.health_saturation_seconds > 0) {

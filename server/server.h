@@ -39,6 +39,7 @@ struct ServerOptions {
   int64_t max_active_jobs_per_tenant = 32;         // QUEUED + RUNNING per tenant; 0 = no cap
   int64_t adapter_memory_budget_bytes = int64_t{1} << 30;  // inference adapters
   std::string serving_device = "cpu";              // where inference runs ("cpu", "cuda:N")
+  std::string cuda_kernels = "auto";  // custom kernels: auto (self-check, fall back) | on | off
   int serving_threads = 0;                         // torch threads per engine; 0 = as is
   int64_t device_memory_bytes = 0;  // memory a job may use; 0 = the machine's RAM (CPU)
   int executor_threads = 8;         // threads for blocking RPC work (SQLite, files)

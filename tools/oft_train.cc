@@ -4,6 +4,8 @@
 //   oft_train --model_dir=DIR --train=train.jsonl [--valid=valid.jsonl] --out=ADAPTER_DIR
 //             [--checkpoint_dir=DIR] [--config=job.json] [--threads=N] [--device=cpu|cuda:0]
 //             [--dtype=fp32|bf16] [--chat_template=NAME] [--adapter_name=NAME]
+//             [--cuda_kernels=auto|on|off]   (kernel self-check, server/oft/self_check.h)
+//             [--nf4]                        (QOFT: the base's decoder Linears in NF4)
 //             [--target_modules=q_proj,v_proj|all-linear] [--oft_block_size=32] [--r=0]
 //             [--<any TrainOptions field>=VALUE ...]
 //
@@ -32,6 +34,7 @@
 #include "server/model/hf_config.h"
 #include "server/model/llama.h"
 #include "server/model/tokenizer.h"
+#include "server/oft/self_check.h"
 #include "server/train/precision.h"
 #include "server/train/trainer.h"
 
@@ -94,6 +97,7 @@ int Main(int argc, char** argv) {
                     checkpoint_dir = take("checkpoint_dir"), config_path = take("config");
   const int threads = std::stoi(take("threads", "0"));
   const std::string device = take("device", "cpu"), dtype = take("dtype", "");
+  const bool nf4 = take("nf4", "false") == "true";
   if (model_dir.empty() || train_path.empty()) {
     std::cerr << "oft_train: --model_dir and --train are required\n" << kUsage;
     return 2;
@@ -102,6 +106,17 @@ int Main(int argc, char** argv) {
     return PrintError(isa), 2;
   }
   oft::ConfigureCpuRuntime(threads);
+  {
+    // The custom kernels of the training device (and the CPU) checked against their
+    // composite paths before the first step; log lines go to stderr (stdout is events).
+    auto mode = oft::ParseKernelMode(take("cuda_kernels", "auto"));
+    if (!mode.ok()) return PrintError(mode.status()), 2;
+    oft::KernelSelfCheckOptions check;
+    check.mode = *mode;
+    check.devices = {device, "cpu"};
+    auto report = oft::RunKernelSelfCheck(check);
+    if (!report.ok()) return PrintError(report.status()), 1;
+  }
 
   Json job = Json::object();
   if (!config_path.empty()) {
@@ -154,6 +169,7 @@ int Main(int argc, char** argv) {
   } else {
     lo.dtype = dtype == "bf16" ? at::kBFloat16 : at::kFloat;
   }
+  lo.quantize_nf4 = nf4;
   auto model = oft::LlamaModel::Load(model_dir, lo);
   if (!model.ok()) return PrintError(model.status()), 1;
   auto tokenizer = oft::Tokenizer::FromFile(model_dir + "/tokenizer.json");

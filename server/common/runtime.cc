@@ -6,6 +6,7 @@
 
 #include "ATen/Context.h"
 #include "ATen/Parallel.h"
+#include "c10/core/CachingDeviceAllocator.h"
 
 namespace oft {
 
@@ -18,6 +19,17 @@ int ConfigureCpuRuntime(int threads) {
   const int n = threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency());
   at::set_num_threads(n > 0 ? n : 1);
   return at::get_num_threads();
+}
+
+void ReleaseCachedCudaMemory() {
+  try {
+    if (!at::globalContext().hasCUDA()) return;
+    c10::DeviceAllocator* allocator = c10::getDeviceAllocator(c10::DeviceType::CUDA);
+    if (allocator == nullptr || !allocator->initialized()) return;
+    allocator->emptyCache();
+  } catch (const std::exception&) {
+    // Best effort: the cached blocks stay cached.
+  }
 }
 
 }  // namespace oft

@@ -12,6 +12,11 @@ namespace oft {
 // temporaries are reused rather than re-faulted every step. Returns the thread count in effect.
 int ConfigureCpuRuntime(int threads);
 
+// Returns the CUDA caching allocator's unused cached blocks (all devices) to the driver, so
+// another job or the serving engine on the GPU can use them: after a job ends and after an
+// adapter eviction. No-op before CUDA is initialised and without CUDA. Never throws.
+void ReleaseCachedCudaMemory();
+
 }  // namespace oft
 
 #endif  // OFT_SERVER_COMMON_RUNTIME_H_

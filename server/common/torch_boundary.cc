@@ -17,6 +17,17 @@ std::string FirstLine(const char* msg) {
   return s;
 }
 
+// Device allocation failures that do not come from the caching allocator (and so are not
+// c10::OutOfMemoryError): cuBLAS workspace/handle allocation, cudaMalloc in a library,
+// cudaErrorMemoryAllocation surfacing at a launch or sync.
+bool IsDeviceAllocationFailure(const std::string& msg) {
+  for (const char* marker : {"CUBLAS_STATUS_ALLOC_FAILED", "CUDA error: out of memory",
+                             "cudaErrorMemoryAllocation", "CUSOLVER_STATUS_ALLOC_FAILED"}) {
+    if (msg.find(marker) != std::string::npos) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 absl::Status StatusFromCurrentException(absl::string_view what) {
@@ -33,6 +44,10 @@ absl::Status StatusFromCurrentException(absl::string_view what) {
   } catch (const c10::LinAlgError& e) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": ", FirstLine(e.what_without_backtrace())));
   } catch (const c10::Error& e) {
+    const std::string msg = FirstLine(e.what_without_backtrace());
+    if (IsDeviceAllocationFailure(msg)) {
+      return absl::ResourceExhaustedError(absl::StrCat(what, ": out of device memory: ", msg));
+    }
     return absl::InternalError(absl::StrCat(what, ": ", FirstLine(e.what_without_backtrace())));
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError(absl::StrCat(what, ": out of host memory"));

@@ -4,6 +4,8 @@
 // cross a module API of ours, so every public function that calls into LibTorch
 // wraps its body in TorchCall(). Mapping:
 //   c10::OutOfMemoryError              -> RESOURCE_EXHAUSTED
+//   c10::Error of a CUDA/cuBLAS/cuSOLVER allocation failure (CUBLAS_STATUS_ALLOC_FAILED,
+//     "CUDA error: out of memory", cudaErrorMemoryAllocation) -> RESOURCE_EXHAUSTED
 //   c10::ValueError, IndexError, TypeError, LinAlgError -> INVALID_ARGUMENT
 //   any other std::exception           -> INTERNAL
 // Thread-safe; stateless.

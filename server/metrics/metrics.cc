@@ -44,6 +44,15 @@ ServiceMetrics::ServiceMetrics(prometheus::Registry& registry)
                          .Name("oft_device_memory_bytes")
                          .Help("Memory in use on a training/serving device")
                          .Register(registry)),
+      kernel_self_check_(prometheus::BuildGauge()
+                             .Name("oft_kernel_self_check")
+                             .Help("Startup self-check of a custom kernel against its composite "
+                                   "ATen path, per device and dtype (1 = this result)")
+                             .Register(registry)),
+      kernel_path_(prometheus::BuildGauge()
+                       .Name("oft_kernel_path")
+                       .Help("Path a custom kernel takes on a device: kernel or composite")
+                       .Register(registry)),
       rpc_seconds_(prometheus::BuildHistogram()
                        .Name("oft_rpc_duration_seconds")
                        .Help("gRPC handling time by method and status code")
@@ -135,6 +144,18 @@ void ServiceMetrics::ForgetJob(const std::string& job_id) {
 
 void ServiceMetrics::SetDeviceMemory(const std::string& device, double bytes) {
   device_memory_.Add({{"device", device}}).Set(bytes);
+}
+
+void ServiceMetrics::SetKernelSelfCheck(const std::string& device, const std::string& kernel,
+                                        const std::string& dtype, const std::string& result) {
+  kernel_self_check_
+      .Add({{"device", device}, {"kernel", kernel}, {"dtype", dtype}, {"result", result}})
+      .Set(1);
+}
+
+void ServiceMetrics::SetKernelPath(const std::string& device, const std::string& kernel,
+                                   const std::string& path) {
+  kernel_path_.Add({{"device", device}, {"kernel", kernel}, {"path", path}}).Set(1);
 }
 
 void ServiceMetrics::SetAdaptersLoaded(int64_t count) {

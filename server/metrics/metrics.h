@@ -46,6 +46,15 @@ class ServiceMetrics {
 
   void SetDeviceMemory(const std::string& device, double bytes);
 
+  // One outcome of the startup kernel self-check:
+  // oft_kernel_self_check{device,kernel,dtype,result} = 1 ("pass", "mismatch", "error",
+  // "no_kernel", "disabled"), and oft_kernel_path{device,kernel,path} = 1 ("kernel" or
+  // "composite") for the path each kernel takes afterwards.
+  void SetKernelSelfCheck(const std::string& device, const std::string& kernel,
+                          const std::string& dtype, const std::string& result);
+  void SetKernelPath(const std::string& device, const std::string& kernel,
+                     const std::string& path);
+
   // Inference.
   void SetAdaptersLoaded(int64_t count);
   void ObserveAdapterLoad(double seconds);
@@ -65,6 +74,8 @@ class ServiceMetrics {
   prometheus::Family<prometheus::Gauge>& tokens_per_second_;
   prometheus::Family<prometheus::Gauge>& loss_;
   prometheus::Family<prometheus::Gauge>& device_memory_;
+  prometheus::Family<prometheus::Gauge>& kernel_self_check_;
+  prometheus::Family<prometheus::Gauge>& kernel_path_;
   prometheus::Family<prometheus::Histogram>& rpc_seconds_;
   prometheus::Family<prometheus::Counter>& rpcs_;
   prometheus::Counter& jobs_created_;

@@ -28,8 +28,20 @@ absl::Status ValidateSamplingOptions(const SamplingOptions& o) {
   return absl::OkStatus();
 }
 
+at::Generator SamplingGenerator(c10::Device device, uint64_t seed) {
+  if (device.is_cpu()) return at::detail::createCPUGenerator(seed);
+  at::Generator g = at::globalContext().defaultGenerator(device).clone();
+  g.set_current_seed(seed);
+  return g;
+}
+
 int64_t SampleNextToken(const at::Tensor& logits, const SamplingOptions& o, at::Generator& gen) {
-  if (o.temperature == 0.0) return logits.argmax().item<int64_t>();
+  return SampleNextTokenTensor(logits, o, gen).item<int64_t>();
+}
+
+at::Tensor SampleNextTokenTensor(const at::Tensor& logits, const SamplingOptions& o,
+                                 at::Generator& gen) {
+  if (o.temperature == 0.0) return logits.argmax();
   auto scaled = logits / o.temperature;
   if (o.top_k > 0 && o.top_k < scaled.size(0)) {
     auto kth = std::get<0>(scaled.topk(o.top_k)).min();
@@ -43,7 +55,7 @@ int64_t SampleNextToken(const at::Tensor& logits, const SamplingOptions& o, at::
     sorted = sorted.masked_fill(drop, 0.0);
     probs = at::zeros_like(probs).scatter(0, idx, sorted);
   }
-  return at::multinomial(probs, 1, false, gen).item<int64_t>();
+  return at::multinomial(probs, 1, false, gen).squeeze(0);  // [1] -> a scalar tensor
 }
 
 absl::StatusOr<GenerateResult> Generate(const LlamaModel& model, const Tokenizer* tokenizer,
@@ -75,7 +87,7 @@ absl::StatusOr<GenerateResult> Generate(const LlamaModel& model, const Tokenizer
   }
   return TorchCall("Generate", [&]() -> absl::StatusOr<GenerateResult> {
     at::NoGradGuard no_grad;
-    at::Generator gen = at::detail::createCPUGenerator(o.seed);
+    at::Generator gen = SamplingGenerator(model.device(), o.seed);
     GenerateResult r;
     KvCache cache;
     ForwardOptions fo;
@@ -92,7 +104,7 @@ absl::StatusOr<GenerateResult> Generate(const LlamaModel& model, const Tokenizer
     auto input = at::tensor(ids, at::kLong).unsqueeze(0);
     r.finish_reason = "length";
     for (int64_t step = 0; step < o.max_tokens; ++step) {
-      auto logits = model.Forward(input, fo).to(at::kFloat).view({-1}).cpu();
+      auto logits = model.Forward(input, fo).to(at::kFloat).view({-1});  // stays on the device
       const auto next = static_cast<int32_t>(SampleNextToken(logits, o, gen));
       r.tokens.push_back(next);
       if (on_token && !on_token(next)) {

@@ -39,13 +39,24 @@ struct GenerateResult {
   std::string finish_reason;    // "stop" or "length"
 };
 
-// Picks the next token from fp32 CPU logits [vocab] per `options` (greedy when temperature
-// is 0, else temperature / top-k / top-p sampling drawing from `generator`). Generate() and
-// the serving engine share it, so the same seed gives the same tokens. Throws c10::Error.
+// Picks the next token from fp32 logits [vocab] per `options` (greedy when temperature
+// is 0, else temperature / top-k / top-p sampling drawing from `generator`, which must be a
+// generator of the logits' device: SamplingGenerator). Generate() and the serving engine
+// share it, so the same seed gives the same tokens on one device. Throws c10::Error.
 int64_t SampleNextToken(const at::Tensor& logits, const SamplingOptions& options,
                         at::Generator& generator);
+// As SampleNextToken, but the id stays on the logits' device (an int64 scalar tensor), so
+// no full-vocab logits and no per-row sync cross to the host.
+at::Tensor SampleNextTokenTensor(const at::Tensor& logits, const SamplingOptions& options,
+                                 at::Generator& generator);
+// A sampling generator on `device` seeded with `seed` (CPU: the same stream as
+// at::detail::createCPUGenerator(seed)).
+at::Generator SamplingGenerator(c10::Device device, uint64_t seed);
 
-// Calls `on_token(id)` as each token is produced; returning false stops early.
+// Logits are sampled on the model's device (only the token id is copied to the host). With
+// exactly one active adapter, its rotations are built once before
+// the first token (as serving does), not at every step. Calls `on_token(id)` as each token
+// is produced; returning false stops early.
 // `tokenizer` may be null: then stop_strings are ignored and `text` stays empty.
 absl::StatusOr<GenerateResult> Generate(const LlamaModel& model, const Tokenizer* tokenizer,
                                         const std::vector<int32_t>& prompt,

@@ -61,6 +61,7 @@ at::Tensor AdaptedLinear::Forward(const at::Tensor& x, const std::vector<std::st
     if (on) h = BlockRotate(h, rotation->Blocks());
   }
   if (nf4_) return nf4_->Forward(h);
+  if (packed_ && packed_->Handles(h)) return packed_->Forward(h);
   return at::linear(h, weight_, bias_.defined() ? std::optional<at::Tensor>(bias_) : std::nullopt);
 }
 
@@ -229,7 +230,7 @@ at::Tensor LlamaModel::Project(const AdaptedLinear& lin, int64_t linear_index,
 
 at::Tensor LlamaModel::Attention(const Layer& layer, int64_t index, const at::Tensor& h,
                                  const at::Tensor& cos, const at::Tensor& sin,
-                                 const at::Tensor& mask, KvCache* cache,
+                                 const at::Tensor& mask, bool causal, KvCache* cache,
                                  const RowState& rows) const {
   const auto& c = config_;
   const int64_t B = h.size(0), T = h.size(1), hd = c.head_dim;
@@ -241,17 +242,27 @@ at::Tensor LlamaModel::Attention(const Layer& layer, int64_t index, const at::Te
   auto v = Project(*layer.v, li + 2, h, rows.adapters, tpr).view({B, T, nkv, hd}).transpose(1, 2);
   q = q * cos + RotateHalf(q) * sin;
   k = k * cos + RotateHalf(k) * sin;
+  // Writes the new keys/values at positions [length, length + t) of the layer's cache
+  // (growing its capacity geometrically) and returns views of the first length + t.
   auto append = [index](KvCache* kc, at::Tensor& kk, at::Tensor& vv) {
     if (static_cast<int64_t>(kc->keys.size()) <= index) {
       kc->keys.resize(index + 1);
       kc->values.resize(index + 1);
     }
-    if (kc->keys[index].defined()) {
-      kk = at::cat({kc->keys[index], kk}, 2);
-      vv = at::cat({kc->values[index], vv}, 2);
+    const int64_t past = kc->length, t = kk.size(2), need = past + t;
+    for (auto [store, fresh] : {std::pair<at::Tensor*, at::Tensor*>{&kc->keys[index], &kk},
+                                std::pair<at::Tensor*, at::Tensor*>{&kc->values[index], &vv}}) {
+      const int64_t capacity = store->defined() ? store->size(2) : 0;
+      if (capacity < need) {
+        auto sizes = fresh->sizes().vec();
+        sizes[2] = std::max(need, 2 * capacity);
+        at::Tensor grown = at::empty(sizes, fresh->options());
+        if (past > 0) grown.narrow(2, 0, past).copy_(store->narrow(2, 0, past));
+        *store = grown;
+      }
+      store->narrow(2, past, t).copy_(*fresh);
+      *fresh = store->narrow(2, 0, need);
     }
-    kc->keys[index] = kk;
-    kc->values[index] = vv;
   };
   at::Tensor out;
   if (rows.caches != nullptr) {
@@ -267,22 +278,18 @@ at::Tensor LlamaModel::Attention(const Layer& layer, int64_t index, const at::Te
     for (int64_t r = 0; r < n_rows; ++r) {
       at::Tensor kb = slice(k, r), vb = slice(v, r);
       append((*rows.caches)[r], kb, vb);
-      if (nkv != nh) {
-        kb = kb.repeat_interleave(nh / nkv, 1);
-        vb = vb.repeat_interleave(nh / nkv, 1);
-      }
       const at::Tensor& mb = (*rows.masks)[r];
       outs.push_back(at::scaled_dot_product_attention(
-          slice(q, r), kb, vb, mb.defined() ? std::optional<at::Tensor>(mb) : std::nullopt));
+          slice(q, r), kb, vb, mb.defined() ? std::optional<at::Tensor>(mb) : std::nullopt,
+          /*dropout_p=*/0.0, /*is_causal=*/(*rows.causal)[r] != 0, /*scale=*/std::nullopt,
+          /*enable_gqa=*/nkv != nh));
     }
     out = n_rows == 1 ? outs[0] : at::cat(outs, packed ? 2 : 0);
   } else {
     if (cache != nullptr) append(cache, k, v);
-    if (nkv != nh) {
-      k = k.repeat_interleave(nh / nkv, 1);
-      v = v.repeat_interleave(nh / nkv, 1);
-    }
-    out = at::scaled_dot_product_attention(q, k, v, mask);
+    out = at::scaled_dot_product_attention(
+        q, k, v, mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt,
+        /*dropout_p=*/0.0, /*is_causal=*/causal, /*scale=*/std::nullopt, /*enable_gqa=*/nkv != nh);
   }
   return Project(*layer.o, li + 3, out.transpose(1, 2).reshape({B, T, nh * hd}), rows.adapters,
                  tpr);
@@ -323,8 +330,10 @@ at::Tensor LlamaModel::Forward(const at::Tensor& ids, const ForwardOptions& opts
   const auto dev = embed_.device();
   auto idx = ids.to(dev);
   TORCH_CHECK(T > 0, "ids must contain at least one token");
-  TORCH_CHECK(idx.min().item<int64_t>() >= 0 && idx.max().item<int64_t>() < c.vocab_size,
-              "token id out of range [0, ", c.vocab_size, ")");
+  if (ids.device().is_cpu()) {  // free on the host; device ids are checked by their callers
+    TORCH_CHECK(ids.min().item<int64_t>() >= 0 && ids.max().item<int64_t>() < c.vocab_size,
+                "token id out of range [0, ", c.vocab_size, ")");
+  }
 
   auto h = at::embedding(embed_, idx);  // [B, T, H]
 
@@ -376,22 +385,35 @@ at::Tensor LlamaModel::Forward(const at::Tensor& ids, const ForwardOptions& opts
     if (c.sliding_window) allowed = allowed & (kpos > qpos - *c.sliding_window);
     return allowed;  // [t, p + t]
   };
+  // A sliding window that excludes some key of `p` cached + `t` new tokens.
+  auto window_bites = [&](int64_t p, int64_t t) {
+    return c.sliding_window.has_value() && p + t > *c.sliding_window;
+  };
+  // Without padding, packing or a biting window no dense mask is built (it would rule out
+  // the fused attention kernels): one query attends to every key, and t > 1 queries over an
+  // empty cache are SDPA's is_causal. Only t > 1 queries after cached tokens need a mask.
   at::Tensor mask;
+  bool is_causal = false;
   std::vector<at::Tensor> row_masks;
+  std::vector<uint8_t> row_causal;
   if (per_row) {
-    // Per-row additive masks [1, 1, t, length + t] (t: the row's new tokens); none needed for
-    // one query without a window.
+    // Per-row additive masks [1, 1, t, length + t] (t: the row's new tokens) where needed.
     for (int64_t r = 0; r < n_rows; ++r) {
       const KvCache* kc = opts.row_caches[r];
       const int64_t t = packed ? opts.row_lengths[r] : T;
-      if (t == 1 && !c.sliding_window) {
+      if (!window_bites(kc->length, t) && (t == 1 || kc->length == 0)) {
         row_masks.emplace_back();
+        row_causal.push_back(t > 1);
         continue;
       }
+      row_causal.push_back(0);
       auto allowed = causal(kc->length, t).view({1, 1, t, kc->length + t});
       row_masks.push_back(at::zeros(allowed.sizes(), at::TensorOptions().dtype(dtype_).device(dev))
                               .masked_fill(at::logical_not(allowed), lowest));
     }
+  } else if (!opts.attention_mask.defined() && !opts.document_ids.defined() &&
+             !window_bites(past, T) && (T == 1 || past == 0)) {
+    is_causal = T > 1;
   } else {
     // Additive mask [B, 1, T, total]: causal (by absolute position), padding, sliding window.
     auto allowed = causal(past, T).view({1, 1, T, total}).expand({B, 1, T, total});
@@ -415,6 +437,7 @@ at::Tensor LlamaModel::Forward(const at::Tensor& ids, const ForwardOptions& opts
   if (per_row) {
     rows.caches = &opts.row_caches;
     rows.masks = &row_masks;
+    rows.causal = &row_causal;
   }
 
   for (size_t i = 0; i < layers_.size(); ++i) {
@@ -423,10 +446,10 @@ at::Tensor LlamaModel::Forward(const at::Tensor& ids, const ForwardOptions& opts
     KvCache* cache = opts.cache;
     // Captures by value: a layer_runner may call it again after Forward returns.
     // row_caches / adapters pointers stay valid: layer_runner is not combined with them.
-    auto body = [this, l, index, cos, sin, mask, cache, rows](const at::Tensor& hin) {
+    auto body = [this, l, index, cos, sin, mask, is_causal, cache, rows](const at::Tensor& hin) {
       const double eps = config_.rms_norm_eps;
-      auto hh = hin + Attention(*l, index, RmsNorm(hin, l->input_norm, eps), cos, sin, mask, cache,
-                                rows);
+      auto hh = hin + Attention(*l, index, RmsNorm(hin, l->input_norm, eps), cos, sin, mask,
+                                is_causal, cache, rows);
       auto x = RmsNorm(hh, l->post_norm, eps);
       const int64_t li = 7 * index;
       const at::Tensor& tpr = rows.tokens_per_row;
@@ -590,6 +613,13 @@ AdapterBatch LlamaModel::MakeAdapterBatch(const std::vector<const ServingAdapter
       batch.per_linear_[li].push_back(std::move(g));
     }
   }
+  return batch;
+}
+
+AdapterBatch AdapterBatch::FromGroups(int64_t rows, std::vector<std::vector<Group>> per_linear) {
+  AdapterBatch batch;
+  batch.rows_ = rows;
+  batch.per_linear_ = std::move(per_linear);
   return batch;
 }
 

@@ -31,6 +31,7 @@
 #include "server/model/hf_config.h"
 #include "server/model/targeting.h"
 #include "server/oft/config.h"
+#include "server/model/packed_linear.h"
 #include "server/oft/oft_linear.h"
 #include "server/quant/qoft_linear.h"
 
@@ -65,6 +66,12 @@ class AdaptedLinear {
   // Bytes held by the base weight and bias (NF4 codes + absmax when quantized).
   int64_t BaseWeightBytes() const;
 
+  // A pre-packed copy of the base weight for small-row (decode) GEMMs: Forward uses it for
+  // the inputs it Handles(), else at::linear. Null (the default) = at::linear always. Not
+  // while Forward() runs (same rule as Attach).
+  void set_packed(std::shared_ptr<const PackedLinear> packed) { packed_ = std::move(packed); }
+  const PackedLinear* packed() const { return packed_.get(); }
+
   void Attach(const std::string& adapter, std::shared_ptr<OftRotation> rotation);
   void Detach(const std::string& adapter);
   OftRotation* Rotation(const std::string& adapter) const;  // nullptr when absent
@@ -75,9 +82,14 @@ class AdaptedLinear {
   at::Tensor bias_;    // [out] or undefined
   std::unique_ptr<Nf4Linear> nf4_;  // QOFT base, or null
   std::vector<std::pair<std::string, std::shared_ptr<OftRotation>>> rotations_;
+  std::shared_ptr<const PackedLinear> packed_;  // or null
 };
 
-// Per-request key/value cache: one [B, kv_heads, T, head_dim] pair per layer.
+// Per-request key/value cache: one [B, kv_heads, capacity, head_dim] pair per layer, of
+// which the first `length` positions hold cached tokens. Forward writes new tokens in place
+// and doubles the capacity when it runs out (amortised O(1) per token, no re-concatenation).
+// A copy of a KvCache shares the tensors: extending both the copy and the original writes
+// the same positions, so extend only one of them (or clone the tensors).
 struct KvCache {
   std::vector<at::Tensor> keys, values;
   int64_t length = 0;  // tokens already cached
@@ -109,20 +121,26 @@ class ServingAdapter {
 // Which adapter rotates each row of a batched serving Forward (ForwardOptions::adapters).
 // Made by LlamaModel::MakeAdapterBatch once per batch composition and reused across decode
 // steps. It copies the blocks it needs (stacked per Linear), so it does not keep the
-// ServingAdapters alive. Immutable; thread-compatible.
+// ServingAdapters alive. Or assembled by FromGroups from stacks the caller keeps (the
+// serving engine's cache). Immutable; thread-compatible.
 class AdapterBatch {
  public:
+  // One block size's adapters at one Linear: stacked blocks and each row's index into them.
+  struct Group {
+    at::Tensor rotations;  // [A, r, b, b] on the model's device, model's rotation dtype
+    at::Tensor row_index;  // [B] int64 on that device: index into rotations, -1 = not rotated
+  };
   AdapterBatch() = default;
+  // `per_linear` has one entry per Linear of the model (LinearNames() order; empty = no row
+  // adapted there); every group's row_index has `rows` entries, and each row appears in at
+  // most one group per Linear. The tensors are shared, not copied.
+  static AdapterBatch FromGroups(int64_t rows, std::vector<std::vector<Group>> per_linear);
   int64_t rows() const { return rows_; }
   // Bytes held by the stacked blocks.
   int64_t bytes() const;
 
  private:
   friend class LlamaModel;
-  struct Group {           // adapters with one block size at one Linear
-    at::Tensor rotations;  // [A, r or 1, b, b]
-    at::Tensor row_index;  // [B] int64: index into rotations, -1 = not rotated
-  };
   int64_t rows_ = 0;
   std::vector<std::vector<Group>> per_linear_;  // by Linear index; empty: no row adapted
 };
@@ -181,6 +199,9 @@ class LlamaModel {
                                                                 const LoadOptions& options);
 
   // ids [B, T] (int64) -> logits [B, T, vocab] (or [B, 1, vocab]) in the model dtype.
+  // Ids outside [0, vocab_size) throw when `ids` is on the CPU; ids already on an
+  // accelerator are not read back (no host synchronisation): their callers (the trainer,
+  // the serving engine) check them on the host first.
   at::Tensor Forward(const at::Tensor& ids, const ForwardOptions& options = {}) const;
 
   // Attaches a new adapter to every Linear that `targets` selects. `generator` (CPU, or
@@ -240,15 +261,18 @@ class LlamaModel {
   struct RowState {
     const AdapterBatch* adapters = nullptr;
     const std::vector<KvCache*>* caches = nullptr;
-    const std::vector<at::Tensor>* masks = nullptr;  // per row; undefined = no mask
+    const std::vector<at::Tensor>* masks = nullptr;  // per row; undefined = no mask ...
+    const std::vector<uint8_t>* causal = nullptr;    // ... or, when 1, SDPA's is_causal
     // Packed rows (ForwardOptions::row_lengths): row i is tokens [offsets[i], +lengths[i])
     // of the one sequence; tokens_per_row expands per-row adapter indices to tokens.
     std::vector<int64_t> offsets, lengths;
     at::Tensor tokens_per_row;
   };
+  // `mask`: additive [B or 1, 1, T, total], or undefined; then `causal` selects SDPA's
+  // is_causal (queries start at key 0) or no mask at all.
   at::Tensor Attention(const Layer& layer, int64_t index, const at::Tensor& h,
                        const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& mask,
-                       KvCache* cache, const RowState& rows) const;
+                       bool causal, KvCache* cache, const RowState& rows) const;
   // lin(x), with per-row adapter rotations when `adapters` is set, else the active ones.
   // Row i owns tokens_per_row[i] consecutive tokens of x (undefined: an equal share each).
   at::Tensor Project(const AdaptedLinear& lin, int64_t linear_index, const at::Tensor& x,

@@ -1,9 +1,12 @@
-// Registration of the oft:: operators: schemas, CPU kernels (the reference), and the
-// autograd kernels. CUDA kernels register themselves in cuda/ops_cuda.cc.
+// Registration of the oft:: operators: schemas, the autograd kernels, and one dispatch
+// function per op for the CPU and CUDA keys that runs the optimized kernel of the device
+// type (CPU kernels in ops_cpu.cc, CUDA kernels in cuda/ops_cuda.cc, both registered in
+// kernel_registry.h) or the composite path (oft::reference), as the per-device switch says.
 #include "server/oft/ops.h"
 
 #include "ATen/ATen.h"
 #include "ATen/core/dispatch/Dispatcher.h"
+#include "server/oft/kernel_registry.h"
 #include "server/oft/ops_cpu.h"
 #include "server/oft/ops_reference.h"
 #include "torch/autograd.h"
@@ -30,6 +33,60 @@ namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
+
+// The composite path of every op and the CPU kernels, registered before main().
+[[maybe_unused]] const bool kKernelsRegistered = [] {
+  RegisterCompositeKernel(KernelId::kBuildRotation, EraseKernel<BuildRotationFn>(&reference::BuildRotationForward));
+  RegisterCompositeKernel(KernelId::kBuildRotationBackward,
+                          EraseKernel<BuildRotationBackwardFn>(&reference::BuildRotationBackward));
+  RegisterCompositeKernel(KernelId::kBlockRotate, EraseKernel<BlockRotateFn>(&reference::BlockRotateForward));
+  RegisterCompositeKernel(KernelId::kBlockRotateBackward,
+                          EraseKernel<BlockRotateBackwardFn>(&reference::BlockRotateBackward));
+  RegisterCompositeKernel(KernelId::kGatheredBlockRotate,
+                          EraseKernel<GatheredBlockRotateFn>(&reference::GatheredBlockRotateForward));
+  constexpr auto kCpu = c10::DeviceType::CPU;
+  RegisterOptimizedKernel(KernelId::kBuildRotation, kCpu, EraseKernel<BuildRotationFn>(&cpu::BuildRotationForward));
+  RegisterOptimizedKernel(KernelId::kBuildRotationBackward, kCpu,
+                          EraseKernel<BuildRotationBackwardFn>(&cpu::BuildRotationBackward));
+  RegisterOptimizedKernel(KernelId::kBlockRotate, kCpu, EraseKernel<BlockRotateFn>(&cpu::BlockRotateForward));
+  RegisterOptimizedKernel(KernelId::kBlockRotateBackward, kCpu,
+                          EraseKernel<BlockRotateBackwardFn>(&cpu::BlockRotateBackward));
+  RegisterOptimizedKernel(KernelId::kGatheredBlockRotate, kCpu,
+                          EraseKernel<GatheredBlockRotateFn>(&cpu::GatheredBlockRotateForward));
+  return true;
+}();
+
+// Dispatch functions (CPU and CUDA keys): the switch picks the implementation.
+at::Tensor BuildRotationDispatch(const at::Tensor& packed, int64_t block_size, int64_t num_terms,
+                                 bool use_cayley_neumann) {
+  return SelectKernel<BuildRotationFn>(KernelId::kBuildRotation, packed.device())(
+      packed, block_size, num_terms, use_cayley_neumann);
+}
+
+at::Tensor BuildRotationBackwardDispatch(const at::Tensor& grad, const at::Tensor& packed,
+                                         const at::Tensor& rotation, int64_t block_size,
+                                         int64_t num_terms, bool use_cayley_neumann) {
+  return SelectKernel<BuildRotationBackwardFn>(KernelId::kBuildRotationBackward, packed.device())(
+      grad, packed, rotation, block_size, num_terms, use_cayley_neumann);
+}
+
+at::Tensor BlockRotateDispatch(const at::Tensor& x, const at::Tensor& rotation) {
+  return SelectKernel<BlockRotateFn>(KernelId::kBlockRotate, x.device())(x, rotation);
+}
+
+std::tuple<at::Tensor, at::Tensor> BlockRotateBackwardDispatch(const at::Tensor& grad,
+                                                               const at::Tensor& x,
+                                                               const at::Tensor& rotation,
+                                                               bool need_x, bool need_rotation) {
+  return SelectKernel<BlockRotateBackwardFn>(KernelId::kBlockRotateBackward, x.device())(
+      grad, x, rotation, need_x, need_rotation);
+}
+
+at::Tensor GatheredBlockRotateDispatch(const at::Tensor& x, const at::Tensor& rotations,
+                                       const at::Tensor& index) {
+  return SelectKernel<GatheredBlockRotateFn>(KernelId::kGatheredBlockRotate, x.device())(
+      x, rotations, index);
+}
 
 const auto& BuildRotationOp() {
   static const auto op = c10::Dispatcher::singleton()
@@ -146,12 +203,22 @@ TORCH_LIBRARY(oft, m) {
   m.def("gathered_block_rotate(Tensor x, Tensor rotations, Tensor index) -> Tensor");
 }
 
+// The same dispatch functions serve both keys; without CUDA kernels in the binary, CUDA
+// tensors take the composite path.
 TORCH_LIBRARY_IMPL(oft, CPU, m) {
-  m.impl("build_rotation", &oft::cpu::BuildRotationForward);
-  m.impl("build_rotation_backward", &oft::cpu::BuildRotationBackward);
-  m.impl("block_rotate", &oft::cpu::BlockRotateForward);
-  m.impl("block_rotate_backward", &oft::cpu::BlockRotateBackward);
-  m.impl("gathered_block_rotate", &oft::cpu::GatheredBlockRotateForward);
+  m.impl("build_rotation", &oft::BuildRotationDispatch);
+  m.impl("build_rotation_backward", &oft::BuildRotationBackwardDispatch);
+  m.impl("block_rotate", &oft::BlockRotateDispatch);
+  m.impl("block_rotate_backward", &oft::BlockRotateBackwardDispatch);
+  m.impl("gathered_block_rotate", &oft::GatheredBlockRotateDispatch);
+}
+
+TORCH_LIBRARY_IMPL(oft, CUDA, m) {
+  m.impl("build_rotation", &oft::BuildRotationDispatch);
+  m.impl("build_rotation_backward", &oft::BuildRotationBackwardDispatch);
+  m.impl("block_rotate", &oft::BlockRotateDispatch);
+  m.impl("block_rotate_backward", &oft::BlockRotateBackwardDispatch);
+  m.impl("gathered_block_rotate", &oft::GatheredBlockRotateDispatch);
 }
 
 TORCH_LIBRARY_IMPL(oft, Autograd, m) {

@@ -1,5 +1,6 @@
-// NF4 quantization (vectorised ATen, any device), the CPU reference of the
-// `oft::nf4_dequantize` operator, and its registration.
+// NF4 quantization (vectorised ATen, any device), the `oft::nf4_dequantize` operator: its
+// composite path (plain ATen, any device), its CPU kernel, and one dispatch function for the
+// CPU and CUDA keys that follows the kernel switch (server/oft/kernel_registry.h).
 #include "server/quant/nf4.h"
 
 #include <cmath>
@@ -10,6 +11,7 @@
 #include "ATen/core/dispatch/Dispatcher.h"
 #include "absl/strings/str_cat.h"
 #include "server/common/torch_boundary.h"
+#include "server/oft/kernel_registry.h"
 #include "server/quant/nf4_internal.h"
 #include "torch/library.h"
 
@@ -80,6 +82,51 @@ at::Tensor Nf4DequantizeCpu(const at::Tensor& codes, const at::Tensor& absmax,
   });
   return out;
 }
+
+// The composite path of oft::nf4_dequantize: the same decoding in plain ATen ops on the
+// codes' device. The decoded absmax with double quantization is q * scale + offset in two
+// fp32 roundings (the kernels use one fma), so it may differ from them by an ulp.
+at::Tensor Nf4DequantizeComposite(const at::Tensor& codes, const at::Tensor& absmax,
+                                  const std::optional<at::Tensor>& absmax_scale,
+                                  double absmax_offset, int64_t numel, int64_t block_size,
+                                  at::ScalarType dtype) {
+  const int64_t num_blocks =
+      internal::CheckNf4DequantizeArgs(codes, absmax, absmax_scale, numel, block_size, dtype);
+  const auto long_options = codes.options().dtype(at::kLong);
+  at::Tensor scales = absmax;  // [num_blocks] fp32
+  if (absmax_scale.has_value()) {
+    const at::Tensor group = at::floor_divide(at::arange(num_blocks, long_options), kGroup);
+    scales = absmax.to(at::kFloat) * absmax_scale->index_select(0, group) +
+             static_cast<float>(absmax_offset);
+  }
+  const at::Tensor c = codes.to(at::kLong);                             // [num_blocks * bs / 2]
+  const at::Tensor nibbles =
+      at::stack({at::floor_divide(c, 16), at::remainder(c, 16)}, 1).view({-1});  // high first
+  const at::Tensor codebook =
+      at::tensor(at::ArrayRef<float>(kNf4Codebook, 16), at::kFloat)
+          .to(codes.device());
+  const at::Tensor values =
+      codebook.index_select(0, nibbles).view({num_blocks, block_size}) * scales.unsqueeze(1);
+  // fp64: decoded in fp32 like the kernels (every value is an fp32 product), then widened.
+  return values.view({-1}).narrow(0, 0, numel).to(dtype);
+}
+
+// oft::nf4_dequantize for the CPU and CUDA keys: the kernel the switch selects.
+at::Tensor Nf4DequantizeDispatch(const at::Tensor& codes, const at::Tensor& absmax,
+                                 const std::optional<at::Tensor>& absmax_scale,
+                                 double absmax_offset, int64_t numel, int64_t block_size,
+                                 at::ScalarType dtype) {
+  return SelectKernel<Nf4DequantizeFn>(KernelId::kNf4Dequantize, codes.device())(
+      codes, absmax, absmax_scale, absmax_offset, numel, block_size, dtype);
+}
+
+[[maybe_unused]] const bool kNf4KernelsRegistered = [] {
+  RegisterCompositeKernel(KernelId::kNf4Dequantize,
+                          EraseKernel<Nf4DequantizeFn>(&Nf4DequantizeComposite));
+  RegisterOptimizedKernel(KernelId::kNf4Dequantize, c10::DeviceType::CPU,
+                          EraseKernel<Nf4DequantizeFn>(&Nf4DequantizeCpu));
+  return true;
+}();
 
 absl::Status CheckWeight(const at::Tensor& weight, const Nf4Options& options) {
   if (!weight.defined() || weight.numel() == 0) {
@@ -279,4 +326,6 @@ TORCH_LIBRARY_FRAGMENT(oft, m) {
         " int numel, int block_size, ScalarType dtype) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(oft, CPU, m) { m.impl("nf4_dequantize", &oft::Nf4DequantizeCpu); }
+TORCH_LIBRARY_IMPL(oft, CPU, m) { m.impl("nf4_dequantize", &oft::Nf4DequantizeDispatch); }
+// Without the CUDA kernel in the binary, CUDA tensors take the composite path.
+TORCH_LIBRARY_IMPL(oft, CUDA, m) { m.impl("nf4_dequantize", &oft::Nf4DequantizeDispatch); }

@@ -10,6 +10,7 @@
 #include "server/artifacts/store.h"
 #include "server/common/file_util.h"
 #include "server/common/names.h"
+#include "server/common/runtime.h"
 #include "server/common/status_macros.h"
 #include "server/common/torch_boundary.h"
 #include "server/model/llama.h"
@@ -161,6 +162,7 @@ absl::StatusOr<AdapterHandle> AdapterRegistry::LoadAndInsert(const AdapterId& re
   OFT_ASSIGN_OR_RETURN(AdapterHandle handle, LoadFromStore(id));
   int64_t count = 0;
   bool persist = false;
+  bool evicted = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto [it, inserted] = loaded_.try_emplace(id);
@@ -168,7 +170,9 @@ absl::StatusOr<AdapterHandle> AdapterRegistry::LoadAndInsert(const AdapterId& re
       it->second.handle = handle;
       it->second.lru_tick = ++tick_;  // a fresh load counts as the most recent use
       used_bytes_ += handle->memory_bytes;
+      const size_t before = loaded_.size();
       EvictOverBudget(id);
+      evicted = loaded_.size() < before;
       persist = !restoring_;
     }
     if (touch) Touch(it->second);
@@ -176,6 +180,8 @@ absl::StatusOr<AdapterHandle> AdapterRegistry::LoadAndInsert(const AdapterId& re
     count = static_cast<int64_t>(loaded_.size());
   }
   if (options_.loaded_count) options_.loaded_count(count);
+  // Evicted versions no request holds are freed now: give their GPU blocks back.
+  if (evicted) ReleaseCachedCudaMemory();
   if (persist) Persist();
   return handle;
 }
@@ -186,7 +192,7 @@ void AdapterRegistry::Touch(Entry& e) {
 }
 
 void AdapterRegistry::EvictOverBudget(const AdapterId& keep) {
-  while (used_bytes_ > options_.memory_budget_bytes) {
+  while (used_bytes_ + holder_total_ > options_.memory_budget_bytes) {
     // Least recently used first; versions in use by requests only when nothing else is left.
     auto victim = loaded_.end();
     for (int pass = 0; pass < 2 && victim == loaded_.end(); ++pass) {
@@ -313,14 +319,31 @@ RegistryListing AdapterRegistry::List(const std::string& tenant) const {
     if (key.first != tenant) continue;
     out.aliases.push_back({key.second, a.target, std::nullopt, a.update_time});
   }
-  out.memory_used_bytes = used_bytes_;
+  out.memory_used_bytes = used_bytes_ + holder_total_;
   out.memory_budget_bytes = options_.memory_budget_bytes;
   return out;
 }
 
 int64_t AdapterRegistry::memory_used_bytes() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return used_bytes_;
+  return used_bytes_ + holder_total_;
+}
+
+void AdapterRegistry::SetHolderBytes(const std::string& holder, int64_t bytes) {
+  int64_t count = -1;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    int64_t& slot = holder_bytes_[holder];
+    holder_total_ += bytes - slot;
+    slot = bytes;
+    const size_t before = loaded_.size();
+    EvictOverBudget(AdapterId{});  // no version is exempt
+    if (loaded_.size() != before) count = static_cast<int64_t>(loaded_.size());
+  }
+  if (count >= 0) {
+    if (options_.loaded_count) options_.loaded_count(count);
+    Persist();
+  }
 }
 
 void AdapterRegistry::Persist() {

@@ -7,7 +7,8 @@
 // (shared_ptr) for their whole life, so an unloaded, evicted or replaced version stays usable
 // by them and is freed when the last handle drops. A failed load changes nothing.
 //
-// Memory: loaded versions of all tenants share `memory_budget_bytes`; after a load the
+// Memory: loaded versions of all tenants, and what engines hold beside them (SetHolderBytes),
+// share `memory_budget_bytes`; after a load the
 // least recently used versions (other than the new one) leave the registry until the rest
 // fits. Versions in use by requests are evicted last; evicting one only stops new requests
 // from finding it loaded (it is loaded again on demand). Requests naming an unloaded
@@ -144,7 +145,12 @@ class AdapterRegistry {
 
   RegistryListing List(const std::string& tenant) const;
 
-  // Bytes of loaded versions (what the budget counts).
+  // Bytes held for serving outside the loaded versions by `holder` (e.g. an engine's cache
+  // of stacked adapter blocks, AdapterBatchCache); replaces that holder's previous value.
+  // Counted in the budget: least recently used versions are evicted until everything fits.
+  void SetHolderBytes(const std::string& holder, int64_t bytes);
+
+  // Bytes of loaded versions plus every holder's bytes (what the budget counts).
   int64_t memory_used_bytes() const;
   // Bytes of every version not yet freed: loaded ones plus unloaded or evicted ones still
   // held by requests. Drops when the last handle of a removed version is released.
@@ -168,6 +174,7 @@ class AdapterRegistry {
   absl::StatusOr<AdapterHandle> LoadAndInsert(const AdapterId& id, bool touch)
       ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<AdapterHandle> LoadFromStore(const AdapterId& id);
+  // Evicts until loaded versions + holder bytes fit (never `keep`).
   void EvictOverBudget(const AdapterId& keep) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Touch(Entry& e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Persist() ABSL_LOCKS_EXCLUDED(mu_);
@@ -177,7 +184,9 @@ class AdapterRegistry {
   mutable std::mutex mu_;
   std::map<AdapterId, Entry> loaded_ ABSL_GUARDED_BY(mu_);
   std::map<AliasKey, AliasEntry> aliases_ ABSL_GUARDED_BY(mu_);
-  int64_t used_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t used_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // loaded versions
+  std::map<std::string, int64_t> holder_bytes_ ABSL_GUARDED_BY(mu_);
+  int64_t holder_total_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t tick_ ABSL_GUARDED_BY(mu_) = 0;
   bool restoring_ ABSL_GUARDED_BY(mu_) = false;
   std::mutex persist_mu_;  // orders state-file writes

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/common/status_macros.h"
 #include "server/common/torch_boundary.h"
+#include "server/serving/decode_threads.h"
 
 namespace oft {
 
@@ -43,9 +44,38 @@ size_t CompleteUtf8Prefix(const std::string& s) {
   return end - i < need ? i : end;
 }
 
+// ids as an int64 tensor [rows, cols] on `device`; to a GPU through pinned memory without
+// blocking the host (the copy is ordered before the kernels that read it).
+at::Tensor UploadIds(const std::vector<int64_t>& ids, int64_t rows, int64_t cols, c10::Device device) {
+  at::Tensor host = at::tensor(ids, at::kLong).view({rows, cols});
+  if (device.is_cpu()) return host;
+  return host.pin_memory().to(device, /*non_blocking=*/true);
+}
+
+// The next token of every row of `logits` [rows, vocab] (fp32, on the model's device),
+// sampled on that device; only the ids cross to the host, in one copy.
+std::vector<int32_t> SampleRows(const at::Tensor& logits, const std::vector<const SamplingOptions*>& o,
+                                std::vector<at::Generator*>& generators) {
+  const int64_t rows = logits.size(0);
+  bool all_greedy = true;
+  for (const SamplingOptions* s : o) all_greedy &= s->temperature == 0.0;
+  at::Tensor ids;
+  if (all_greedy) {
+    ids = logits.argmax(-1);
+  } else {
+    std::vector<at::Tensor> each;
+    for (int64_t i = 0; i < rows; ++i) each.push_back(SampleNextTokenTensor(logits[i], *o[i], *generators[i]));
+    ids = at::stack(each);
+  }
+  ids = ids.to(at::kInt).cpu();
+  const int32_t* p = ids.data_ptr<int32_t>();
+  return std::vector<int32_t>(p, p + rows);
+}
+
 }  // namespace
 
-Engine::Engine(EngineOptions options) : options_(std::move(options)) {}
+Engine::Engine(EngineOptions options)
+    : options_(std::move(options)), batch_cache_(*options_.model) {}
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(EngineOptions options) {
   if (options.model == nullptr) return absl::InvalidArgumentError("EngineOptions.model is required");
@@ -53,6 +83,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(EngineOptions options) {
     return absl::InvalidArgumentError(absl::StrCat("max_batch must be >= 1, got ", options.max_batch));
   }
   std::unique_ptr<Engine> e(new Engine(std::move(options)));
+  e->max_threads_ = std::max(1, at::get_num_threads());
   if (e->options_.start_thread) e->thread_ = std::thread([p = e.get()] { p->Loop(); });
   return e;
 }
@@ -77,7 +108,7 @@ absl::StatusOr<uint64_t> Engine::Submit(GenerationRequest request) {
   }
   auto row = std::make_unique<Row>();
   row->submitted = std::chrono::steady_clock::now();
-  row->generator = at::detail::createCPUGenerator(request.sampling.seed);
+  row->generator = SamplingGenerator(options_.model->device(), request.sampling.seed);
   row->request = std::move(request);
   uint64_t id = 0;
   {
@@ -134,8 +165,18 @@ int64_t Engine::pending() const {
   return static_cast<int64_t>(waiting_.size()) + running_count_;
 }
 
+void Engine::SetThreadsFor(int64_t tokens, int64_t logit_rows) {
+  if (!options_.model->device().is_cpu()) return;
+  const int want = options_.threads > 0
+                       ? options_.threads
+                       : ForwardThreads(options_.model->config(), tokens, logit_rows, max_threads_);
+  if (want != threads_) {
+    at::set_num_threads(want);
+    threads_ = want;
+  }
+}
+
 void Engine::Loop() {
-  if (options_.threads > 0) at::set_num_threads(options_.threads);
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mu_);
@@ -225,6 +266,18 @@ bool Engine::Accept(Row& row, int32_t token) {
   return finished;
 }
 
+AdapterBatch Engine::MakeBatch(const std::vector<std::shared_ptr<const ServingAdapter>>& rows) {
+  AdapterBatch batch = batch_cache_.Make(rows);
+  ReportCacheBytes();
+  return batch;
+}
+
+void Engine::ReportCacheBytes() {
+  if (batch_cache_.bytes() == reported_cache_bytes_) return;
+  reported_cache_bytes_ = batch_cache_.bytes();
+  if (options_.on_cache_bytes) options_.on_cache_bytes(reported_cache_bytes_);
+}
+
 bool Engine::StepLocked() {
   std::vector<std::unique_ptr<Row>> admitted;
   std::set<uint64_t> cancelled;
@@ -239,10 +292,13 @@ bool Engine::StepLocked() {
   }
   bool worked = !admitted.empty();
   int64_t produced = 0;
+  // Rows that end in this step; their callbacks run at its end, after the engine's own state
+  // (the adapter block cache) reflects them.
+  std::vector<std::pair<std::unique_ptr<Row>, absl::Status>> finished;
   // Cancellations take effect before the next token.
   for (auto it = running_.begin(); it != running_.end();) {
     if (cancelled.count((*it)->id)) {
-      Finish(**it, absl::CancelledError("generation cancelled"));
+      finished.emplace_back(std::move(*it), absl::CancelledError("generation cancelled"));
       it = running_.erase(it);
       batch_dirty_ = true;
       worked = true;
@@ -256,7 +312,7 @@ bool Engine::StepLocked() {
   std::vector<std::unique_ptr<Row>> to_prefill;
   for (auto& row : admitted) {
     if (cancelled.count(row->id)) {
-      Finish(*row, absl::CancelledError("generation cancelled"));
+      finished.emplace_back(std::move(row), absl::CancelledError("generation cancelled"));
     } else {
       to_prefill.push_back(std::move(row));
     }
@@ -264,39 +320,41 @@ bool Engine::StepLocked() {
   if (!to_prefill.empty()) {
     auto tokens = TorchCall("prefill", [&]() -> std::vector<int32_t> {
       c10::InferenceMode inference_mode;  // cheaper than NoGradGuard: no autograd bookkeeping
-      std::vector<const ServingAdapter*> adapters;
+      std::vector<std::shared_ptr<const ServingAdapter>> adapters;
       std::vector<int64_t> ids;
       ForwardOptions fo;
       for (const auto& row_ptr : to_prefill) {
         Row& row = *row_ptr;
-        adapters.push_back(row.request.adapter ? row.request.adapter->weights.get() : nullptr);
+        adapters.push_back(row.request.adapter ? row.request.adapter->weights : nullptr);
         ids.insert(ids.end(), row.request.prompt.begin(), row.request.prompt.end());
         fo.row_caches.push_back(&row.cache);
         fo.row_lengths.push_back(static_cast<int64_t>(row.request.prompt.size()));
       }
-      const AdapterBatch batch = model.MakeAdapterBatch(adapters);
+      const AdapterBatch batch = MakeBatch(adapters);
       fo.adapters = &batch;
       fo.logits_for_last_only = true;
       const int64_t total = static_cast<int64_t>(ids.size());
+      const int64_t n = static_cast<int64_t>(to_prefill.size());
+      SetThreadsFor(total, n);
       const at::Tensor logits =
-          model.Forward(at::tensor(ids, at::kLong).view({1, total}), fo).to(at::kFloat).cpu();
-      std::vector<int32_t> out;
-      for (size_t i = 0; i < to_prefill.size(); ++i) {
-        Row& row = *to_prefill[i];
-        out.push_back(static_cast<int32_t>(SampleNextToken(
-            logits[static_cast<int64_t>(i)].view({-1}), row.request.sampling, row.generator)));
+          model.Forward(UploadIds(ids, 1, total, model.device()), fo).to(at::kFloat).view({n, -1});
+      std::vector<const SamplingOptions*> sampling;
+      std::vector<at::Generator*> generators;
+      for (auto& row : to_prefill) {
+        sampling.push_back(&row->request.sampling);
+        generators.push_back(&row->generator);
       }
-      return out;
+      return SampleRows(logits, sampling, generators);
     });
     for (size_t i = 0; i < to_prefill.size(); ++i) {
       std::unique_ptr<Row>& row = to_prefill[i];
       if (!tokens.ok()) {
-        Finish(*row, tokens.status());
+        finished.emplace_back(std::move(row), tokens.status());
         continue;
       }
       ++produced;
       if (Accept(*row, (*tokens)[i])) {
-        Finish(*row, absl::OkStatus());
+        finished.emplace_back(std::move(row), absl::OkStatus());
       } else {
         running_.push_back(std::move(row));
         batch_dirty_ = true;
@@ -310,11 +368,11 @@ bool Engine::StepLocked() {
     auto tokens = TorchCall("decode", [&]() -> std::vector<int32_t> {
       c10::InferenceMode inference_mode;  // cheaper than NoGradGuard: no autograd bookkeeping
       if (batch_dirty_ || !batch_) {
-        std::vector<const ServingAdapter*> rows;
+        std::vector<std::shared_ptr<const ServingAdapter>> rows;
         for (const auto& r : running_) {
-          rows.push_back(r->request.adapter ? r->request.adapter->weights.get() : nullptr);
+          rows.push_back(r->request.adapter ? r->request.adapter->weights : nullptr);
         }
-        batch_ = std::make_unique<AdapterBatch>(model.MakeAdapterBatch(rows));
+        batch_ = std::make_unique<AdapterBatch>(MakeBatch(rows));
         batch_dirty_ = false;
       }
       std::vector<int64_t> last;
@@ -325,17 +383,19 @@ bool Engine::StepLocked() {
       }
       fo.adapters = batch_.get();
       fo.logits_for_last_only = true;
+      SetThreadsFor(B, B);
       const at::Tensor logits =
-          model.Forward(at::tensor(last, at::kLong).view({B, 1}), fo).to(at::kFloat).view({B, -1}).cpu();
-      std::vector<int32_t> out;
-      for (int64_t i = 0; i < B; ++i) {
-        out.push_back(static_cast<int32_t>(
-            SampleNextToken(logits[i], running_[i]->request.sampling, running_[i]->generator)));
+          model.Forward(UploadIds(last, B, 1, model.device()), fo).to(at::kFloat).view({B, -1});
+      std::vector<const SamplingOptions*> sampling;
+      std::vector<at::Generator*> generators;
+      for (auto& r : running_) {
+        sampling.push_back(&r->request.sampling);
+        generators.push_back(&r->generator);
       }
-      return out;
+      return SampleRows(logits, sampling, generators);
     });
     if (!tokens.ok()) {
-      for (auto& r : running_) Finish(*r, tokens.status());
+      for (auto& r : running_) finished.emplace_back(std::move(r), tokens.status());
       running_.clear();
       batch_dirty_ = true;
     } else {
@@ -343,7 +403,7 @@ bool Engine::StepLocked() {
       std::vector<std::unique_ptr<Row>> keep;
       for (int64_t i = 0; i < B; ++i) {
         if (Accept(*running_[i], (*tokens)[i])) {
-          Finish(*running_[i], absl::OkStatus());
+          finished.emplace_back(std::move(running_[i]), absl::OkStatus());
           batch_dirty_ = true;
         } else {
           keep.push_back(std::move(running_[i]));
@@ -352,6 +412,14 @@ bool Engine::StepLocked() {
       running_.swap(keep);
     }
   }
+  if (running_.empty() && batch_cache_.bytes() > 0) {
+    // Idle: hold no stacked blocks (and no adapter through them).
+    batch_.reset();
+    batch_dirty_ = true;
+    batch_cache_.Clear();
+    ReportCacheBytes();
+  }
+  for (auto& [row, status] : finished) Finish(*row, std::move(status));
   if (produced > 0 && options_.on_tokens) options_.on_tokens(produced);
   {
     std::lock_guard<std::mutex> lock(mu_);

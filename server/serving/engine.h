@@ -4,7 +4,9 @@
 // running batch: the engine thread prefills the requests admitted in one step in one Forward,
 // their prompts (of any lengths) packed into one sequence (ForwardOptions::row_lengths), then
 // every decode step runs ONE Forward over all active rows; either way each row has its own
-// adapter (ForwardOptions::adapters) and KV cache (ForwardOptions::row_caches). Sampling is
+// adapter (ForwardOptions::adapters, assembled from a cache of stacked blocks: an adapter's
+// blocks are copied once when it joins, not on every batch change) and KV cache
+// (ForwardOptions::row_caches). Tokens are sampled on the model's device. Sampling is
 // SampleNextToken with a per-request generator seeded by SamplingOptions::seed, so a
 // request's tokens do not depend on what else is in the batch, and greedy output equals
 // Generate() on the same model. Cancellation takes effect before the next token.
@@ -31,6 +33,7 @@
 #include "server/model/generate.h"
 #include "server/model/llama.h"
 #include "server/model/tokenizer.h"
+#include "server/serving/adapter_batch_cache.h"
 #include "server/serving/adapter_registry.h"
 #include "server/serving/generation_types.h"
 
@@ -41,10 +44,16 @@ struct EngineOptions {
   const Tokenizer* tokenizer = nullptr;   // not owned; null: no text and no stop strings
   int64_t max_batch = 16;                 // rows decoded together
   int64_t max_waiting = 1024;             // queued requests beyond this: RESOURCE_EXHAUSTED
-  int threads = 0;                        // torch intra-op threads of the engine thread; 0 = as is
+  // Torch intra-op threads per Forward on the CPU: N > 0 = always N; 0 = chosen per Forward
+  // from its work (ForwardThreads, decode_threads.h), at most the torch thread count in
+  // effect when Create() runs.
+  int threads = 0;
   bool start_thread = true;               // false: the caller drives Step() (tests)
   std::function<void(int64_t tokens)> on_tokens;         // tokens produced by a step
   std::function<void(double seconds)> on_first_token;    // time from Submit to first token
+  // Bytes of the engine's stacked adapter blocks (AdapterBatchCache) after each change, on
+  // the engine thread (e.g. AdapterRegistry::SetHolderBytes, so the budget counts them).
+  std::function<void(int64_t bytes)> on_cache_bytes;
 };
 
 struct GenerationRequest {
@@ -86,6 +95,11 @@ class Engine {
   void Finish(Row& row, absl::Status status);
   // Records `token` for `row`, streams it, and returns whether the row is finished.
   bool Accept(Row& row, int32_t token);
+  // The batch for `rows` from batch_cache_, reporting its bytes when they change.
+  AdapterBatch MakeBatch(const std::vector<std::shared_ptr<const ServingAdapter>>& rows);
+  void ReportCacheBytes();
+  // Sets the torch thread count for a Forward over `tokens` new tokens (CPU only).
+  void SetThreadsFor(int64_t tokens, int64_t logit_rows);
 
   const EngineOptions options_;
   mutable std::mutex mu_;
@@ -98,7 +112,11 @@ class Engine {
   // Engine-thread state.
   std::vector<std::unique_ptr<Row>> running_;
   std::unique_ptr<AdapterBatch> batch_;  // for running_, rebuilt when it changes
+  AdapterBatchCache batch_cache_;        // the stacks batch_ is built from
+  int64_t reported_cache_bytes_ = 0;
   bool batch_dirty_ = true;
+  int max_threads_ = 1;  // cap of the automatic thread count
+  int threads_ = 0;      // torch threads set for the last Forward; 0 = none set
   std::thread thread_;
 };
 

@@ -7,6 +7,7 @@
 #include "server/common/names.h"
 #include "server/common/status_macros.h"
 #include "server/model/llama.h"
+#include "server/model/packed_linear.h"
 #include "server/model/tokenizer.h"
 #include "server/serving/engine.h"
 
@@ -15,6 +16,9 @@ namespace oft {
 namespace {
 
 constexpr int kTicketShift = 48;  // ticket = base index << 48 | engine request id
+// Linear calls of at most this many rows (decode steps, short prefills) use the packed
+// weights; longer prefills use at::linear, where packing per call is amortised.
+constexpr int64_t kPackedDecodeRows = 64;
 
 LoadedAdapterInfo InfoOf(const AdapterRegistry& registry, const AdapterHandle& h) {
   for (const auto& i : registry.List(h->id.tenant).adapters) {
@@ -69,6 +73,10 @@ absl::StatusOr<std::unique_ptr<InferenceBackend>> InferenceBackend::Create(Infer
     eo.threads = options.engine_threads;
     eo.on_tokens = options.on_tokens;
     eo.on_first_token = options.on_first_token;
+    // The registry is made below, before any request can reach the engine.
+    eo.on_cache_bytes = [registry = &b->registry_, name = spec.name](int64_t bytes) {
+      if (*registry) (*registry)->SetHolderBytes("engine:" + name, bytes);
+    };
     OFT_ASSIGN_OR_RETURN(base->engine, Engine::Create(std::move(eo)));
     b->bases_.push_back(std::move(base));
   }
@@ -260,6 +268,14 @@ absl::StatusOr<LoadedServingBase> LoadServingBase(const std::string& name, const
   if (!tokenizer.ok()) {
     return absl::Status(tokenizer.status().code(), absl::StrCat("serving base model '", name, "': ",
                                                                 tokenizer.status().message()));
+  }
+  if (PackedLinear::Available()) {
+    // Decode-time GEMMs on pre-packed weights (docs/benchmarks.md, decode_gemm_bench).
+    absl::StatusOr<int64_t> packed = PackLinearsForDecode(**model, kPackedDecodeRows);
+    if (!packed.ok()) {
+      return absl::Status(packed.status().code(), absl::StrCat("serving base model '", name, "': ",
+                                                               packed.status().message()));
+    }
   }
   owner->model = std::move(*model);
   owner->tokenizer = std::move(*tokenizer);

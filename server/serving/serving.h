@@ -41,7 +41,7 @@ struct InferenceOptions {
   std::vector<ServedBaseModel> bases;         // at least one; the first is the default
   int64_t adapter_memory_budget_bytes = int64_t{1} << 30;
   std::string state_dir;                      // loaded set + aliases persisted here; "" = off
-  int engine_threads = 0;                     // torch intra-op threads per engine; 0 = as is
+  int engine_threads = 0;                     // torch threads per engine; 0 = per Forward by its work
   int64_t max_batch = 16;                     // rows per decode step and base model
   std::function<void(double seconds)> on_adapter_load;  // oft_adapter_load_seconds
   std::function<void(int64_t count)> on_adapters_loaded;  // oft_adapters_loaded
@@ -117,7 +117,9 @@ struct LoadedServingBase {
 };
 
 // Loads `dir` (an HF model directory) on `device` ("cpu": fp32; "cuda:N": the checkpoint's
-// dtype) with its tokenizer.json, for InferenceOptions::bases. Errors as LlamaModel::Load and
+// dtype) with its tokenizer.json, for InferenceOptions::bases. On the CPU (fp32) every dense
+// Linear also gets a packed copy of its weight for decode-size GEMMs (PackLinearsForDecode;
+// about the base weights' size again in memory). Errors as LlamaModel::Load and
 // Tokenizer::FromFile, prefixed with the model's name.
 absl::StatusOr<LoadedServingBase> LoadServingBase(const std::string& name, const std::string& dir,
                                                   const std::string& device,

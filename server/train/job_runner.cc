@@ -29,6 +29,9 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <optional>
+
+#include "c10/core/DeviceGuard.h"
 
 #if defined(OFT_WITH_CUDA)
 #include "c10/cuda/CUDACachingAllocator.h"
@@ -163,7 +166,7 @@ absl::StatusOr<TrainingJobResult> RunTrainingJobImpl(const TrainingJob& job, Ada
   if (job.work_dir.empty()) {
     return Tag(absl::InvalidArgumentError("RunTrainingJob: work_dir is empty"), "INTERNAL");
   }
-  OFT_ASSIGN_OR_RETURN(JobCheckResult check, CheckTrainingJob(job, 0));
+  OFT_ASSIGN_OR_RETURN(JobCheckResult check, CheckTrainingJob(job, job.device_memory_bytes));
 
   // Published already (the previous attempt crashed after Publish): report that version.
   if (std::optional<AdapterManifest> published = FindPublished(job, *store)) {
@@ -448,8 +451,15 @@ absl::StatusOr<JobCheckResult> CheckTrainingJob(const TrainingJob& job,
 absl::StatusOr<TrainingJobResult> RunTrainingJob(const TrainingJob& job, AdapterStore* store,
                                                  const EventSink& on_event,
                                                  const std::atomic<bool>* stop) {
-  absl::StatusOr<TrainingJobResult> r = TorchCall(
-      "RunTrainingJob", [&]() { return RunTrainingJobImpl(job, store, on_event, stop); });
+  absl::StatusOr<TrainingJobResult> r = TorchCall("RunTrainingJob", [&]() {
+    // The worker thread running this job targets the job's GPU for every op and allocation
+    // that does not name a device (streams, cuBLAS handles, new tensors).
+    std::optional<c10::DeviceGuard> device_guard;
+    if (OnCuda(job.device)) device_guard.emplace(c10::Device(job.device));
+    return RunTrainingJobImpl(job, store, on_event, stop);
+  });
+  // The job's tensors are gone: hand the allocator's cached blocks back to the device.
+  ReleaseCachedDeviceMemory(job.device);
   if (!r.ok() && !absl::IsCancelled(r.status())) {
     // Exceptions converted by TorchCall carry no tag yet.
     absl::Status s = r.status();
@@ -527,11 +537,25 @@ int64_t DeviceMemoryInUseBytes(const std::string& device) {
   const int index = CudaIndex(device);
   int count = 0;
   if (index < 0 || cudaGetDeviceCount(&count) != cudaSuccess || index >= count) return 0;
-  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(static_cast<c10::DeviceIndex>(index));
-  return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].current;
+  // Before anything initialised CUDA (e.g. --serving_device=cpu and no job ran yet) the
+  // allocator has no per-device state and getDeviceStats throws: nothing is in use then.
+  try {
+    c10::cuda::CUDACachingAllocator::CUDAAllocator* allocator =
+        c10::cuda::CUDACachingAllocator::get();
+    if (allocator == nullptr || !allocator->initialized()) return 0;
+    const auto stats = allocator->getDeviceStats(static_cast<c10::DeviceIndex>(index));
+    return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)]
+        .current;
+  } catch (const std::exception&) {
+    return 0;
+  }
 #else
   return 0;
 #endif
+}
+
+void ReleaseCachedDeviceMemory(const std::string& device) {
+  if (CudaIndex(device) >= 0) ReleaseCachedCudaMemory();
 }
 
 }  // namespace oft

@@ -33,6 +33,7 @@ struct TrainingJob {
   std::string base_model_name;        // server's name, e.g. "default"
   std::string model_dir;              // HF dir
   std::string device = "cpu";         // "cpu" | "cuda:N"
+  int64_t device_memory_bytes = 0;    // memory the job may use on `device`; 0 = unchecked
   int train_threads = 1;              // torch intra-op threads (CPU)
   std::vector<std::string> train_paths;  // JSONL files, concatenated in order
   std::string valid_path;             // "" = none
@@ -104,6 +105,10 @@ TrainingFailure ClassifyFailure(const absl::Status& status);
 // (e.g. a CUDA device on a build or machine without CUDA).
 int64_t DeviceTotalMemoryBytes(const std::string& device);
 int64_t DeviceMemoryInUseBytes(const std::string& device);
+// "cuda:N": returns the CUDA caching allocator's unused cached blocks to the driver (after a
+// job ended, so the next job and the serving engine on that GPU can use them;
+// ReleaseCachedCudaMemory). No-op for "cpu" and before CUDA is initialised. Never throws.
+void ReleaseCachedDeviceMemory(const std::string& device);
 
 }  // namespace oft
 

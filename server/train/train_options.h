@@ -59,7 +59,7 @@ struct TrainOptions {
 
   // --- memory / speed ---
   bool activation_checkpointing = false;  // recompute decoder layers in backward (less memory)
-  bool bf16_autocast = true;              // bf16 autocast on CUDA (ignored on CPU)
+  bool bf16_autocast = true;              // train in bf16 on CUDA (precision.h); ignored on CPU
 
   // Checks every field and the cross-field rules; INVALID_ARGUMENT naming the field.
   absl::Status Validate() const;

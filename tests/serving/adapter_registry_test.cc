@@ -218,6 +218,31 @@ TEST_F(RegistryTest, LeastRecentlyUsedIsEvictedBeyondTheBudget) {
   EXPECT_EQ((*again)->id.name, "a1");
 }
 
+// An engine's stacked blocks (SetHolderBytes) count in the budget: they push out the least
+// recently used version, show in memory_used_bytes, and free room when they drop.
+TEST_F(RegistryTest, HolderBytesCountInTheBudget) {
+  for (int i = 0; i < 3; ++i) Publish("a" + std::to_string(i), 20 + i);
+  int64_t one = 0;
+  {
+    auto probe = Make(Options());
+    one = (*probe->Load("t", "a0", 1))->memory_bytes;
+  }
+  auto r = Make(Options(one * 5 / 2));  // room for two versions
+  ASSERT_TRUE(r->Load("t", "a0", 1).ok());
+  ASSERT_TRUE(r->Load("t", "a1", 1).ok());
+  EXPECT_EQ(r->memory_used_bytes(), 2 * one);
+  r->SetHolderBytes("engine:default", one);  // 3 > 2.5: a0 (least recently used) goes
+  std::vector<std::string> names;
+  for (const auto& a : r->List("t").adapters) names.push_back(a.id.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"a1"}));
+  EXPECT_EQ(r->memory_used_bytes(), 2 * one);
+  EXPECT_EQ(r->List("t").memory_used_bytes, 2 * one);
+  r->SetHolderBytes("engine:default", 0);
+  EXPECT_EQ(r->memory_used_bytes(), one);
+  ASSERT_TRUE(r->Load("t", "a2", 1).ok());  // fits again next to a1
+  EXPECT_EQ(r->List("t").adapters.size(), 2u);
+}
+
 TEST_F(RegistryTest, RestoresLoadedSetAndAliasesAfterRestart) {
   Publish("a", 1);
   Publish("b", 2);

@@ -1,5 +1,6 @@
-// CUDA kernels of the oft:: operators, registered beside the CPU reference
-// (server/oft/ops.cc). Each kernel runs the reference's argument checks, checks devices,
+// CUDA kernels of the oft:: operators, registered as the CUDA optimized kernels of the
+// kernel switch (server/oft/kernel_registry.h) that the dispatch functions of
+// server/oft/ops.cc consult. Each kernel runs the reference's argument checks, checks devices,
 // guards the device, launches on the current stream and checks every launch. Cases the
 // kernels do not cover run the reference implementation (plain ATen, on the GPU):
 //   build_rotation(_backward): exact Cayley (use_cayley_neumann = false), dtypes other
@@ -20,9 +21,9 @@
 #include "server/oft/cuda/block_rotate_kernels.cuh"
 #include "server/oft/cuda/gathered_rotate_kernels.cuh"
 #include "server/oft/cuda/rotation_kernels.cuh"
+#include "server/oft/kernel_registry.h"
 #include "server/oft/ops.h"
 #include "server/oft/ops_reference.h"
-#include "torch/library.h"
 
 namespace oft {
 namespace internal {
@@ -243,13 +244,17 @@ at::Tensor GatheredBlockRotateCuda(const at::Tensor& x, const at::Tensor& rotati
   return y;
 }
 
+// The oft:: dispatch functions (ops.cc) call these through the kernel switch
+// (kernel_registry.h): a kernel that fails the startup self-check is bypassed.
+[[maybe_unused]] const bool kCudaKernelsRegistered = [] {
+  constexpr auto kCuda = c10::DeviceType::CUDA;
+  RegisterOptimizedKernel(KernelId::kBuildRotation, kCuda, EraseKernel(&BuildRotationCuda));
+  RegisterOptimizedKernel(KernelId::kBuildRotationBackward, kCuda, EraseKernel(&BuildRotationBackwardCuda));
+  RegisterOptimizedKernel(KernelId::kBlockRotate, kCuda, EraseKernel(&BlockRotateCuda));
+  RegisterOptimizedKernel(KernelId::kBlockRotateBackward, kCuda, EraseKernel(&BlockRotateBackwardCuda));
+  RegisterOptimizedKernel(KernelId::kGatheredBlockRotate, kCuda, EraseKernel(&GatheredBlockRotateCuda));
+  return true;
+}();
+
 }  // namespace
 }  // namespace oft
-
-TORCH_LIBRARY_IMPL(oft, CUDA, m) {
-  m.impl("gathered_block_rotate", &oft::GatheredBlockRotateCuda);
-  m.impl("build_rotation", &oft::BuildRotationCuda);
-  m.impl("build_rotation_backward", &oft::BuildRotationBackwardCuda);
-  m.impl("block_rotate", &oft::BlockRotateCuda);
-  m.impl("block_rotate_backward", &oft::BlockRotateBackwardCuda);
-}

@@ -1,14 +1,14 @@
-// CUDA kernel of the `oft::nf4_dequantize` operator: argument checks, device guard,
+// CUDA kernel of the `oft::nf4_dequantize` operator (registered with the kernel switch): argument checks, device guard,
 // current stream, launch check. Compiled by the host compiler; the kernel is in
 // nf4_kernels.cu.
 #include "ATen/ATen.h"
 #include "c10/cuda/CUDAException.h"
 #include "c10/cuda/CUDAGuard.h"
 #include "c10/cuda/CUDAStream.h"
+#include "server/oft/kernel_registry.h"
 #include "server/quant/cuda/nf4_kernels.cuh"
 #include "server/quant/nf4_codebook.h"
 #include "server/quant/nf4_internal.h"
-#include "torch/library.h"
 
 namespace oft::internal {
 
@@ -49,9 +49,13 @@ at::Tensor Nf4DequantizeCuda(const at::Tensor& codes, const at::Tensor& absmax,
   return dtype == at::kDouble ? out.to(at::kDouble) : out;
 }
 
+// The dispatch function of oft::nf4_dequantize (nf4.cc) calls this through the kernel
+// switch: a kernel that fails the startup self-check is bypassed.
+[[maybe_unused]] const bool kNf4CudaRegistered = [] {
+  RegisterOptimizedKernel(KernelId::kNf4Dequantize, c10::DeviceType::CUDA,
+                          EraseKernel<Nf4DequantizeFn>(&Nf4DequantizeCuda));
+  return true;
+}();
+
 }  // namespace
 }  // namespace oft::internal
-
-TORCH_LIBRARY_IMPL(oft, CUDA, m) {
-  m.impl("nf4_dequantize", &oft::internal::Nf4DequantizeCuda);
-}

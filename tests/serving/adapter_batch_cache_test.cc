@@ -1,0 +1,113 @@
+// AdapterBatchCache: batches it assembles rotate each row exactly as LlamaModel's own
+// MakeAdapterBatch does; an adapter's blocks are copied once, not on every batch change;
+// slots are reused least recently used first; Clear() frees everything.
+#include "server/serving/adapter_batch_cache.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "ATen/ATen.h"
+#include "ATen/core/grad_mode.h"
+#include "tests/serving/serving_fixtures.h"
+
+namespace oft {
+namespace {
+
+using testing::AddRandomAdapter;
+using testing::AllLinear;
+using testing::MakeTinyModel;
+using testing::RandomOftConfig;
+
+class AdapterBatchCacheTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    model_ = MakeTinyModel();
+    auto source = MakeTinyModel();
+    // Block sizes 8 and 16, and one shared-block adapter.
+    ASSERT_TRUE(AddRandomAdapter(*source, "a", 11).ok());
+    ASSERT_TRUE(AddRandomAdapter(*source, "b", 12, RandomOftConfig(16)).ok());
+    ASSERT_TRUE(AddRandomAdapter(*source, "c", 13, RandomOftConfig(8, /*share=*/true)).ok());
+    ASSERT_TRUE(AddRandomAdapter(*source, "d", 14).ok());
+    for (const char* n : {"a", "b", "c", "d"}) {
+      auto params = source->AdapterParameters(n);
+      auto cfg = source->AdapterConfig(n);
+      auto p = model_->PrepareServingAdapter(*cfg, AllLinear(), *params);
+      ASSERT_TRUE(p.ok()) << p.status();
+      adapters_[n] = *p;
+    }
+  }
+
+  // Per-row logits of one decode-free forward over `ids` with `batch`.
+  at::Tensor Run(const AdapterBatch& batch, const at::Tensor& ids) {
+    at::NoGradGuard ng;
+    std::vector<KvCache> caches(ids.size(0));
+    ForwardOptions fo;
+    for (auto& c : caches) fo.row_caches.push_back(&c);
+    fo.adapters = &batch;
+    return model_->Forward(ids, fo);
+  }
+
+  int64_t Targeted(const std::string& n) {
+    int64_t k = 0;
+    for (size_t i = 0; i < adapters_[n]->num_linears(); ++i) k += adapters_[n]->blocks(i).defined();
+    return k;
+  }
+
+  std::unique_ptr<LlamaModel> model_;
+  std::map<std::string, std::shared_ptr<const ServingAdapter>> adapters_;
+};
+
+TEST_F(AdapterBatchCacheTest, RotatesEachRowAsMakeAdapterBatchDoes) {
+  AdapterBatchCache cache(*model_);
+  at::manual_seed(3);
+  const std::vector<std::string> rows = {"", "a", "b", "c", "a", "d"};
+  auto ids = at::randint(0, testing::kTinyVocab, {static_cast<int64_t>(rows.size()), 5}, at::kLong);
+  std::vector<std::shared_ptr<const ServingAdapter>> shared;
+  std::vector<const ServingAdapter*> raw;
+  for (const auto& r : rows) {
+    shared.push_back(r.empty() ? nullptr : adapters_[r]);
+    raw.push_back(r.empty() ? nullptr : adapters_[r].get());
+  }
+  const at::Tensor expected = Run(model_->MakeAdapterBatch(raw), ids);
+  const at::Tensor got = Run(cache.Make(shared), ids);
+  EXPECT_TRUE(at::allclose(got, expected, 1e-5, 1e-6)) << (got - expected).abs().max().item<float>();
+  // Reordered rows (slots stay, indices change) still match.
+  std::reverse(shared.begin(), shared.end());
+  std::reverse(raw.begin(), raw.end());
+  EXPECT_TRUE(at::allclose(Run(cache.Make(shared), ids), Run(model_->MakeAdapterBatch(raw), ids), 1e-5, 1e-6));
+  // The adapters do change the rows (else a missing rotation would go unnoticed).
+  EXPECT_FALSE(at::allclose(got.narrow(0, 1, 1), Run(model_->MakeAdapterBatch({nullptr}), ids.narrow(0, 1, 1)),
+                            1e-3, 1e-3));
+}
+
+TEST_F(AdapterBatchCacheTest, CopiesAnAdapterOnceAndReusesLeastRecentlyUsedSlots) {
+  AdapterBatchCache cache(*model_);
+  auto a = adapters_["a"], b = adapters_["b"], c = adapters_["c"], d = adapters_["d"];
+  cache.Make({a, nullptr, b});
+  const int64_t after_ab = Targeted("a") + Targeted("b");
+  EXPECT_EQ(cache.copies(), after_ab);
+  EXPECT_GT(cache.bytes(), 0);
+  // Rows join, leave and reorder: no copies.
+  cache.Make({b, a, a, nullptr});
+  cache.Make({a});
+  cache.Make({b});
+  EXPECT_EQ(cache.copies(), after_ab);
+  EXPECT_EQ(cache.cached_adapters(), 2);
+  // Capacity is 2: c takes the slot of a (used before b's last use).
+  cache.Make({c});
+  EXPECT_EQ(cache.copies(), after_ab + Targeted("c"));
+  cache.Make({b, c});
+  EXPECT_EQ(cache.copies(), after_ab + Targeted("c"));  // b kept its slot
+  // Three adapters in one batch: the stacks grow, only d is copied.
+  const int64_t before_grow = cache.bytes();
+  cache.Make({b, c, d});
+  EXPECT_EQ(cache.copies(), after_ab + Targeted("c") + Targeted("d"));
+  EXPECT_GT(cache.bytes(), before_grow);
+  cache.Clear();
+  EXPECT_EQ(cache.bytes(), 0);
+  EXPECT_EQ(cache.cached_adapters(), 0);
+}
+
+}  // namespace
+}  // namespace oft
