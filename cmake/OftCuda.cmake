@@ -52,4 +52,13 @@ if(OFT_WITH_CUDA)
     endif()
     message(STATUS "CUDA ${_lib}: ${_found}")
   endforeach()
+  # CMake orders the run path by link directories, which puts the toolkit's lib directory
+  # (from LibTorch's CUDA targets) ahead of the wheel's; a run path given on the command line
+  # comes first, so the loader resolves libcudart/libcublas in the wheel.
+  if(_wheel_cuda_dirs)
+    list(GET _wheel_cuda_dirs 0 _wheel_cuda_dir)
+    foreach(_kind EXE SHARED MODULE)
+      string(APPEND CMAKE_${_kind}_LINKER_FLAGS " -Wl,-rpath,${_wheel_cuda_dir}")
+    endforeach()
+  endif()
 endif()

@@ -6,7 +6,8 @@
 #   train      60 steps of models/default on CUDA, fp32 and bf16 autocast, against the CPU
 #              run of the same seed (loss per step: fp32 rel <= 2e-3, bf16 rel <= 5e-2)
 #   qoft       the same with the base in NF4 (QOFT), CUDA fp32 against CPU (rel <= 2e-3)
-#   serving    serve_bench on CUDA (base, one adapter, 8 adapters mixed; bf16 like the server)
+#   serving    engine on cuda:0: 8 adapters mixed == each alone, unmerged == merged (fp32);
+#              serve_bench on CUDA (base, one adapter, 8 adapters mixed; bf16 like the server)
 #   bench      oft_layer_bench 4096/32 bf16 at 512/2048/8192 tokens, train_step_bench at the
 #              ~1.1B shape, model_bench; every timer stops after a device synchronisation
 # Ends with one summary table; writes results.json and every log into $OUT (when set) or
@@ -94,6 +95,7 @@ fi
 
 # ---- build ---------------------------------------------------------------------------------
 TARGETS=(oft_cuda_ops_test oft_gathered_rotate_cuda_test nf4_cuda_test oft_self_check_test
+         serving_engine_device_test
          oft_train_bin oft_generate oft_layer_bench model_bench train_step_bench serve_bench)
 GENERATOR=(-G Ninja)
 command -v ninja >/dev/null || GENERATOR=(-G "Unix Makefiles")
@@ -111,12 +113,17 @@ BIN_TRAIN="$BUILD_DIR/tools/oft_train"
 BENCH="$BUILD_DIR/bench"
 
 # ---- kernel tests and self-check -----------------------------------------------------------
-kernel_tests() {
-  (cd "$BUILD_DIR" && ctest -L gpu --output-on-failure --timeout 600) || return 1
+gpu_ctest() {  # LOG-NAME CTEST-ARGS...
+  local log="$RESULTS_DIR/$1.log"; shift
+  (cd "$BUILD_DIR" && ctest "$@" --output-on-failure --timeout 600) || return 1
   # A skipped test means the binary saw no GPU: not a pass here.
-  ! grep -q "\*\*\*Skipped" "$RESULTS_DIR/kernels.log"
+  ! grep -q "\*\*\*Skipped" "$log"
 }
-run_step kernels 1 "ctest -L gpu" kernel_tests
+run_step kernels 1 "ctest -L gpu" gpu_ctest kernels -L gpu -E '^serving_engine_cuda_test$'
+# The serving engine on cuda:0 (fp32, TF32 off, greedy): a mixed 8-adapter batch equals each
+# request alone, and unmerged serving equals the merged export (tests/serving/engine_device_test.cc).
+run_step serving_equiv 1 "8 adapters mixed == alone; unmerged == merged" \
+  gpu_ctest serving_equiv -R '^serving_engine_cuda_test$'
 
 TRAIN_ARGS=(--model_dir=models/default --train=data/sample/train.jsonl --max_steps=60
             --seed=1234 --threads="${TRAIN_THREADS:-8}")
@@ -153,7 +160,6 @@ run_step compare_bf16 1 "rel <= 5e-2" compare_losses cpu_fp32 cuda_bf16 5e-2
 run_step train_cpu_qoft 0 "CPU reference, NF4 base" train_run cpu_qoft cpu --dtype=fp32 --nf4
 run_step train_cuda_qoft 1 "" train_run cuda_qoft cuda:0 --dtype=fp32 --nf4 --bf16_autocast=false
 run_step compare_qoft 1 "rel <= 2e-3" compare_losses cpu_qoft cuda_qoft 2e-3
-record serving_equivalence "NOT COVERED" "mixed 8-adapter == solo and unmerged == merged on CUDA: no CUDA test yet (CPU: tests/serving)" 0
 
 # ---- benchmarks (JSON lines; each binary syncs the device before stopping a timer) ---------
 run_step bench_layer 1 "4096/32 bf16" \

@@ -42,6 +42,8 @@ CONTRACT_METRICS = {
     "oft_generated_tokens_total": "counter",
     "oft_time_to_first_token_seconds": "histogram",
     "oft_generate_requests_total": "counter",
+    "oft_kernel_self_check": "gauge",
+    "oft_kernel_path": "gauge",
 }
 
 # What the dashboard must show (issue 5 / the brief): each needs a query on this metric.
