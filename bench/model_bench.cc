@@ -21,6 +21,7 @@
 #include "ATen/Parallel.h"
 #include "ATen/core/grad_mode.h"
 #include "bench/machine_info.h"
+#include "bench/stats.h"
 #include "bench/memory_tracker.h"
 #include "server/common/flags.h"
 #include "server/common/runtime.h"
@@ -121,8 +122,7 @@ int main(int argc, char** argv) {
         oft::bench::SyncDevice(dev);  // CUDA work is asynchronous: stop the timer after it
         times.push_back(oft::bench::NowMs() - t0);
       }
-      std::sort(times.begin(), times.end());
-      const double ms = times[times.size() / 2];
+      const double ms = oft::bench::Median(times);
       std::printf(
           "{\"bench\":\"model\",\"mode\":\"%s\",\"base\":\"%s\",\"device\":\"%s\",\"batch\":%lld,"
           "\"seq\":%lld,\"adapter_block_size\":%lld,\"ms_per_step\":%.2f,\"tokens_per_s\":%.1f,"

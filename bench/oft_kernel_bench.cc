@@ -24,6 +24,7 @@
 #include "ATen/ATen.h"
 #include "ATen/Parallel.h"
 #include "bench/machine_info.h"
+#include "bench/stats.h"
 #include "bench/memory_tracker.h"
 #include "server/common/flags.h"
 #include "server/common/runtime.h"
@@ -32,15 +33,6 @@
 #include "server/oft/ops_reference.h"
 
 namespace {
-
-std::vector<int64_t> ParseList(const char* s) {
-  std::vector<int64_t> out;
-  for (const char* p = s; *p;) {
-    out.push_back(std::strtoll(p, const_cast<char**>(&p), 10));
-    if (*p == ',') ++p;
-  }
-  return out;
-}
 
 struct Case {
   std::string kernel, impl;
@@ -69,7 +61,7 @@ int main(int argc, char** argv) {
     const char* v;
     if (oft::ParseFlag(argv[i], "--d", &v)) d = std::atoll(v);
     else if (oft::ParseFlag(argv[i], "--tokens", &v)) tokens = std::atoll(v);
-    else if (oft::ParseFlag(argv[i], "--blocks", &v)) blocks = ParseList(v);
+    else if (oft::ParseFlag(argv[i], "--blocks", &v)) blocks = oft::ParseIntList(v);
     else if (oft::ParseFlag(argv[i], "--shared", &v)) shared = std::atoi(v) != 0;
     else if (oft::ParseFlag(argv[i], "--reps", &v)) reps = std::max(1, std::atoi(v));
     else if (oft::ParseFlag(argv[i], "--threads", &v)) threads = std::atoi(v);
@@ -128,8 +120,7 @@ int main(int argc, char** argv) {
   }
   (void)oft::cpu::SetIsaForTesting(original);
   for (auto& c : cases) {
-    std::sort(c.times.begin(), c.times.end());
-    const double ms = c.times[c.times.size() / 2];
+    const double ms = oft::bench::Median(c.times);
     std::printf(
         "{\"bench\":\"oft_kernel\",\"kernel\":\"%s\",\"impl\":\"%s\",\"isa\":\"%s\",\"cpu\":\"%s\","
         "\"d\":%lld,\"tokens\":%lld,\"block_size\":%lld,\"rows\":%lld,\"ms\":%.3f,\"gflops\":%.1f,"

@@ -23,6 +23,7 @@
 #include "ATen/ATen.h"
 #include "ATen/Parallel.h"
 #include "bench/machine_info.h"
+#include "bench/stats.h"
 #include "bench/memory_tracker.h"
 #include "server/common/flags.h"
 #include "server/common/runtime.h"
@@ -45,15 +46,6 @@ struct Args {
   int threads = 0;
 };
 
-std::vector<int64_t> ParseList(const char* s) {
-  std::vector<int64_t> out;
-  for (const char* p = s; *p;) {
-    out.push_back(std::strtoll(p, const_cast<char**>(&p), 10));
-    if (*p == ',') ++p;
-  }
-  return out;
-}
-
 struct Result {
   double median_ms;
   int64_t peak_bytes;  // above the pre-step baseline
@@ -75,8 +67,7 @@ Result Measure(const c10::Device& dev, int reps, Step step) {
     times.push_back(oft::bench::NowMs() - t0);
     peak = std::max(peak, oft::bench::PeakBytes(dev) - base);
   }
-  std::sort(times.begin(), times.end());
-  return {times[times.size() / 2], peak};
+  return {oft::bench::Median(times), peak};
 }
 
 const char* DtypeName(at::ScalarType t) {
@@ -98,9 +89,9 @@ int main(int argc, char** argv) {
     const char* v;
     if (oft::ParseFlag(argv[i], "--device", &v)) a.device = v;
     else if (oft::ParseFlag(argv[i], "--dtype", &v)) a.dtype = v;
-    else if (oft::ParseFlag(argv[i], "--tokens", &v)) a.tokens = ParseList(v);
+    else if (oft::ParseFlag(argv[i], "--tokens", &v)) a.tokens = oft::ParseIntList(v);
     else if (oft::ParseFlag(argv[i], "--d", &v)) a.d = std::atoll(v);
-    else if (oft::ParseFlag(argv[i], "--block", &v) || oft::ParseFlag(argv[i], "--blocks", &v)) a.blocks = ParseList(v);
+    else if (oft::ParseFlag(argv[i], "--block", &v) || oft::ParseFlag(argv[i], "--blocks", &v)) a.blocks = oft::ParseIntList(v);
     else if (oft::ParseFlag(argv[i], "--reps", &v)) a.reps = std::max(1, std::atoi(v));
     else if (oft::ParseFlag(argv[i], "--threads", &v)) a.threads = std::atoi(v);
     else {

@@ -1,19 +1,37 @@
-// Serving benchmark (issue 6): generation throughput and time to first token with the base
-// model only, one adapter, and 8 different adapters in one mixed batch (same batch size),
-// plus adapter load latency and alias swap visibility. JSON lines on stdout.
+// Serving benchmark (issues 6 and 11): generation throughput and time to first token with
+// the base model only, one adapter, and 8 different adapters in one mixed batch (same batch
+// size); adapter load latency, cold (files dropped from the page cache first) and warm; and
+// alias swap latency under load. JSON lines on stdout; every row names the CPU path ("isa")
+// and the CPU model ("cpu").
 //
 // Usage: serve_bench [--model_dir=models/default] [--device=cpu] [--requests=8]
-//                    [--tokens=64] [--threads=1] [--block=32] [--reps=2]
-// Repetitions are interleaved across the scenarios; the best of each is reported.
+//                    [--tokens=64] [--threads=0] [--block=32] [--reps=3] [--swaps=10]
+//                    [--compare_unpacked]
+//   --threads=0 (default): the engine picks its thread count per Forward (decode_threads.h)
+//     up to all hardware threads; N > 0: always N.
+//   --compare_unpacked: also runs base and mixed on a second copy of the model without the
+//     packed decode weights (at::linear), interleaved with the others.
+// The model is loaded as the server loads it (LoadServingBase: packed decode weights on the
+// CPU). Repetitions are interleaved across the scenarios (base, one, mixed, base, ...) so that
+// a slow phase of a shared machine hits every scenario alike; each row reports the median.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ATen/ATen.h"
 #include "absl/synchronization/notification.h"
+#include "bench/machine_info.h"
+#include "bench/stats.h"
 #include "server/artifacts/peft_format.h"
 #include "server/artifacts/store.h"
 #include "server/common/flags.h"
@@ -23,6 +41,7 @@
 #include "server/model/tokenizer.h"
 #include "server/serving/adapter_registry.h"
 #include "server/serving/engine.h"
+#include "server/serving/serving.h"
 
 namespace {
 
@@ -69,19 +88,150 @@ Result RunBatch(oft::Engine& engine, const std::vector<int32_t>& prompt,
   return res;
 }
 
+// Drops every file under `dir` from the page cache (written back first: dirty pages stay).
+bool DropFromPageCache(const std::filesystem::path& dir) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir, ec)) {
+    if (!e.is_regular_file()) continue;
+    const int fd = ::open(e.path().c_str(), O_RDONLY);
+    if (fd < 0) return false;
+    ::fdatasync(fd);
+    const int rc = ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    ::close(fd);
+    if (rc != 0) return false;
+  }
+  return !ec;
+}
+
+// Swap under load: the streams generate continuously while a client thread polls the alias
+// (every kPollMicros) and sends a one-token request as soon as it resolves to the new
+// version; each swap is timed from just before SetAlias on this thread to that request's
+// first token (so it includes the poll gap, the wait for the engine's step in progress,
+// queueing, and the step that prefills it). The engine needs max_batch > streams.
+constexpr int kSwapClients = 1;
+constexpr int64_t kPollMicros = 200;
+struct SwapResult {
+  std::vector<double> swap_ms;
+  double decode_step_ms = 0;  // median interval between tokens of the streams meanwhile
+  int failures = 0;
+};
+
+SwapResult MeasureSwapUnderLoad(oft::Engine& engine, oft::AdapterRegistry& registry,
+                                const std::vector<int32_t>& prompt,
+                                const std::vector<oft::AdapterHandle>& stream_adapters, int swaps) {
+  SwapResult out;
+  std::atomic<bool> stop{false};
+  std::mutex mu;
+  std::vector<double> intervals;  // guarded by mu
+  std::atomic<int> live{0};  // requests submitted and not done (streams and client)
+  // The streams: resubmitted when they finish, until `stop`.
+  std::function<void(size_t)> start_stream = [&](size_t i) {
+    oft::GenerationRequest r;
+    r.prompt = prompt;
+    r.sampling.max_tokens = 256;
+    r.adapter = stream_adapters[i % stream_adapters.size()];
+    auto last = std::make_shared<Clock::time_point>();
+    r.on_chunk = [&, last](const oft::GenerationChunk&) {
+      const auto now = Clock::now();
+      if (last->time_since_epoch().count() != 0) {
+        std::lock_guard<std::mutex> lock(mu);
+        intervals.push_back(Ms(*last, now));
+      }
+      *last = now;
+    };
+    r.on_done = [&, i](const oft::GenerationOutcome&) {
+      if (!stop.load()) start_stream(i);  // on the engine thread: Submit only queues
+      live.fetch_sub(1);
+    };
+    live.fetch_add(1);
+    if (!engine.Submit(std::move(r)).ok()) live.fetch_sub(1);
+  };
+  for (size_t i = 0; i < stream_adapters.size(); ++i) start_stream(i);
+  // Let the streams reach a steady state.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  // The client: polls the alias every kPollMicros (as a stream of arriving requests would
+  // resolve it) and, once it resolves to `want_version`, submits one one-token request
+  // through it; each swap ends at that request's first token.
+  std::atomic<int64_t> want_version{0};
+  std::atomic<int64_t> seen_ns{0};  // steady_clock ns of that first token, 0 = not yet
+  std::atomic<bool> client_stop{false};
+  std::atomic<int> client_failures{0};
+  std::thread client([&] {
+    int64_t submitted_for = 0;  // the version a request was already sent for
+    while (!client_stop.load()) {
+      auto h = registry.AcquireAlias("bench", "prod");
+      if (!h.ok()) {
+        client_failures.fetch_add(1);
+      } else if ((*h)->id.version == want_version.load() && submitted_for != want_version.load()) {
+        submitted_for = (*h)->id.version;
+        oft::GenerationRequest r;
+        r.prompt = prompt;
+        r.sampling.max_tokens = 1;
+        r.adapter = *h;
+        r.on_chunk = [&](const oft::GenerationChunk&) {
+          int64_t zero = 0;
+          seen_ns.compare_exchange_strong(zero, Clock::now().time_since_epoch().count());
+        };
+        r.on_done = [&](const oft::GenerationOutcome& o) {
+          if (!o.status.ok()) client_failures.fetch_add(1);
+          live.fetch_sub(1);
+        };
+        live.fetch_add(1);
+        if (!engine.Submit(std::move(r)).ok()) {
+          live.fetch_sub(1);
+          client_failures.fetch_add(1);
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(kPollMicros));
+    }
+  });
+  for (int s = 0; s < swaps; ++s) {
+    const int64_t target = 2 - (s % 2);  // the alias starts at version 1
+    seen_ns.store(0);
+    want_version.store(target);
+    const auto t0 = Clock::now();
+    if (!registry.SetAlias("bench", "prod", "a0", target).ok()) {
+      ++out.failures;
+      continue;
+    }
+    const auto deadline = t0 + std::chrono::seconds(5);
+    while (seen_ns.load() == 0 && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::microseconds(100));
+    const int64_t ns = seen_ns.load();
+    if (ns == 0) {
+      ++out.failures;  // counted at the 5 s deadline
+      out.swap_ms.push_back(5000.0);
+    } else {
+      out.swap_ms.push_back(Ms(t0, Clock::time_point(Clock::duration(ns))));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));  // between swaps
+  }
+  client_stop.store(true);
+  client.join();
+  stop.store(true);
+  while (live.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  out.failures += client_failures.load();
+  std::lock_guard<std::mutex> lock(mu);
+  out.decode_step_ms = oft::bench::Median(intervals);
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (oft::AnswerHelp(argc, argv,
       "usage: serve_bench [--model_dir=models/default] [--device=cpu] [--requests=8]\n"
-      "                   [--tokens=64] [--threads=1] [--block=32] [--reps=2]\n"
-      "Generation tokens/s and time to first token: base only, one adapter, 8 adapters mixed;\n"
-      "adapter load and swap latency. JSON lines on stdout.\n")) {
+      "                   [--tokens=64] [--threads=0] [--block=32] [--reps=3] [--swaps=10]\n"
+      "                   [--compare_unpacked]\n"
+      "Generation tokens/s and time to first token (base, one adapter, 8 adapters mixed; medians\n"
+      "of --reps side-by-side repetitions), cold and warm adapter load, alias swap -> first token\n"
+      "under load. --threads=0: the engine picks threads per forward. JSON lines on stdout.\n"
+      "Exit status: 0 ok, 1 load failure, 2 bad flag or unavailable ISA path.\n")) {
     return 0;
   }
   std::string model_dir = "models/default", device = "cpu", v;
   int64_t requests = 8, tokens = 64, block = 32;
-  int threads = 1, reps = 2;
+  int threads = 0, reps = 3, swaps = 10;
+  bool compare_unpacked = false;
   for (int i = 1; i < argc; ++i) {
     if (oft::ParseFlag(argv[i], "--model_dir", &v)) model_dir = v;
     else if (oft::ParseFlag(argv[i], "--device", &v)) device = v;
@@ -90,23 +240,32 @@ int main(int argc, char** argv) {
     else if (oft::ParseFlag(argv[i], "--threads", &v)) threads = std::stoi(v);
     else if (oft::ParseFlag(argv[i], "--block", &v)) block = std::stoll(v);
     else if (oft::ParseFlag(argv[i], "--reps", &v)) reps = std::max(1, std::stoi(v));
+    else if (oft::ParseFlag(argv[i], "--swaps", &v)) swaps = std::max(1, std::stoi(v));
+    else if (std::string(argv[i]) == "--compare_unpacked") compare_unpacked = true;
     else {
       std::fprintf(stderr, "unknown argument %s\n", argv[i]);
       return 2;
     }
   }
-  threads = oft::ConfigureCpuRuntime(threads);
+  if (!oft::bench::InitCpuIsa("serve_bench")) return 2;
+  const std::string env = oft::bench::IsaCpuJsonFields();
+  // threads 0: torch uses every hardware thread and the engine picks per Forward.
+  const int max_threads = oft::ConfigureCpuRuntime(threads);
+  const std::string threads_field = threads > 0 ? std::to_string(threads) : "\"auto\"";
+  auto served = oft::LoadServingBase("default", model_dir, device, std::nullopt, "");
+  auto tok = oft::Tokenizer::FromFile(model_dir + "/tokenizer.json");
   oft::LoadOptions lo;
   lo.device = device;
   // The dtype the server serves this model in on this device (serving.cc).
   if (auto cfg = oft::LoadModelConfig(model_dir); cfg.ok()) lo.dtype = oft::DeviceComputeDtype(*cfg, device);
-  auto model = oft::LlamaModel::Load(model_dir, lo);
   auto scratch = oft::LlamaModel::Load(model_dir, lo);
-  auto tok = oft::Tokenizer::FromFile(model_dir + "/tokenizer.json");
-  if (!model.ok() || !scratch.ok() || !tok.ok()) {
-    std::fprintf(stderr, "cannot load %s\n", model_dir.c_str());
+  auto unpacked = oft::LlamaModel::Load(model_dir, lo);  // at::linear only (--compare_unpacked)
+  if (!served.ok() || !scratch.ok() || !tok.ok() || !unpacked.ok()) {
+    std::fprintf(stderr, "cannot load %s: %s\n", model_dir.c_str(),
+                 served.ok() ? "" : served.status().ToString().c_str());
     return 1;
   }
+  const oft::LlamaModel* model = served->served.model;
   namespace fs = std::filesystem;
   const fs::path root = fs::temp_directory_path() / ("serve_bench-" + std::to_string(::getpid()));
   auto store = oft::AdapterStore::Open(root.string());
@@ -130,93 +289,148 @@ int main(int argc, char** argv) {
   }
   oft::AdapterRegistryOptions ro;
   ro.store = store->get();
-  ro.bases["default"] = oft::ServingBase{model->get(), ""};
+  ro.bases["default"] = oft::ServingBase{model, ""};
   auto registry = oft::AdapterRegistry::Create(ro);
   if (!registry.ok()) return 1;
 
-  // Adapter load latency: cold loads (read, verify, build rotations).
-  double load_ms = 0;
-  std::vector<oft::AdapterHandle> handles;
-  for (int i = 0; i < 8; ++i) {
-    const auto t0 = Clock::now();
-    auto h = (*registry)->Load("bench", "a" + std::to_string(i), 1);
-    load_ms += Ms(t0, Clock::now()) / 8;
-    if (!h.ok()) {
-      std::fprintf(stderr, "load: %s\n", h.status().ToString().c_str());
-      return 1;
+  // Adapter load latency (read, sha256 verify, build the rotation blocks): cold with the
+  // version's files dropped from the page cache first, warm right after (files cached).
+  std::vector<double> cold_ms, warm_ms;
+  std::vector<oft::AdapterHandle> handles(8);
+  int load_failures = 0;
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < 8; ++i) {
+      const std::string name = "a" + std::to_string(i);
+      auto dir = (*store)->VersionDir("bench", name, 1);
+      if (!dir.ok() || !DropFromPageCache(*dir)) {
+        std::fprintf(stderr, "cannot drop %s from the page cache\n", name.c_str());
+        return 1;
+      }
+      for (bool cold : {true, false}) {
+        (void)(*registry)->Unload("bench", name, 1);
+        const auto t0 = Clock::now();
+        auto h = (*registry)->Load("bench", name, 1);
+        (cold ? cold_ms : warm_ms).push_back(Ms(t0, Clock::now()));
+        if (!h.ok()) {
+          ++load_failures;
+          std::fprintf(stderr, "load: %s\n", h.status().ToString().c_str());
+          continue;
+        }
+        handles[i] = *h;
+      }
     }
-    handles.push_back(*h);
   }
-  std::printf("{\"bench\":\"serve_adapter_load\",\"device\":\"%s\",\"block\":%lld,\"adapter_bytes\":%lld,"
-              "\"mean_load_ms\":%.3f}\n",
-              device.c_str(), static_cast<long long>(block),
-              static_cast<long long>(handles[0]->memory_bytes), load_ms);
+  if (load_failures > 0) return 1;
+  std::sort(cold_ms.begin(), cold_ms.end());
+  std::sort(warm_ms.begin(), warm_ms.end());
+  std::printf("{\"bench\":\"serve_adapter_load\",%s,\"device\":\"%s\",\"block\":%lld,"
+              "\"adapter_bytes\":%lld,\"loads\":%zu,\"cold_median_ms\":%.3f,\"cold_max_ms\":%.3f,"
+              "\"warm_median_ms\":%.3f,\"warm_max_ms\":%.3f,\"failures\":%d}\n",
+              env.c_str(), device.c_str(), static_cast<long long>(block),
+              static_cast<long long>(handles[0]->memory_bytes), cold_ms.size(), oft::bench::Median(cold_ms),
+              cold_ms.back(), oft::bench::Median(warm_ms), warm_ms.back(), load_failures);
+  std::fflush(stdout);
 
   oft::EngineOptions eo;
-  eo.model = model->get();
+  eo.model = model;
   eo.tokenizer = tok->get();
   eo.max_batch = requests;
   eo.threads = threads;
   auto engine = oft::Engine::Create(eo);
   if (!engine.ok()) return 1;
+  std::unique_ptr<oft::Engine> unpacked_engine;
+  std::unique_ptr<oft::AdapterRegistry> unpacked_registry;
+  std::vector<oft::AdapterHandle> unpacked_handles;
+  if (compare_unpacked) {
+    eo.model = unpacked->get();
+    auto e = oft::Engine::Create(eo);
+    oft::AdapterRegistryOptions uro = ro;
+    uro.bases["default"] = oft::ServingBase{unpacked->get(), ""};
+    auto r = oft::AdapterRegistry::Create(uro);
+    if (!e.ok() || !r.ok()) return 1;
+    unpacked_engine = std::move(*e);
+    unpacked_registry = std::move(*r);
+    for (int i = 0; i < 8; ++i) {
+      auto h = unpacked_registry->Load("bench", "a" + std::to_string(i), 1);
+      if (!h.ok()) return 1;
+      unpacked_handles.push_back(*h);
+    }
+  }
   const std::vector<int32_t> prompt = (*tok)->Encode("The quick brown fox jumps over the lazy dog.", true);
   struct Scenario {
     const char* name;
+    oft::Engine* engine;
     std::vector<oft::AdapterHandle> adapters;
   };
   std::vector<Scenario> scenarios = {
-      {"base", std::vector<oft::AdapterHandle>(requests, nullptr)},
-      {"one_adapter", std::vector<oft::AdapterHandle>(requests, handles[0])},
-      {"mixed_8_adapters", {}}};
+      {"base", engine->get(), std::vector<oft::AdapterHandle>(requests, nullptr)},
+      {"one_adapter", engine->get(), std::vector<oft::AdapterHandle>(requests, handles[0])},
+      {"mixed_8_adapters", engine->get(), {}}};
   for (int64_t i = 0; i < requests; ++i) scenarios[2].adapters.push_back(handles[i % 8]);
-  RunBatch(**engine, prompt, scenarios[0].adapters, 8);  // warm-up
-  // Repetitions are interleaved across scenarios (base, one, mixed, base, ...) so that a
-  // slow phase of a shared machine hits every scenario alike; the best of each is kept.
-  std::vector<Result> best(scenarios.size());
+  if (compare_unpacked) {
+    scenarios.push_back({"base_unpacked", unpacked_engine.get(),
+                         std::vector<oft::AdapterHandle>(requests, nullptr)});
+    scenarios.push_back({"mixed_8_adapters_unpacked", unpacked_engine.get(), {}});
+    for (int64_t i = 0; i < requests; ++i) scenarios.back().adapters.push_back(unpacked_handles[i % 8]);
+  }
+  for (auto& s : scenarios) RunBatch(*s.engine, prompt, s.adapters, 8);  // warm-up
+  std::vector<std::vector<Result>> runs(scenarios.size());
   for (int r = 0; r < reps; ++r) {
     for (size_t i = 0; i < scenarios.size(); ++i) {
-      Result res = RunBatch(**engine, prompt, scenarios[i].adapters, tokens);
-      if (res.tokens_per_second > best[i].tokens_per_second) best[i] = res;
+      runs[i].push_back(RunBatch(*scenarios[i].engine, prompt, scenarios[i].adapters, tokens));
     }
   }
-  const double base_tps = best[0].tokens_per_second;
+  auto median_of = [&](size_t i, double Result::*field) {
+    std::vector<double> v;
+    for (const Result& r : runs[i]) v.push_back(r.*field);
+    return oft::bench::Median(v);
+  };
+  // Ratios are medians of the per-repetition ratios (each taken side by side).
+  auto ratio_to = [&](size_t i, size_t base) {
+    std::vector<double> v;
+    for (int r = 0; r < reps; ++r) v.push_back(runs[i][r].tokens_per_second / runs[base][r].tokens_per_second);
+    return oft::bench::Median(v);
+  };
   for (size_t i = 0; i < scenarios.size(); ++i) {
-    std::printf("{\"bench\":\"serve_generate\",\"device\":\"%s\",\"threads\":%d,\"scenario\":\"%s\","
-                "\"requests\":%lld,\"tokens\":%lld,\"tokens_per_second\":%.1f,\"vs_base\":%.3f,"
-                "\"mean_ttft_ms\":%.2f,\"max_ttft_ms\":%.2f}\n",
-                device.c_str(), threads, scenarios[i].name, static_cast<long long>(requests),
-                static_cast<long long>(tokens), best[i].tokens_per_second,
-                base_tps > 0 ? best[i].tokens_per_second / base_tps : 0.0, best[i].mean_ttft_ms,
-                best[i].max_ttft_ms);
+    const bool is_unpacked = std::string(scenarios[i].name).find("unpacked") != std::string::npos;
+    const size_t base = is_unpacked ? 3 : 0;
+    std::printf("{\"bench\":\"serve_generate\",%s,\"device\":\"%s\",\"threads\":%s,"
+                "\"max_threads\":%d,\"scenario\":\"%s\",\"requests\":%lld,\"tokens\":%lld,"
+                "\"tokens_per_second\":%.1f,\"vs_base\":%.3f,\"mean_ttft_ms\":%.2f,"
+                "\"max_ttft_ms\":%.2f,\"stat\":\"median of %d\"}\n",
+                env.c_str(), device.c_str(), threads_field.c_str(), max_threads, scenarios[i].name,
+                static_cast<long long>(requests), static_cast<long long>(tokens),
+                median_of(i, &Result::tokens_per_second), ratio_to(i, base),
+                median_of(i, &Result::mean_ttft_ms), median_of(i, &Result::max_ttft_ms), reps);
     std::fflush(stdout);
   }
-
-  // Swap visibility: from SetAlias returning (target already loaded) to a new request being
-  // resolved to, and producing its first token with, the new version.
-  double visible_ms = 0, first_token_ms = 0;
-  const int swaps = 10;
-  if (!(*registry)->Load("bench", "a0", 2).ok()) return 1;
-  for (int i = 0; i < swaps; ++i) {
-    const int64_t target = 1 + (i % 2);
-    if (!(*registry)->SetAlias("bench", "prod", "a0", target).ok()) return 1;
-    const auto t0 = Clock::now();
-    auto h = (*registry)->AcquireAlias("bench", "prod");
-    if (!h.ok() || (*h)->id.version != target) return 1;
-    visible_ms += Ms(t0, Clock::now()) / swaps;
-    absl::Notification first;
-    oft::GenerationRequest r;
-    r.prompt = prompt;
-    r.sampling.max_tokens = 1;
-    r.adapter = *h;
-    r.on_done = [&](const oft::GenerationOutcome&) { first.Notify(); };
-    if (!(*engine)->Submit(std::move(r)).ok()) return 1;
-    first.WaitForNotification();
-    first_token_ms += Ms(t0, Clock::now()) / swaps;
+  if (compare_unpacked) {
+    std::printf("{\"bench\":\"serve_packed_vs_unpacked\",%s,\"threads\":%s,\"base\":%.3f,"
+                "\"mixed_8_adapters\":%.3f,\"stat\":\"median of %d side-by-side ratios\"}\n",
+                env.c_str(), threads_field.c_str(), ratio_to(0, 3), ratio_to(2, 4), reps);
+    unpacked_engine->Stop();
   }
-  std::printf("{\"bench\":\"serve_swap\",\"device\":\"%s\",\"swap_visible_ms\":%.4f,"
-              "\"swap_to_first_token_ms\":%.2f}\n",
-              device.c_str(), visible_ms, first_token_ms);
+
+  // Alias swap under load (see MeasureSwapUnderLoad): 8 streams with mixed adapters, on an
+  // engine with room for the clients' requests (the server's default max_batch is 16).
   (*engine)->Stop();
+  eo.model = model;
+  eo.max_batch = static_cast<int64_t>(scenarios[2].adapters.size()) + kSwapClients;
+  auto swap_engine_or = oft::Engine::Create(eo);
+  if (!swap_engine_or.ok()) return 1;
+  std::unique_ptr<oft::Engine> swap_engine = std::move(*swap_engine_or);
+  if (!(*registry)->Load("bench", "a0", 2).ok()) return 1;
+  if (!(*registry)->SetAlias("bench", "prod", "a0", 1).ok()) return 1;
+  SwapResult sw = MeasureSwapUnderLoad(*swap_engine, **registry, prompt, scenarios[2].adapters, swaps);
+  std::sort(sw.swap_ms.begin(), sw.swap_ms.end());
+  std::printf("{\"bench\":\"serve_swap_under_load\",%s,\"device\":\"%s\",\"threads\":%s,"
+              "\"streams\":%zu,\"client_poll_us\":%lld,\"swaps\":%d,"
+              "\"swap_to_first_token_median_ms\":%.2f,\"swap_to_first_token_max_ms\":%.2f,"
+              "\"decode_step_median_ms\":%.2f,\"failures\":%d}\n",
+              env.c_str(), device.c_str(), threads_field.c_str(), scenarios[2].adapters.size(),
+              static_cast<long long>(kPollMicros), swaps, oft::bench::Median(sw.swap_ms), sw.swap_ms.empty() ? 0.0 : sw.swap_ms.back(),
+              sw.decode_step_ms, sw.failures);
+  swap_engine->Stop();
   std::error_code ec;
   for (auto& p : fs::recursive_directory_iterator(root, ec)) {
     fs::permissions(p.path(), fs::perms::owner_all, fs::perm_options::add, ec);

@@ -38,6 +38,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "bench/machine_info.h"
+#include "bench/stats.h"
 #include "bench/memory_tracker.h"
 #include "server/common/flags.h"
 #include "server/common/runtime.h"
@@ -259,8 +260,7 @@ int main(int argc, char** argv) {
     }
   }
   for (auto& row : rows) {
-    std::sort(row.times.begin(), row.times.end());
-    row.ms = row.times[row.times.size() / 2];
+    row.ms = oft::bench::Median(row.times);
     std::printf(
         "{\"impl\":\"%s\",\"device\":\"%s\",\"dtype\":\"%s\",\"hidden\":%lld,"
         "\"intermediate\":%lld,\"layers\":%lld,\"vocab\":%lld,\"params\":%lld,\"batch\":%lld,"

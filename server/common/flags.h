@@ -2,9 +2,12 @@
 #ifndef OFT_SERVER_COMMON_FLAGS_H_
 #define OFT_SERVER_COMMON_FLAGS_H_
 
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 namespace oft {
 
@@ -22,6 +25,19 @@ inline bool ParseFlag(const char* arg, const char* name, std::string* value) {
   if (!ParseFlag(arg, name, &v)) return false;
   *value = v;
   return true;
+}
+
+// "32,128,256" -> {32, 128, 256}: the integers of a comma-separated flag value.
+inline std::vector<int64_t> ParseIntList(const char* s) {
+  std::vector<int64_t> out;
+  for (const char* p = s; *p;) {
+    char* end = nullptr;
+    out.push_back(std::strtoll(p, &end, 10));
+    if (end == p) break;  // not a number: stop rather than loop
+    p = end;
+    if (*p == ',') ++p;
+  }
+  return out;
 }
 
 // The --help convention of every binary: when an argument is "--help" or "-h", prints

@@ -1,0 +1,20 @@
+// Statistics of benchmark timings: every benchmark reports medians, computed one way.
+#ifndef OFT_BENCH_STATS_H_
+#define OFT_BENCH_STATS_H_
+
+#include <algorithm>
+#include <vector>
+
+namespace oft::bench {
+
+// The median of `v` (the mean of the two middle values for an even count); 0 when empty.
+inline double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+}  // namespace oft::bench
+
+#endif  // OFT_BENCH_STATS_H_
