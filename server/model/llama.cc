@@ -10,6 +10,7 @@
 #include "server/common/status_macros.h"
 #include "server/common/torch_boundary.h"
 #include "server/model/checkpoint.h"
+#include "server/model/host_upload.h"
 #include "server/model/safetensors_torch.h"
 #include "server/oft/ops.h"
 
@@ -328,7 +329,8 @@ at::Tensor LlamaModel::Forward(const at::Tensor& ids, const ForwardOptions& opts
   const int64_t past = opts.cache ? opts.cache->length : 0;
   const int64_t total = past + T;
   const auto dev = embed_.device();
-  auto idx = ids.to(dev);
+  // Host ids (the decode loop's) go up through pinned memory without blocking the host.
+  auto idx = ids.device().is_cpu() ? UploadToDevice(ids, dev) : ids.to(dev);
   TORCH_CHECK(T > 0, "ids must contain at least one token");
   if (ids.device().is_cpu()) {  // free on the host; device ids are checked by their callers
     TORCH_CHECK(ids.min().item<int64_t>() >= 0 && ids.max().item<int64_t>() < c.vocab_size,
@@ -337,7 +339,8 @@ at::Tensor LlamaModel::Forward(const at::Tensor& ids, const ForwardOptions& opts
 
   auto h = at::embedding(embed_, idx);  // [B, T, H]
 
-  // RoPE tables for these positions.
+  // RoPE tables for these positions. Positions and row lengths built on the host are
+  // uploaded without blocking the host (host_upload.h).
   at::Tensor pos;
   RowState rows;
   rows.adapters = opts.adapters;
@@ -351,12 +354,12 @@ at::Tensor LlamaModel::Forward(const at::Tensor& ids, const ForwardOptions& opts
         positions.push_back(static_cast<float>(opts.row_caches[r]->length + t));
       }
     }
-    pos = at::tensor(positions, at::kFloat).to(dev).view({1, T});
-    rows.tokens_per_row = at::tensor(opts.row_lengths, at::kLong).to(dev);
+    pos = UploadToDevice(positions, dev).view({1, T});
+    rows.tokens_per_row = UploadToDevice(opts.row_lengths, at::kLong, dev);
   } else if (per_row) {
     std::vector<float> starts;
     for (const KvCache* kc : opts.row_caches) starts.push_back(static_cast<float>(kc->length));
-    pos = at::tensor(starts, at::kFloat).to(dev).view({B, 1}) +
+    pos = UploadToDevice(starts, dev).view({B, 1}) +
           at::arange(0, T, at::TensorOptions().dtype(at::kFloat).device(dev)).view({1, T});
   } else {
     pos = opts.position_ids.defined()
@@ -469,7 +472,7 @@ at::Tensor LlamaModel::Forward(const at::Tensor& ids, const ForwardOptions& opts
   if (packed && opts.logits_for_last_only) {
     std::vector<int64_t> last;
     for (int64_t r = 0; r < n_rows; ++r) last.push_back(rows.offsets[r] + rows.lengths[r] - 1);
-    h = h.index_select(1, at::tensor(last, at::kLong).to(dev));  // [1, rows, H]
+    h = h.index_select(1, UploadToDevice(last, at::kLong, dev));  // [1, rows, H]
     auto logits = Project(*lm_head_, lm_index, h, opts.adapters);
     return logits.view({n_rows, 1, logits.size(-1)});
   }
@@ -587,6 +590,9 @@ AdapterBatch LlamaModel::MakeAdapterBatch(const std::vector<const ServingAdapter
   batch.rows_ = static_cast<int64_t>(rows.size());
   batch.per_linear_.resize(num_linears);
   const std::vector<AdaptedLinear*> linears = AllLinears();
+  // Every group's row index goes up in one upload after the loop (host_upload.h).
+  std::vector<AdapterBatch::Group*> groups;
+  std::vector<int64_t> all_index;
   for (size_t li = 0; li < num_linears; ++li) {
     // Distinct adapters at this Linear, grouped by block size (one stacked tensor each).
     std::map<int64_t, std::vector<const ServingAdapter*>> by_size;
@@ -609,9 +615,19 @@ AdapterBatch LlamaModel::MakeAdapterBatch(const std::vector<const ServingAdapter
       }
       AdapterBatch::Group g;
       g.rotations = at::stack(stack, 0).contiguous();  // [A, r, b, b]
-      g.row_index = at::tensor(index, at::kLong).to(device());
+      all_index.insert(all_index.end(), index.begin(), index.end());
       batch.per_linear_[li].push_back(std::move(g));
     }
+  }
+  // Pointers into per_linear_ are taken once it has stopped growing.
+  for (auto& per : batch.per_linear_) {
+    for (AdapterBatch::Group& g : per) groups.push_back(&g);
+  }
+  if (!groups.empty()) {
+    const int64_t G = static_cast<int64_t>(groups.size());
+    const at::Tensor index = UploadToDevice(all_index, at::kLong, device())
+                                 .view({G, static_cast<int64_t>(rows.size())});
+    for (int64_t g = 0; g < G; ++g) groups[g]->row_index = index[g];
   }
   return batch;
 }

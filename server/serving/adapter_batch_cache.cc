@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "ATen/ATen.h"
+#include "server/model/host_upload.h"
 
 namespace oft {
 
@@ -134,7 +135,7 @@ AdapterBatch AdapterBatchCache::Make(const std::vector<std::shared_ptr<const Ser
     const int64_t G = static_cast<int64_t>(groups.size());
     at::Tensor host = at::tensor(index, at::kLong).view({G, B});
     const c10::Device device = model_.device();
-    at::Tensor dev = device.is_cpu() ? host : host.pin_memory().to(device, /*non_blocking=*/true);
+    at::Tensor dev = UploadToDevice(host, device);
     for (int64_t g = 0; g < G; ++g) {
       AdapterBatch::Group group;
       group.rotations = groups[g].second->blocks;

@@ -2,14 +2,17 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <utility>
 
 #include "ATen/ATen.h"
 #include "ATen/Parallel.h"
 #include "ATen/core/grad_mode.h"
+#include "c10/core/DeviceGuard.h"
 #include "absl/strings/str_cat.h"
 #include "server/common/status_macros.h"
 #include "server/common/torch_boundary.h"
+#include "server/model/host_upload.h"
 #include "server/serving/decode_threads.h"
 
 namespace oft {
@@ -44,12 +47,10 @@ size_t CompleteUtf8Prefix(const std::string& s) {
   return end - i < need ? i : end;
 }
 
-// ids as an int64 tensor [rows, cols] on `device`; to a GPU through pinned memory without
-// blocking the host (the copy is ordered before the kernels that read it).
+// ids as an int64 tensor [rows, cols] on `device`, uploaded without blocking the host
+// (host_upload.h).
 at::Tensor UploadIds(const std::vector<int64_t>& ids, int64_t rows, int64_t cols, c10::Device device) {
-  at::Tensor host = at::tensor(ids, at::kLong).view({rows, cols});
-  if (device.is_cpu()) return host;
-  return host.pin_memory().to(device, /*non_blocking=*/true);
+  return UploadToDevice(ids, at::kLong, device).view({rows, cols});
 }
 
 // The next token of every row of `logits` [rows, vocab] (fp32, on the model's device),
@@ -177,6 +178,11 @@ void Engine::SetThreadsFor(int64_t tokens, int64_t logit_rows) {
 }
 
 void Engine::Loop() {
+  // This thread targets the model's GPU for every op and allocation that does not name a
+  // device (the current stream, cuBLAS handles, pinned staging), as a job thread targets
+  // its job's GPU: with --serving_device=cuda:N the thread would otherwise default to cuda:0.
+  std::optional<c10::DeviceGuard> device_guard;
+  if (options_.model->device().is_cuda()) device_guard.emplace(options_.model->device());
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mu_);
