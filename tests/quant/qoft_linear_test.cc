@@ -7,9 +7,11 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "ATen/ATen.h"
 #include "ATen/core/grad_mode.h"
+#include "server/oft/kernel_registry.h"
 #include "server/oft/oft_linear.h"
 
 namespace oft {
@@ -160,6 +162,45 @@ TEST(Nf4Linear, ForwardIsLinearOverTheDequantizedWeightAndGradIsForXOnly) {
   EXPECT_FALSE((*layer)->Forward(at::randn({1, 40})).requires_grad());
   // Wrong width is an ATen error.
   EXPECT_THROW((*layer)->Forward(at::randn({1, 41})), c10::Error);
+}
+
+// The dtypes NF4 dequantization was asked for while RecordingNf4Dequantize was injected.
+std::vector<at::ScalarType>& DequantizedDtypes() {
+  static std::vector<at::ScalarType> dtypes;
+  return dtypes;
+}
+
+// Records the requested dtype, then decodes through the composite path.
+at::Tensor RecordingNf4Dequantize(const at::Tensor& codes, const at::Tensor& absmax,
+                                  const std::optional<at::Tensor>& absmax_scale,
+                                  double absmax_offset, int64_t numel, int64_t block_size,
+                                  at::ScalarType dtype) {
+  DequantizedDtypes().push_back(dtype);
+  return reinterpret_cast<Nf4DequantizeFn>(CompositeKernel(KernelId::kNf4Dequantize))(
+      codes, absmax, absmax_scale, absmax_offset, numel, block_size, dtype);
+}
+
+// A bf16 model dequantizes its NF4 base straight to bf16 (the compute dtype), in forward
+// and in backward: never to fp32 and then cast, which would double the transient weight.
+TEST(QoftLinear, Bf16ActivationsDequantizeTheBaseToBf16) {
+  at::manual_seed(8);
+  testing::ScopedOptimizedKernel recording(KernelId::kNf4Dequantize, c10::kCPU,
+                                           EraseKernel<Nf4DequantizeFn>(&RecordingNf4Dequantize));
+  const at::Tensor w = (at::randn({32, 64}) * 0.05).to(at::kBFloat16);
+  auto q = QoftLinear::Create(w, at::Tensor(), OftConfig{});
+  ASSERT_TRUE(q.ok()) << q.status();
+  DequantizedDtypes().clear();
+  const at::Tensor x = at::randn({3, 64}).to(at::kBFloat16).requires_grad_(true);
+  const at::Tensor y = (*q)->Forward(x);
+  EXPECT_EQ(y.scalar_type(), at::kBFloat16);
+  y.sum().backward();
+  ASSERT_GE(DequantizedDtypes().size(), 2u);  // forward and backward
+  for (at::ScalarType t : DequantizedDtypes()) EXPECT_EQ(t, at::kBFloat16) << c10::toString(t);
+  // The hook really is the path the layer takes.
+  DequantizedDtypes().clear();
+  (*q)->Forward(at::randn({1, 64}));
+  ASSERT_EQ(DequantizedDtypes().size(), 1u);
+  EXPECT_EQ(DequantizedDtypes()[0], at::kFloat);
 }
 
 TEST(QoftLinear, MergeToDenseEqualsOftLinearMergeOverDequantizedWeight) {
