@@ -1,0 +1,90 @@
+// The kernel self-check's outcome is visible outside the process: the gRPC health service
+// answers "oft.kernel/<device>/<kernel>" SERVING while the optimized kernel is in use and
+// NOT_SERVING when the composite path is, and the startup log names each kernel's path
+// (issue 13, "Health and logs"). The CPU stands in for a GPU: the same names and lines.
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/integration/job_util.h"
+#include "tests/integration/server_process.h"
+
+namespace oft::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+// grpc.health.v1.Health/Check for `service`: 1 = SERVING, 2 = NOT_SERVING, -1 = the call
+// failed (NOT_FOUND for a name the server does not know).
+int HealthOf(const std::shared_ptr<grpc::Channel>& channel, const std::string& service) {
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  // HealthCheckRequest { string service = 1; }: tag 0x0a, length (< 128 here), bytes.
+  std::string bytes = std::string(1, '\x0a') + static_cast<char>(service.size()) + service;
+  grpc::Slice slice(bytes);
+  grpc::ByteBuffer request(&slice, 1), response;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  grpc::Status status;
+  stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
+                 [&](grpc::Status s) {
+                   std::lock_guard<std::mutex> lock(mu);
+                   status = std::move(s);
+                   done = true;
+                   cv.notify_one();
+                 });
+  std::unique_lock<std::mutex> lock(mu);
+  cv.wait(lock, [&] { return done; });
+  if (!status.ok()) return -1;
+  std::vector<grpc::Slice> slices;
+  if (!response.Dump(&slices).ok()) return -1;
+  std::string out;
+  for (const auto& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  return out.size() == 2 && out[0] == '\x08' ? out[1] : -1;
+}
+
+const char* const kKernels[] = {"build_rotation", "build_rotation_backward", "block_rotate",
+                                "block_rotate_backward", "gathered_block_rotate",
+                                "nf4_dequantize"};
+
+TEST(KernelHealthTest, EveryKernelIsServingAndTheLogNamesItsPath) {
+  TempDir dir;
+  ServerProcess server(ServerProcessOptions{.data_dir = dir.Sub("data"), .api_keys = {AliceFlag()}});
+  ASSERT_TRUE(server.Start().ok()) << server.LogTail();
+  auto channel = grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials());
+  for (const char* kernel : kKernels) {
+    EXPECT_EQ(HealthOf(channel, std::string("oft.kernel/cpu/") + kernel), 1) << kernel;
+  }
+  EXPECT_EQ(HealthOf(channel, "oft.kernel/cpu/no_such_kernel"), -1);
+  const std::string log = server.LogTail(1 << 16);
+  EXPECT_THAT(log, HasSubstr("kernel self-check: "));
+  for (const char* kernel : kKernels) EXPECT_THAT(log, HasSubstr(" " + std::string(kernel) + "=kernel"));
+}
+
+TEST(KernelHealthTest, ModeOffTakesTheCompositePathAndSaysSo) {
+  TempDir dir;
+  ServerProcess server(ServerProcessOptions{.data_dir = dir.Sub("data"),
+                                            .api_keys = {AliceFlag()},
+                                            .extra_flags = {"--cuda_kernels=off"}});
+  ASSERT_TRUE(server.Start().ok()) << server.LogTail();
+  auto channel = grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials());
+  EXPECT_EQ(HealthOf(channel, ""), 1);  // the server itself serves
+  for (const char* kernel : kKernels) {
+    EXPECT_EQ(HealthOf(channel, std::string("oft.kernel/cpu/") + kernel), 2) << kernel;
+  }
+  const std::string log = server.LogTail(1 << 16);
+  for (const char* kernel : kKernels) EXPECT_THAT(log, HasSubstr(" " + std::string(kernel) + "=composite"));
+}
+
+}  // namespace
+}  // namespace oft::testing
