@@ -70,7 +70,7 @@ absl::Status AdapterRegistry::Restore() {
     return absl::InvalidArgumentError(absl::StrCat(path, ": not a JSON object"));
   }
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     restoring_ = true;
     for (const auto& a : j.value("aliases", nlohmann::json::array())) {
       AliasEntry e;
@@ -88,7 +88,7 @@ absl::Status AdapterRegistry::Restore() {
     }
   }
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     restoring_ = false;
   }
   return absl::OkStatus();
@@ -152,7 +152,7 @@ absl::StatusOr<AdapterHandle> AdapterRegistry::LoadAndInsert(const AdapterId& re
     id.version = m.version;
   }
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     auto it = loaded_.find(id);
     if (it != loaded_.end()) {
       if (touch) Touch(it->second);
@@ -164,7 +164,7 @@ absl::StatusOr<AdapterHandle> AdapterRegistry::LoadAndInsert(const AdapterId& re
   bool persist = false;
   bool evicted = false;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     auto [it, inserted] = loaded_.try_emplace(id);
     if (inserted) {
       it->second.handle = handle;
@@ -224,7 +224,7 @@ absl::StatusOr<AdapterHandle> AdapterRegistry::AcquireAlias(const std::string& t
                                                             const std::string& alias) {
   AdapterId target;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     auto a = aliases_.find({tenant, alias});
     if (a == aliases_.end()) {
       return absl::NotFoundError(absl::StrCat("alias \"", alias, "\" does not exist"));
@@ -247,7 +247,7 @@ absl::Status AdapterRegistry::Unload(const std::string& tenant, const std::strin
   const AdapterId id{tenant, name, version};
   int64_t count = 0;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     auto it = loaded_.find(id);
     if (it == loaded_.end()) {
       return absl::NotFoundError(absl::StrCat("adapter ", Describe(id), " is not loaded"));
@@ -277,7 +277,7 @@ absl::StatusOr<AliasInfo> AdapterRegistry::SetAlias(const std::string& tenant,
   info.target = h->id;
   info.update_time = absl::Now();
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     auto& e = aliases_[{tenant, alias}];
     if (!e.target.name.empty()) info.previous_target = e.target;
     e.target = h->id;
@@ -289,7 +289,7 @@ absl::StatusOr<AliasInfo> AdapterRegistry::SetAlias(const std::string& tenant,
 
 absl::Status AdapterRegistry::DeleteAlias(const std::string& tenant, const std::string& alias) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (aliases_.erase({tenant, alias}) == 0) {
       return absl::NotFoundError(absl::StrCat("alias \"", alias, "\" does not exist"));
     }
@@ -300,7 +300,7 @@ absl::Status AdapterRegistry::DeleteAlias(const std::string& tenant, const std::
 
 RegistryListing AdapterRegistry::List(const std::string& tenant) const {
   RegistryListing out;
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   for (const auto& [id, e] : loaded_) {
     if (id.tenant != tenant) continue;
     LoadedAdapterInfo i;
@@ -325,14 +325,14 @@ RegistryListing AdapterRegistry::List(const std::string& tenant) const {
 }
 
 int64_t AdapterRegistry::memory_used_bytes() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   return used_bytes_ + holder_total_;
 }
 
 void AdapterRegistry::SetHolderBytes(const std::string& holder, int64_t bytes) {
   int64_t count = -1;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     int64_t& slot = holder_bytes_[holder];
     holder_total_ += bytes - slot;
     slot = bytes;
@@ -348,10 +348,10 @@ void AdapterRegistry::SetHolderBytes(const std::string& holder, int64_t bytes) {
 
 void AdapterRegistry::Persist() {
   if (options_.state_dir.empty()) return;
-  std::lock_guard<std::mutex> order(persist_mu_);
+  absl::MutexLock order(&persist_mu_);
   nlohmann::json j = {{"loaded", nlohmann::json::array()}, {"aliases", nlohmann::json::array()}};
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (restoring_) return;
     for (const auto& [id, e] : loaded_) {
       j["loaded"].push_back({{"tenant", id.tenant}, {"name", id.name}, {"version", id.version}});

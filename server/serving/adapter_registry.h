@@ -26,7 +26,6 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -35,6 +34,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
 namespace oft {
@@ -181,7 +181,7 @@ class AdapterRegistry {
 
   const AdapterRegistryOptions options_;
   std::shared_ptr<std::atomic<int64_t>> live_ = std::make_shared<std::atomic<int64_t>>(0);
-  mutable std::mutex mu_;
+  mutable absl::Mutex mu_;
   std::map<AdapterId, Entry> loaded_ ABSL_GUARDED_BY(mu_);
   std::map<AliasKey, AliasEntry> aliases_ ABSL_GUARDED_BY(mu_);
   int64_t used_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // loaded versions
@@ -189,7 +189,7 @@ class AdapterRegistry {
   int64_t holder_total_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t tick_ ABSL_GUARDED_BY(mu_) = 0;
   bool restoring_ ABSL_GUARDED_BY(mu_) = false;
-  std::mutex persist_mu_;  // orders state-file writes
+  absl::Mutex persist_mu_ ABSL_ACQUIRED_BEFORE(mu_);  // orders state-file writes
 };
 
 }  // namespace oft

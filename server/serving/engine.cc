@@ -113,7 +113,7 @@ absl::StatusOr<uint64_t> Engine::Submit(GenerationRequest request) {
   row->request = std::move(request);
   uint64_t id = 0;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (stopped_) return absl::UnavailableError("the generation engine is stopped");
     if (static_cast<int64_t>(waiting_.size()) >= options_.max_waiting) {
       return absl::ResourceExhaustedError(absl::StrCat(
@@ -124,14 +124,14 @@ absl::StatusOr<uint64_t> Engine::Submit(GenerationRequest request) {
     if (row->request.adapter) row->request.adapter->active_requests.fetch_add(1);
     waiting_.push_back(std::move(row));
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   return id;
 }
 
 void Engine::Cancel(uint64_t id) {
   std::unique_ptr<Row> queued;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     auto it = std::find_if(waiting_.begin(), waiting_.end(), [&](const auto& r) { return r->id == id; });
     if (it != waiting_.end()) {
       queued = std::move(*it);
@@ -141,28 +141,28 @@ void Engine::Cancel(uint64_t id) {
     }
   }
   if (queued) Finish(*queued, absl::CancelledError("generation cancelled"));
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
 void Engine::Stop() {
   std::deque<std::unique_ptr<Row>> waiting;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (stopped_ && !thread_.joinable() && waiting_.empty() && running_.empty()) return;
     stopped_ = true;
     waiting.swap(waiting_);
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   if (thread_.joinable()) thread_.join();
   for (auto& r : waiting) Finish(*r, absl::UnavailableError("the generation engine stopped"));
   for (auto& r : running_) Finish(*r, absl::UnavailableError("the generation engine stopped"));
   running_.clear();
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   running_count_ = 0;
 }
 
 int64_t Engine::pending() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   return static_cast<int64_t>(waiting_.size()) + running_count_;
 }
 
@@ -185,8 +185,9 @@ void Engine::Loop() {
   if (options_.model->device().is_cuda()) device_guard.emplace(options_.model->device());
   while (true) {
     {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return stopped_ || !waiting_.empty() || !running_.empty(); });
+      absl::MutexLock lock(&mu_);
+      // running_ is engine-thread state: only this thread changes it, so reading it here is safe.
+      while (!stopped_ && waiting_.empty() && running_.empty()) cv_.Wait(&mu_);
       if (stopped_) return;
     }
     StepLocked();
@@ -288,7 +289,7 @@ bool Engine::StepLocked() {
   std::vector<std::unique_ptr<Row>> admitted;
   std::set<uint64_t> cancelled;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     cancelled.swap(cancelled_);
     while (!waiting_.empty() &&
            static_cast<int64_t>(running_.size() + admitted.size()) < options_.max_batch) {
@@ -428,7 +429,7 @@ bool Engine::StepLocked() {
   for (auto& [row, status] : finished) Finish(*row, std::move(status));
   if (produced > 0 && options_.on_tokens) options_.on_tokens(produced);
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     running_count_ = static_cast<int64_t>(running_.size());
   }
   return worked;

@@ -16,12 +16,10 @@
 #ifndef OFT_SERVER_SERVING_ENGINE_H_
 #define OFT_SERVER_SERVING_ENGINE_H_
 
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -30,6 +28,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "server/model/generate.h"
 #include "server/model/llama.h"
 #include "server/model/tokenizer.h"
@@ -102,8 +101,8 @@ class Engine {
   void SetThreadsFor(int64_t tokens, int64_t logit_rows);
 
   const EngineOptions options_;
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
+  mutable absl::Mutex mu_;
+  absl::CondVar cv_;  // signalled when waiting_ grows, a cancel arrives or Stop() runs
   std::deque<std::unique_ptr<Row>> waiting_ ABSL_GUARDED_BY(mu_);
   std::set<uint64_t> cancelled_ ABSL_GUARDED_BY(mu_);
   int64_t running_count_ ABSL_GUARDED_BY(mu_) = 0;

@@ -2,8 +2,6 @@
 // for an executor thread (and SERVING again once it keeps up), and SIGTERM ends the process
 // within --shutdown_timeout_seconds even while a call would keep a graceful stop waiting.
 #include <atomic>
-#include <condition_variable>
-#include <mutex>
 #include <memory>
 #include <string>
 #include <thread>
@@ -13,6 +11,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -33,19 +32,14 @@ int HealthStatus(const std::shared_ptr<grpc::Channel>& channel) {
   grpc::ByteBuffer request, response;
   grpc::Slice empty("");
   request = grpc::ByteBuffer(&empty, 1);
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  grpc::Status status;
+  absl::Notification done;
+  grpc::Status status;  // written before done.Notify(), read after WaitForNotification()
   stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
                  [&](grpc::Status s) {
-                   std::lock_guard<std::mutex> lock(mu);
                    status = std::move(s);
-                   done = true;
-                   cv.notify_one();
+                   done.Notify();
                  });
-  std::unique_lock<std::mutex> lock(mu);
-  cv.wait(lock, [&] { return done; });
+  done.WaitForNotification();
   if (!status.ok()) return -1;
   std::vector<grpc::Slice> slices;
   if (!response.Dump(&slices).ok()) return -1;

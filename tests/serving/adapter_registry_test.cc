@@ -13,6 +13,7 @@
 
 #include "ATen/ATen.h"
 #include "ATen/core/grad_mode.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "server/artifacts/peft_format.h"
 #include "server/artifacts/store.h"
@@ -448,7 +449,7 @@ TEST_F(BackendTest, HotSwapUnderLoad) {
   std::atomic<bool> stop{false};
   std::atomic<int> failures{0}, wrong{0}, served{0};
   std::map<int64_t, int> by_version;
-  std::mutex by_mu;
+  absl::Mutex by_mu;
   std::vector<std::thread> clients;
   for (int c = 0; c < 3; ++c) {
     clients.emplace_back([&, c] {
@@ -468,7 +469,7 @@ TEST_F(BackendTest, HotSwapUnderLoad) {
         }
         const int64_t v = r.info.served_by->version;
         if (r.outcome.tokens != expected[v]) ++wrong;
-        std::lock_guard<std::mutex> l(by_mu);
+        absl::MutexLock l(&by_mu);
         ++by_version[v];
       }
     });
