@@ -1,0 +1,23 @@
+# Warning flags of the project's own C++ code: the one place that sets them.
+#
+#   OFT_WERROR (default ON): warnings are errors. Turn it off for a compiler whose warnings this
+#   tree has not been checked against (the tree is checked with GCC 12 and Clang 14).
+#
+# oft_enable_warnings() adds -Wall -Wextra (and -Werror) to every C++ target defined from then
+# on in the calling directory and the directories it adds. Call it after add_subdirectory(proto)
+# (the protoc output is not our code) and before the project's own directories. The flags
+# apply to C++ only, never to nvcc's .cu files. Third-party headers stay out of it because
+# they are included as SYSTEM: imported targets (LibTorch, gRPC, protobuf, Abseil,
+# prometheus-cpp, pkg-config modules) are SYSTEM by default, and oft_proto's generated *.pb.h
+# are marked SYSTEM where the library is defined.
+option(OFT_WERROR "Treat warnings in the project's own C++ code as errors" ON)
+
+function(oft_enable_warnings)
+  set(_flags -Wall -Wextra)
+  if(OFT_WERROR)
+    list(APPEND _flags -Werror)
+  endif()
+  foreach(_flag IN LISTS _flags)
+    add_compile_options($<$<COMPILE_LANGUAGE:CXX>:${_flag}>)
+  endforeach()
+endfunction()
