@@ -121,7 +121,10 @@ void BpeModel::Tokenize(absl::string_view word, std::vector<int32_t>* ids) const
     const int32_t n = static_cast<int32_t>(symbols.size());
     symbols.push_back({id, n - 1, n + 1, false});
   };
-  std::optional<int32_t> pending_unk;  // The unk being fused (fuse_unk) or not yet added.
+  // The unk being fused (fuse_unk) or not yet added. (A plain pair rather than
+  // std::optional: GCC 12 -O3 reports a false -Wmaybe-uninitialized for the optional here.)
+  bool has_pending_unk = false;
+  int32_t pending_unk = 0;
   std::string s;
   for (size_t i = 0; i < word.size();) {
     const size_t n = Utf8SeqLen(word[i]);
@@ -133,8 +136,8 @@ void BpeModel::Tokenize(absl::string_view word, std::vector<int32_t>* ids) const
     if (last && end_of_word_suffix_) s.append(*end_of_word_suffix_);
     i += n;
     if (auto id = TokenToId(s); id.has_value()) {
-      if (pending_unk) add(*pending_unk);
-      pending_unk.reset();
+      if (has_pending_unk) add(pending_unk);
+      has_pending_unk = false;
       add(*id);
       continue;
     }
@@ -148,11 +151,12 @@ void BpeModel::Tokenize(absl::string_view word, std::vector<int32_t>* ids) const
       }
     }
     if (unk_id_) {
-      if (pending_unk && !fuse_unk_) add(*pending_unk);
-      pending_unk = unk_id_;
+      if (has_pending_unk && !fuse_unk_) add(pending_unk);
+      has_pending_unk = true;
+      pending_unk = *unk_id_;
     }
   }
-  if (pending_unk) add(*pending_unk);
+  if (has_pending_unk) add(pending_unk);
   if (symbols.empty()) return;
   symbols.back().next = -1;
 

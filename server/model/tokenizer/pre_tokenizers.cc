@@ -49,7 +49,7 @@ class ByteLevelPreTokenizer : public PreTokenizer {
   void PreTokenize(std::vector<Piece>* pieces) const override {
     std::vector<Piece> split;
     for (Piece& p : *pieces) {
-      if (add_prefix_space_ && (p.text.empty() || p.text[0] != ' ')) p.text.insert(0, " ");
+      if (add_prefix_space_ && (p.text.empty() || p.text[0] != ' ')) p.text.insert(p.text.begin(), ' ');
       if (regex_ != nullptr) {
         SplitPiece(p, regex_->FindAll(p.text), SplitBehavior::kIsolated, false, &split);
       } else if (!p.text.empty()) {
