@@ -12,6 +12,15 @@
       the compile command has no LibTorch include directory and the headers it includes
       (gcc -M) contain no LibTorch header.
 
+  check_contracts.py layers SOURCE_DIR
+      No library depends on one above it: every `#include "server/<component>/..."` in a file
+      of server/<other>/ names a component of a strictly lower layer (LAYERS below; a
+      component missing from LAYERS is a violation too, so a new folder gets a place).
+
+  check_contracts.py file-lines SOURCE_DIR
+      No source file under server/ or client/ is longer than MAX_LINES lines (one concept
+      per file: a longer file holds several).
+
 Exit status 0 when the contract holds; 1 with one line per violation; 2 for bad usage.
 """
 import json
@@ -24,7 +33,82 @@ from concurrent.futures import ThreadPoolExecutor
 
 MUTEX_RE = re.compile(r"absl::Mutex\b|ABSL_(GUARDED_BY|EXCLUSIVE_LOCKS_REQUIRED|LOCKS_EXCLUDED)")
 TORCH_RE = re.compile(r"/(torch|ATen|c10|caffe2)/")
-PROJECT_DIRS = ("server/", "client/", "tools/", "bench/")
+PROJECT_DIRS = ("server/", "client/", "tools/", "bench/", "tests/")
+
+
+# The layers of server/, lowest first. A component may include only components of lower
+# layers; components of one layer are independent of each other. "" is server/'s own files
+# (server.cc, main.cc: the composition root).
+LAYERS = [
+    ["common"],
+    ["oft"],
+    ["quant"],
+    ["model", "data"],
+    ["artifacts"],          # PEFT files and the adapter store; the trainer writes them
+    ["train"],
+    ["jobs", "serving", "metrics"],
+    ["service"],
+    [""],
+]
+INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"server/([A-Za-z0-9_]+)/', re.M)
+
+
+def check_layers(source_dir):
+    rank = {c: i for i, layer in enumerate(LAYERS) for c in layer}
+    server = os.path.join(source_dir, "server")
+    violations, files = [], 0
+    for root, _, names in os.walk(server):
+        rel_dir = os.path.relpath(root, server)
+        comp = "" if rel_dir == "." else rel_dir.split(os.sep)[0]
+        for name in sorted(names):
+            if not name.endswith((".h", ".cc", ".cu", ".cuh")):
+                continue
+            files += 1
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, source_dir)
+            if comp not in rank:
+                violations.append(f"{rel}: component server/{comp} has no layer in "
+                                  "check_contracts.py LAYERS")
+                continue
+            with open(path, errors="replace") as f:
+                text = f.read()
+            for dep in sorted(set(INCLUDE_RE.findall(text))):
+                if dep == comp:
+                    continue
+                if dep not in rank:
+                    violations.append(f"{rel}: includes server/{dep}/, which has no layer")
+                elif rank[dep] >= rank[comp]:
+                    how = "beside" if rank[dep] == rank[comp] else "above"
+                    violations.append(f"{rel}: server/{comp or '.'} includes server/{dep}/, "
+                                      f"a component {how} it")
+    for v in violations:
+        print(v)
+    print(f"layers: {files} files of server/ checked, {len(violations)} violations")
+    return 1 if violations or files == 0 else 0
+
+
+MAX_LINES = 800
+
+
+def check_file_lines(source_dir):
+    violations, files = [], 0
+    for top in ("server", "client"):
+        for root, _, names in os.walk(os.path.join(source_dir, top)):
+            for name in sorted(names):
+                if not name.endswith((".h", ".cc", ".cu", ".cuh")):
+                    continue
+                files += 1
+                path = os.path.join(root, name)
+                with open(path, errors="replace") as f:
+                    n = sum(1 for _ in f)
+                if n > MAX_LINES:
+                    violations.append(f"{os.path.relpath(path, source_dir)}: {n} lines "
+                                      f"(limit {MAX_LINES}): split it by concept")
+    for v in violations:
+        print(v)
+    print(f"file-lines: {files} files of server/ and client/ checked, {len(violations)} over "
+          f"{MAX_LINES} lines")
+    return 1 if violations or files == 0 else 0
 
 
 def load_commands(build_dir):
@@ -135,9 +219,13 @@ def check_link_only_headers(build_dir, source_dir):
 
 
 def main(argv):
-    if len(argv) < 3 or argv[1] not in ("thread-safety", "link-only-headers"):
+    if len(argv) < 3 or argv[1] not in ("thread-safety", "link-only-headers", "layers", "file-lines"):
         print(__doc__, file=sys.stderr)
         return 2
+    if argv[1] == "layers":
+        return check_layers(os.path.abspath(argv[2]))
+    if argv[1] == "file-lines":
+        return check_file_lines(os.path.abspath(argv[2]))
     build_dir = os.path.abspath(argv[2])
     source_dir = os.path.abspath(argv[3] if len(argv) > 3 else
                                  os.path.join(os.path.dirname(__file__), ".."))
