@@ -194,8 +194,10 @@ absl::Status MergeMapping(const YAML::Node& node, absl::string_view source,
   std::set<int> seen;
   std::map<const google::protobuf::OneofDescriptor*, std::string> oneof_seen;
   for (auto it = node.begin(); it != node.end(); ++it) {
-    const YAML::Node& key = it->first;
-    const YAML::Node& value = it->second;
+    // Copies (a Node is a handle): it-> returns a temporary proxy, so references into it
+    // would dangle after this statement.
+    const YAML::Node key = it->first;
+    const YAML::Node value = it->second;
     const Where where{source, LineOf(key)};
     if (!key.IsScalar()) {
       return absl::InvalidArgumentError(absl::StrCat(where.Prefix(), "keys must be field names"));

@@ -45,7 +45,9 @@ TEST(CpuIsaTest, NamesRoundTrip) {
 TEST(CpuIsaTest, DetectionIsConsistent) {
   EXPECT_TRUE(CpuSupports(Isa::kGeneric));
   EXPECT_TRUE(CpuSupports(DetectedIsa()));
-  if (CpuSupports(Isa::kAvx512)) EXPECT_TRUE(CpuSupports(Isa::kAvx2));
+  if (CpuSupports(Isa::kAvx512)) {
+    EXPECT_TRUE(CpuSupports(Isa::kAvx2));
+  }
   EXPECT_EQ(SupportedIsas().back(), DetectedIsa());
   EXPECT_FALSE(CpuModelName().empty());
 }

@@ -35,7 +35,9 @@ class CpuKernelsTest : public testing::TestWithParam<Isa> {
     ASSERT_EQ(cpu::internal::ActiveKernels().isa, GetParam());
   }
   void TearDown() override {
-    if (cpu::CpuSupports(GetParam())) ASSERT_TRUE(cpu::SetIsaForTesting(previous_).ok());
+    if (cpu::CpuSupports(GetParam())) {
+      ASSERT_TRUE(cpu::SetIsaForTesting(previous_).ok());
+    }
   }
   Isa previous_ = Isa::kGeneric;
 };

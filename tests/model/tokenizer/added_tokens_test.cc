@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -15,7 +16,7 @@ using ::testing::HasSubstr;
 std::vector<std::string> Show(const AddedTokenMatcher& m, const std::string& s) {
   std::vector<std::string> out;
   for (const Segment& seg : m.Split(s)) {
-    out.push_back(seg.id >= 0 ? "<" + std::to_string(seg.id) + ">"
+    out.push_back(seg.id >= 0 ? absl::StrCat("<", seg.id, ">")
                               : s.substr(seg.start, seg.end - seg.start));
   }
   return out;
