@@ -136,10 +136,8 @@ class SchedulerTest : public ::testing::Test {
   }
 
   std::string AddJob(int priority = 0) {
-    NewJob j;
-    j.tenant = "t1";
-    j.spec_json = "{}";
-    j.priority = priority;
+    const NewJob j{.tenant = "t1", .idempotency_key = "", .spec_json = "{}", .priority = priority,
+                   .dataset_ids = {}};
     auto r = store_->CreateJob(j);
     EXPECT_TRUE(r.ok()) << r.status();
     return r.ok() ? r->job.id : "";

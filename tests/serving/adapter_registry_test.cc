@@ -478,7 +478,9 @@ TEST_F(BackendTest, HotSwapUnderLoad) {
     ASSERT_TRUE(backend->SetAlias("t", "prod", "bot", 1 + (i % 2)).ok());
     auto un = backend->UnloadAdapter("t", "side", 1);
     EXPECT_TRUE(un.ok() || un.code() == absl::StatusCode::kNotFound) << un;
-    if (i % 3 == 0) ASSERT_TRUE(backend->LoadAdapter("t", "side", 1).ok());
+    if (i % 3 == 0) {
+      ASSERT_TRUE(backend->LoadAdapter("t", "side", 1).ok());
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(15));
   }
   stop = true;

@@ -42,18 +42,6 @@ AdapterHandle Handle(std::shared_ptr<const ServingAdapter> w, const std::string&
   return h;
 }
 
-// Logits [V] of the last prompt position via the per-row path for one row.
-at::Tensor RowLogits(const LlamaModel& m, const ServingAdapter* a, const std::vector<int64_t>& ids) {
-  at::NoGradGuard ng;
-  KvCache cache;
-  AdapterBatch batch = m.MakeAdapterBatch({a});
-  ForwardOptions fo;
-  fo.row_caches = {&cache};
-  fo.adapters = &batch;
-  fo.logits_for_last_only = true;
-  return m.Forward(at::tensor(ids, at::kLong).unsqueeze(0), fo).view({-1});
-}
-
 TEST(PerRowForwardTest, MixedBatchRowsEqualAttachedAdapterAlone) {
   at::NoGradGuard ng;
   auto attached = MakeTinyModel();
