@@ -20,6 +20,7 @@
 #include "ATen/ops/arange.h"
 #include "ATen/ops/randn.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
 #include "server/model/safetensors_torch.h"
 
@@ -232,6 +233,11 @@ TEST(Safetensors, BadFilesGiveClearErrors) {
     return absl::StrCat("\"", name, "\":{\"dtype\":\"", dtype, "\",\"shape\":", shape,
                         ",\"data_offsets\":", offsets, "}");
   };
+  // The JSON header object holding `entries` (built with StrCat: GCC 12 misreports
+  // "literal" + std::string as an overlapping memcpy, -Wrestrict).
+  auto header = [](std::initializer_list<std::string> entries) {
+    return absl::StrCat("{", absl::StrJoin(entries, ","), "}");
+  };
   std::string deep(40, '[');
   const std::vector<BadFile> cases = {
       {"tiny file", "abc", "too short for the 8-byte header length"},
@@ -241,40 +247,38 @@ TEST(Safetensors, BadFilesGiveClearErrors) {
       {"not json", FileBytes("{\"a\": nope", 0), "header is not valid JSON"},
       {"not object", FileBytes("[1, 2]", 0), "header must be a JSON object, got array"},
       {"deep nesting", FileBytes(deep, 0), "nests deeper"},
-      {"unknown dtype", FileBytes("{" + entry("t", "C64", "[1]", "[0,8]") + "}", 8),
+      {"unknown dtype", FileBytes(header({entry("t", "C64", "[1]", "[0,8]")}), 8),
        "tensor 't': unsupported dtype 'C64'"},
-      {"fp8 dtype", FileBytes("{" + entry("t8", "F8_E4M3", "[1]", "[0,1]") + "}", 1),
+      {"fp8 dtype", FileBytes(header({entry("t8", "F8_E4M3", "[1]", "[0,1]")}), 1),
        "tensor 't8': unsupported dtype 'F8_E4M3'"},
-      {"negative dim", FileBytes("{" + entry("neg", "F32", "[2,-2]", "[0,0]") + "}", 0),
+      {"negative dim", FileBytes(header({entry("neg", "F32", "[2,-2]", "[0,0]")}), 0),
        "tensor 'neg': shape[1] must be >= 0, got -2"},
-      {"float dim", FileBytes("{" + entry("fl", "F32", "[2.5]", "[0,10]") + "}", 10),
+      {"float dim", FileBytes(header({entry("fl", "F32", "[2.5]", "[0,10]")}), 10),
        "tensor 'fl': shape[0] must be a non-negative integer"},
-      {"offsets out of bounds", FileBytes("{" + entry("oob", "F32", "[4]", "[0,16]") + "}", 8),
+      {"offsets out of bounds", FileBytes(header({entry("oob", "F32", "[4]", "[0,16]")}), 8),
        "tensor 'oob': data_offsets end 16 is past the data region of 8 bytes"},
-      {"begin > end", FileBytes("{" + entry("rev", "F32", "[1]", "[8,4]") + "}", 8),
+      {"begin > end", FileBytes(header({entry("rev", "F32", "[1]", "[8,4]")}), 8),
        "tensor 'rev': data_offsets begin 8 > end 4"},
-      {"length mismatch", FileBytes("{" + entry("len", "F32", "[2,3]", "[0,20]") + "}", 20),
+      {"length mismatch", FileBytes(header({entry("len", "F32", "[2,3]", "[0,20]")}), 20),
        "tensor 'len': data_offsets span 20 bytes but shape [2, 3] of F32 needs 24"},
       {"overlap",
-       FileBytes("{" + entry("a", "F32", "[2]", "[0,8]") + "," + entry("b", "F32", "[2]", "[4,12]") +
-                     "}",
+       FileBytes(header({entry("a", "F32", "[2]", "[0,8]"), entry("b", "F32", "[2]", "[4,12]")}),
                  12),
        "tensor 'b': bytes [4, 12) overlap tensor 'a'"},
       {"hole",
-       FileBytes("{" + entry("a", "F32", "[1]", "[0,4]") + "," + entry("b", "F32", "[1]", "[8,12]") +
-                     "}",
+       FileBytes(header({entry("a", "F32", "[1]", "[0,4]"), entry("b", "F32", "[1]", "[8,12]")}),
                  12),
        "tensor 'b': starts at byte 8 leaving a hole [4, 8)"},
-      {"trailing bytes", FileBytes("{" + entry("a", "F32", "[1]", "[0,4]") + "}", 9),
+      {"trailing bytes", FileBytes(header({entry("a", "F32", "[1]", "[0,4]")}), 9),
        "tensors cover 4 of the 9 data bytes"},
       {"shape overflow",
-       FileBytes("{" + entry("big", "F32", "[4294967296,4294967296]", "[0,4]") + "}", 4),
+       FileBytes(header({entry("big", "F32", "[4294967296,4294967296]", "[0,4]")}), 4),
        "tensor 'big': shape [4294967296, 4294967296] has more elements than fit in int64"},
-      {"byte overflow", FileBytes("{" + entry("bb", "F64", "[4611686018427387904]", "[0,8]") + "}", 8),
+      {"byte overflow", FileBytes(header({entry("bb", "F64", "[4611686018427387904]", "[0,8]")}), 8),
        "tensor 'bb': shape [4611686018427387904] of F64 overflows the byte count"},
       {"missing offsets", FileBytes("{\"m\":{\"dtype\":\"F32\",\"shape\":[1]}}", 4),
        "tensor 'm': missing \"data_offsets\""},
-      {"offsets not pair", FileBytes("{" + entry("p", "F32", "[1]", "[0,4,8]") + "}", 4),
+      {"offsets not pair", FileBytes(header({entry("p", "F32", "[1]", "[0,4,8]")}), 4),
        "tensor 'p': \"data_offsets\" must be an array [begin, end]"},
       {"entry not object", FileBytes("{\"s\":5}", 0), "tensor 's': entry must be an object"},
       {"metadata not object", FileBytes("{\"__metadata__\":[1]}", 0),
