@@ -40,7 +40,7 @@ struct Case {
   int64_t b;
   double flops;
   std::function<void()> run;
-  std::vector<double> times;
+  std::vector<double> times = {};  // seconds per repetition, filled when it runs
 };
 
 }  // namespace

@@ -67,7 +67,8 @@ TEST(WatchJobTest, SlowReaderOfALongLogGetsEveryEventOnceWithoutNewEvents) {
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   ASSERT_NE(server, nullptr);
 
-  auto job = (*store)->CreateJob(NewJob{.tenant = "default", .spec_json = "{}"});
+  auto job = (*store)->CreateJob(NewJob{.tenant = "default", .idempotency_key = "",
+                                        .spec_json = "{}", .priority = 0, .dataset_ids = {}});
   ASSERT_TRUE(job.ok()) << job.status();
   const std::string id = job->job.id;
   ASSERT_TRUE((*store)->Transition(id, JobState::kQueued, JobState::kRunning).ok());
