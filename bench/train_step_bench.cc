@@ -208,7 +208,7 @@ int main(int argc, char** argv) {
   struct Row {
     std::string impl;
     int64_t block = 0;  // 0: frozen (no adapter)
-    std::vector<double> times;
+    std::vector<double> times = {};  // seconds per step
     int64_t peak = 0;
     double ms = 0;
   };
