@@ -49,10 +49,10 @@ struct ServerProcessOptions {
   // --data_dir; created by the server. Required.
   std::string data_dir;
   // --api_key=TENANT:KEY flags.
-  std::vector<std::string> api_keys;
+  std::vector<std::string> api_keys = {};
   // More flags, e.g. "--max_upload_bytes=4096". --model, --listen, --port_file,
   // --metrics_listen and --metrics_port_file are set by ServerProcess unless given here.
-  std::vector<std::string> extra_flags;
+  std::vector<std::string> extra_flags = {};
   // How long Start() waits for the port file.
   absl::Duration start_timeout = absl::Seconds(60);
 };
