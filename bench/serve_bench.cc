@@ -23,12 +23,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "ATen/ATen.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "bench/machine_info.h"
 #include "bench/stats.h"
@@ -121,7 +121,7 @@ SwapResult MeasureSwapUnderLoad(oft::Engine& engine, oft::AdapterRegistry& regis
                                 const std::vector<oft::AdapterHandle>& stream_adapters, int swaps) {
   SwapResult out;
   std::atomic<bool> stop{false};
-  std::mutex mu;
+  absl::Mutex mu;
   std::vector<double> intervals;  // guarded by mu
   std::atomic<int> live{0};  // requests submitted and not done (streams and client)
   // The streams: resubmitted when they finish, until `stop`.
@@ -134,7 +134,7 @@ SwapResult MeasureSwapUnderLoad(oft::Engine& engine, oft::AdapterRegistry& regis
     r.on_chunk = [&, last](const oft::GenerationChunk&) {
       const auto now = Clock::now();
       if (last->time_since_epoch().count() != 0) {
-        std::lock_guard<std::mutex> lock(mu);
+        absl::MutexLock lock(&mu);
         intervals.push_back(Ms(*last, now));
       }
       *last = now;
@@ -210,7 +210,7 @@ SwapResult MeasureSwapUnderLoad(oft::Engine& engine, oft::AdapterRegistry& regis
   stop.store(true);
   while (live.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   out.failures += client_failures.load();
-  std::lock_guard<std::mutex> lock(mu);
+  absl::MutexLock lock(&mu);
   out.decode_step_ms = oft::bench::Median(intervals);
   return out;
 }

@@ -3,15 +3,14 @@
 // NOT_SERVING when the composite path is, and the startup log names each kernel's path
 // (issue 13, "Health and logs"). The CPU stands in for a GPU: the same names and lines.
 #include <chrono>
-#include <condition_variable>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
+#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/job_util.h"
@@ -29,22 +28,20 @@ int HealthOf(const std::shared_ptr<grpc::Channel>& channel, const std::string& s
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   // HealthCheckRequest { string service = 1; }: tag 0x0a, length (< 128 here), bytes.
-  std::string bytes = std::string(1, '\x0a') + static_cast<char>(service.size()) + service;
+  std::string bytes;
+  bytes.push_back('\x0a');
+  bytes.push_back(static_cast<char>(service.size()));
+  bytes.append(service);
   grpc::Slice slice(bytes);
   grpc::ByteBuffer request(&slice, 1), response;
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  grpc::Status status;
+  absl::Notification done;
+  grpc::Status status;  // written before done.Notify(), read after WaitForNotification()
   stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
                  [&](grpc::Status s) {
-                   std::lock_guard<std::mutex> lock(mu);
                    status = std::move(s);
-                   done = true;
-                   cv.notify_one();
+                   done.Notify();
                  });
-  std::unique_lock<std::mutex> lock(mu);
-  cv.wait(lock, [&] { return done; });
+  done.WaitForNotification();
   if (!status.ok()) return -1;
   std::vector<grpc::Slice> slices;
   if (!response.Dump(&slices).ok()) return -1;
