@@ -10,6 +10,7 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -65,7 +66,7 @@ TEST(KernelHealthTest, EveryKernelIsServingAndTheLogNamesItsPath) {
   EXPECT_EQ(HealthOf(channel, "oft.kernel/cpu/no_such_kernel"), -1);
   const std::string log = server.LogTail(1 << 16);
   EXPECT_THAT(log, HasSubstr("kernel self-check: "));
-  for (const char* kernel : kKernels) EXPECT_THAT(log, HasSubstr(" " + std::string(kernel) + "=kernel"));
+  for (const char* kernel : kKernels) EXPECT_THAT(log, HasSubstr(absl::StrCat(" ", kernel, "=kernel")));
 }
 
 TEST(KernelHealthTest, ModeOffTakesTheCompositePathAndSaysSo) {
@@ -80,7 +81,7 @@ TEST(KernelHealthTest, ModeOffTakesTheCompositePathAndSaysSo) {
     EXPECT_EQ(HealthOf(channel, std::string("oft.kernel/cpu/") + kernel), 2) << kernel;
   }
   const std::string log = server.LogTail(1 << 16);
-  for (const char* kernel : kKernels) EXPECT_THAT(log, HasSubstr(" " + std::string(kernel) + "=composite"));
+  for (const char* kernel : kKernels) EXPECT_THAT(log, HasSubstr(absl::StrCat(" ", kernel, "=composite")));
 }
 
 }  // namespace
