@@ -2,7 +2,7 @@
 # Idempotent setup: installs what a fresh Debian 12 machine lacks to build and test the project.
 #   - Debian packages: gRPC, protobuf, Abseil, prometheus-cpp, SQLite, GoogleTest, Google Benchmark,
 #     OpenBLAS, PCRE2, RE2 (client regexes), nlohmann-json, ccache, ninja, Prometheus (for the scrape test),
-#     clang (the -Wthread-safety contract check).
+#     clang (the -Wthread-safety contract check), cpp-httplib (the HTTP API).
 #   - LibTorch from the PyPI `torch` wheel, pinned below, into the project-local venv .venv/.
 # Re-running it does nothing when everything is present.
 set -euo pipefail
@@ -15,6 +15,7 @@ APT_PACKAGES=(
   prometheus-cpp-dev libsqlite3-dev sqlite3 libgtest-dev libgmock-dev libbenchmark-dev
   libopenblas0-pthread libpcre2-dev libicu-dev nlohmann-json3-dev libssl-dev prometheus
   libyaml-cpp-dev openssl libre2-dev clang libclang-rt-14-dev
+  libcpp-httplib-dev
 )
 
 SUDO=""
@@ -41,10 +42,10 @@ if [ "${have%%+*}" != "$TORCH_VERSION" ]; then
   .venv/bin/pip install -q --disable-pip-version-check "torch==$TORCH_VERSION" numpy
 fi
 # Independent Python peers for parity/interop tests (tokenizers, safetensors, transformers, PEFT,
-# a grpcio client). setuptools: grpcio-tools needs >= 77, torch 2.11 < 82.
+# a grpcio client, the official openai client). setuptools: grpcio-tools needs >= 77, torch 2.11 < 82.
 PY_PEERS=(safetensors==0.8.0 tokenizers==0.23.3 transformers==5.23.0 peft==0.21.2
-          grpcio==1.85.1 grpcio-tools==1.85.1 "setuptools>=77.0.1,<82")
-if ! .venv/bin/python -c 'import safetensors, tokenizers, transformers, peft, grpc, grpc_tools' 2>/dev/null; then
+          grpcio==1.85.1 grpcio-tools==1.85.1 openai==3.51.0 "setuptools>=77.0.1,<82")
+if ! .venv/bin/python -c 'import safetensors, tokenizers, transformers, peft, grpc, grpc_tools, openai' 2>/dev/null; then
   echo "setup: installing Python test peers: ${PY_PEERS[*]}"
   .venv/bin/pip install -q --disable-pip-version-check "${PY_PEERS[@]}"
 fi

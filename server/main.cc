@@ -8,6 +8,7 @@
 //              [--adapter_memory_budget_bytes=N] [--serving_device=cpu|cuda:N]
 //              [--serving_threads=N] [--device_memory_bytes=N] [--cuda_kernels=auto|on|off]
 //              [--port_file=FILE] [--metrics_port_file=FILE] [--executor_threads=N]
+//              [--http_listen=HOST:PORT] [--http_port_file=FILE] [--http_threads=N]
 //              [--health_saturation_seconds=S] [--shutdown_timeout_seconds=S]
 //
 // SIGTERM / SIGINT: graceful shutdown (running jobs are checkpointed and requeued), exit 0.
@@ -49,7 +50,10 @@ constexpr char kUsage[] =
     "                  [--device_memory_bytes=N] [--port_file=FILE] [--metrics_port_file=FILE]\n"
     "                  [--executor_threads=N] [--health_saturation_seconds=S]\n"
     "                  [--shutdown_timeout_seconds=S]\n"
-    "The OFTv2 adapter training and serving service (gRPC oft.v1). SIGTERM / SIGINT: graceful\n"
+    "                  [--http_listen=HOST:PORT [--http_port_file=FILE] [--http_threads=N]]\n"
+    "The OFTv2 adapter training and serving service (gRPC oft.v1; with --http_listen also the\n"
+    "OpenAI-compatible HTTP API /v1/models, /v1/completions, /v1/chat/completions, and /metrics,\n"
+    "/healthz, /readyz). SIGTERM / SIGINT: graceful\n"
     "shutdown (running jobs are checkpointed and requeued), exit 0; still unfinished after\n"
     "--shutdown_timeout_seconds: exit 3 (running jobs resume from their last checkpoint).\n"
     "Exit status: 0 after shutdown or --help, 2 bad flags, 1 the server could not start.\n";
@@ -86,6 +90,12 @@ int main(int argc, char** argv) {
     else if (name == "port_file") o.port_file = v;
     else if (name == "metrics_listen") o.metrics_listen = v;
     else if (name == "metrics_port_file") o.metrics_port_file = v;
+    else if (name == "http_listen") o.http_listen = v;
+    else if (name == "http_port_file") o.http_port_file = v;
+    else if (name == "http_threads") {
+      if (!ParseInt(name, v, &n, &err) || n < 1 || n > 1024) return Usage("--http_threads must be in [1, 1024]");
+      o.http_threads = static_cast<int>(n);
+    }
     else if (name == "data_dir") o.data_dir = v;
     else if (name == "model") {
       const size_t e = v.find('=');

@@ -30,7 +30,8 @@
 #include "server/jobs/job_store.h"
 #include "server/jobs/store_db.h"
 #include "server/jobs/scheduler.h"
-#include "server/metrics/http_exposer.h"
+#include "server/http/http_frontend.h"
+#include "server/http/openai_api.h"
 #include "server/metrics/kernel_check_export.h"
 #include "server/metrics/metrics.h"
 #include "server/oft/kernel_mode.h"
@@ -103,8 +104,9 @@ struct OftServer::Impl {
   std::unique_ptr<AdapterStore> adapters;
   ModelCatalog catalog;
   std::shared_ptr<prometheus::Registry> registry;
+  std::atomic<bool> ready{false};  // /readyz: serving and not saturated (before its readers)
   std::unique_ptr<ServiceMetrics> metrics;
-  std::unique_ptr<MetricsHttpServer> exposer;
+  std::unique_ptr<HttpFrontend> exposer;          // --metrics_listen: /metrics, /healthz, /readyz
   std::unique_ptr<Authenticator> auth;
   std::unique_ptr<Executor> executor;
   EventHub events;
@@ -118,8 +120,11 @@ struct OftServer::Impl {
   std::unique_ptr<InferenceBackend> inference;      // outlives the gRPC server
   std::unique_ptr<InferenceServiceImpl> inference_service;
   std::unique_ptr<grpc::Server> grpc_server;
+  OpenAiEnv openai;                                 // outlives the HTTP server
+  std::unique_ptr<HttpFrontend> http;               // --http_listen
   int port = 0;
   int metrics_port = 0;
+  int http_port = 0;
   // Memory a job may use on each training device (--device_memory_bytes or the device's).
   std::map<std::string, int64_t> device_memory;  // written before any worker starts
   int64_t MemoryOf(const std::string& device) const {
@@ -257,6 +262,7 @@ constexpr const char* kHealthServices[] = {"", "oft.v1.JobService", "oft.v1.Data
                                            "oft.v1.InferenceService"};
 
 void OftServer::Impl::SetHealth(bool serving) {
+  ready = serving;
   if (grpc::HealthCheckServiceInterface* health = grpc_server->GetHealthCheckService()) {
     for (const char* name : kHealthServices) health->SetServingStatus(name, serving);
   }
@@ -288,6 +294,7 @@ OftServer::OftServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 OftServer::~OftServer() { Shutdown(); }
 int OftServer::port() const { return impl_->port; }
 int OftServer::metrics_port() const { return impl_->metrics_port; }
+int OftServer::http_port() const { return impl_->http_port; }
 void OftServer::Wait() { impl_->done.WaitForNotification(); }
 
 absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions& options) {
@@ -333,8 +340,12 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
   s.registry = std::make_shared<prometheus::Registry>();
   s.metrics = std::make_unique<ServiceMetrics>(*s.registry);
   if (!options.metrics_listen.empty()) {
-    absl::StatusOr<std::unique_ptr<MetricsHttpServer>> exposer =
-        MetricsHttpServer::Start(options.metrics_listen, s.registry);
+    HttpFrontendOptions mo;
+    mo.listen = options.metrics_listen;
+    mo.threads = 2;
+    mo.registry = s.registry;
+    mo.ready = [&s] { return s.ready.load(); };
+    absl::StatusOr<std::unique_ptr<HttpFrontend>> exposer = HttpFrontend::Start(mo);
     if (!exposer.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("--metrics_listen: ", exposer.status().message()));
@@ -516,6 +527,31 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
     return absl::InvalidArgumentError(
         absl::StrCat("--listen=", options.listen, ": cannot listen there (address in use or invalid)"));
   }
+  if (!options.http_listen.empty()) {
+    s.openai.backend = s.inference.get();
+    s.openai.adapters = s.adapters.get();
+    for (const CatalogModel& m : s.catalog.models()) s.openai.base_models.push_back(m.name);
+    s.openai.authenticate = [self](const std::vector<std::string>& values) {
+      return self->auth->AuthenticateBearer(values);
+    };
+    HttpFrontendOptions ho;
+    ho.listen = options.http_listen;
+    ho.tls_cert = options.tls_cert;
+    ho.tls_key = options.tls_key;
+    ho.tls_client_ca = options.tls_client_ca;
+    ho.threads = options.http_threads;
+    ho.max_body_bytes = options.max_message_bytes;
+    ho.registry = s.registry;
+    ho.ready = [self] { return self->ready.load(); };
+    ho.log = [](const std::string& line) { Log(line); };
+    ho.openai = &s.openai;
+    absl::StatusOr<std::unique_ptr<HttpFrontend>> http = HttpFrontend::Start(ho);
+    if (!http.ok()) {
+      return absl::Status(http.status().code(), absl::StrCat("--http_listen: ", http.status().message()));
+    }
+    s.http = std::move(*http);
+    s.http_port = s.http->port();
+  }
   s.SetHealth(true);
   if (grpc::HealthCheckServiceInterface* health = s.grpc_server->GetHealthCheckService()) {
     // Not touched by SetHealth (saturation): which path each custom kernel takes.
@@ -535,7 +571,11 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
   if (!options.metrics_port_file.empty() && s.metrics_port != 0) {
     OFT_RETURN_IF_ERROR(WriteFileAtomic(options.metrics_port_file, absl::StrCat(s.metrics_port, "\n")));
   }
+  if (!options.http_port_file.empty() && s.http_port != 0) {
+    OFT_RETURN_IF_ERROR(WriteFileAtomic(options.http_port_file, absl::StrCat(s.http_port, "\n")));
+  }
   Log(absl::StrCat("serving gRPC on port ", s.port, ", metrics on port ", s.metrics_port,
+                   ", HTTP API on port ", s.http_port,
                    ", models: ", s.catalog.Names(), ", data_dir ", options.data_dir));
   return std::unique_ptr<OftServer>(new OftServer(std::move(impl)));
 }
@@ -551,6 +591,12 @@ void OftServer::Shutdown() {
   if (grpc::HealthCheckServiceInterface* h = s.grpc_server->GetHealthCheckService()) {
     h->Shutdown();
   }
+  s.ready = false;
+  // HTTP handlers end first: their streams end when the engines stop (UNAVAILABLE).
+  if (s.http) {
+    s.openai.stopping->store(true);
+    s.http->Stop();
+  }
   s.grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(3));
   s.scheduler->Shutdown();
   s.store->SetEventListener(nullptr);
@@ -559,6 +605,7 @@ void OftServer::Shutdown() {
   if (s.stats_thread.joinable()) s.stats_thread.join();
   if (s.saturation_thread.joinable()) s.saturation_thread.join();
   s.grpc_server->Wait();
+  if (s.exposer) s.exposer->Stop();
   Log("stopped");
   s.done.Notify();
 }

@@ -2,7 +2,7 @@
 // model catalog, metrics, scheduler, gRPC services, health, reflection) and runs them.
 // Nothing else constructs these components in production.
 //
-// Lifecycle: Start() returns once the gRPC and metrics ports are bound and the scheduler
+// Lifecycle: Start() returns once the gRPC, metrics and HTTP ports are bound and the scheduler
 // runs. Shutdown() is graceful: health goes NOT_SERVING, the gRPC server stops accepting
 // (in-flight calls get a short grace period), running jobs are checkpointed and go back to
 // QUEUED, then everything is torn down. Thread-safe; Shutdown() is idempotent.
@@ -25,6 +25,11 @@ struct ServerOptions {
   std::string port_file;                           // bound gRPC port written here ("" = no)
   std::string metrics_listen = "127.0.0.1:9464";   // Prometheus exposer; "" = off
   std::string metrics_port_file;                   // bound metrics port written here
+  // HTTP API (OpenAI-compatible /v1, plus /metrics, /healthz, /readyz); "" = off. Uses the
+  // same API keys and TLS files as gRPC.
+  std::string http_listen;
+  std::string http_port_file;                      // bound HTTP port written here
+  int http_threads = 16;                           // HTTP handler threads
   std::string data_dir = "./oft-data";             // jobs.db, datasets/, jobs/, adapters/
   std::map<std::string, std::string> models;       // base model name -> HF directory
   std::vector<std::string> devices = {"cpu"};      // one training worker per entry
@@ -55,6 +60,7 @@ class OftServer {
 
   int port() const;          // bound gRPC port
   int metrics_port() const;  // bound metrics port; 0 when off
+  int http_port() const;     // bound HTTP API port; 0 when off
 
   // Blocks until Shutdown() has finished.
   void Wait();

@@ -17,6 +17,9 @@
 namespace oft {
 
 inline constexpr size_t kMaxEchoChars = 80;
+// The longest error message any API (gRPC status, HTTP error body) sends; longer ones are cut
+// with Echo(). Keeps a gRPC status well inside the 8 KiB metadata limit.
+inline constexpr size_t kMaxStatusMessageBytes = 2048;
 
 // `value` itself when it has at most `max_bytes` bytes; otherwise its first bytes (never
 // splitting a UTF-8 sequence) followed by "…(N bytes)". Pure; thread-safe. Header-only, so

@@ -10,10 +10,9 @@
 
 #include "absl/status/status.h"
 #include "grpcpp/support/status.h"
+#include "server/common/echo.h"  // kMaxStatusMessageBytes
 
 namespace oft {
-
-inline constexpr size_t kMaxStatusMessageBytes = 2048;
 
 grpc::Status ToGrpcStatus(const absl::Status& status);
 absl::Status FromGrpcStatus(const grpc::Status& status);

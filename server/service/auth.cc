@@ -12,24 +12,31 @@ Authenticator::Authenticator(const ApiKeyLookup* keys, AuthOptions options)
 
 absl::StatusOr<std::string> Authenticator::Authenticate(const grpc::ServerContextBase& context) {
   const auto& md = context.client_metadata();
-  auto it = md.find("authorization");
-  if (md.count("authorization") > 1) {
+  std::vector<std::string> values;
+  for (auto [it, end] = md.equal_range("authorization"); it != end; ++it) {
+    values.emplace_back(it->second.data(), it->second.size());
+  }
+  return AuthenticateBearer(values);
+}
+
+absl::StatusOr<std::string> Authenticator::AuthenticateBearer(const std::vector<std::string>& values) {
+  if (values.size() > 1) {
     // Which one would win is up to the proxy chain; refuse instead of guessing.
     return absl::UnauthenticatedError("more than one authorization header: send exactly one");
   }
-  if (it == md.end()) {
+  if (values.empty()) {
     if (options_.allow_unauthenticated) return options_.default_tenant;
     return absl::UnauthenticatedError(
-        "missing API key: send metadata 'authorization: Bearer <key>'");
+        "missing API key: send the header 'authorization: Bearer <key>'");
   }
-  std::string value(it->second.data(), it->second.size());
+  const std::string& value = values[0];
   constexpr absl::string_view kBearer = "Bearer ";
   if (!absl::StartsWithIgnoreCase(value, kBearer)) {
     return absl::UnauthenticatedError(
-        "malformed authorization metadata: expected 'Bearer <key>'");
+        "malformed authorization header: expected 'Bearer <key>'");
   }
   std::string key(absl::StripAsciiWhitespace(absl::string_view(value).substr(kBearer.size())));
-  if (key.empty()) return absl::UnauthenticatedError("empty API key in authorization metadata");
+  if (key.empty()) return absl::UnauthenticatedError("empty API key in the authorization header");
   const absl::Time now = absl::Now();
   {
     absl::MutexLock lock(&mu_);

@@ -1,4 +1,4 @@
-// API-key authentication: `authorization: Bearer <key>` metadata -> tenant.
+// API-key authentication: `authorization: Bearer <key>` (gRPC metadata or HTTP header) -> tenant.
 //
 // Keys are looked up in an ApiKeyLookup (ApiKeyStore stores only their SHA-256). Successful
 // lookups are cached for `cache_ttl` so that busy clients do not cost a database read per
@@ -7,6 +7,7 @@
 #define OFT_SERVER_SERVICE_AUTH_H_
 
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -32,6 +33,10 @@ class Authenticator {
   // The caller's tenant. UNAUTHENTICATED (never echoing the key) when the metadata is
   // missing, malformed or names an unknown key.
   absl::StatusOr<std::string> Authenticate(const grpc::ServerContextBase& context)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // The same from the values of every `authorization` header of a request (gRPC metadata or
+  // HTTP headers): exactly one "Bearer <key>" is accepted.
+  absl::StatusOr<std::string> AuthenticateBearer(const std::vector<std::string>& values)
       ABSL_LOCKS_EXCLUDED(mu_);
 
  private:

@@ -19,6 +19,7 @@
 #include "server/data/chat_template.h"
 #include "server/data/dataset.h"
 #include "server/serving/adapter_registry.h"
+#include "server/serving/generate_params.h"
 #include "server/serving/generation_types.h"
 
 namespace oft {
@@ -49,20 +50,6 @@ struct InferenceOptions {
   std::function<void(double seconds)> on_first_token;   // oft_time_to_first_token_seconds
 };
 
-// A GenerateRequest, proto-free.
-struct GenerateParams {
-  std::string base_model;              // "" = the adapter's base, else the default base
-  std::optional<AdapterId> adapter;    // tenant ignored (the caller's); version 0 = latest
-  std::optional<std::string> alias;    // instead of adapter
-  std::optional<std::string> text;     // exactly one of text / chat
-  std::optional<std::vector<Message>> chat;
-  int32_t max_tokens = 0;              // 0 = 256; else [1, 4096]
-  std::optional<double> temperature;   // [0, 2]; unset = 1.0
-  std::optional<double> top_p;         // (0, 1]; unset = 1.0
-  std::optional<int32_t> top_k;        // >= 0; unset = 0
-  std::vector<std::string> stop;       // <= 8 strings of 1-64 bytes
-  std::optional<uint64_t> seed;        // unset = random
-};
 
 struct GenerateStart {
   uint64_t ticket = 0;                  // for CancelGenerate
@@ -126,9 +113,6 @@ absl::StatusOr<LoadedServingBase> LoadServingBase(const std::string& name, const
                                                   std::optional<ChatTemplateKind> chat_template,
                                                   const std::string& config_sha256);
 
-// Validation of a GenerateParams against the limits above (no model needed); the error
-// names the field, e.g. "max_tokens must be in [1, 4096], got 5000".
-absl::Status ValidateGenerateParams(const GenerateParams& params);
 
 }  // namespace oft
 

@@ -22,7 +22,11 @@ if(TARGET oft_server)
   add_test(NAME interop.prometheus_scrape
            COMMAND "${_oft_py}" "${_oft_itest}/prometheus/prometheus_scrape_test.py"
                    "$<TARGET_FILE:oft_server>" "${PROJECT_SOURCE_DIR}")
-  set_tests_properties(interop.grpcio_client interop.prometheus_scrape PROPERTIES
+  # The official openai client against the HTTP API (issue 14): same seed == gRPC Generate.
+  add_test(NAME interop.openai_client
+           COMMAND "${_oft_py}" "${_oft_itest}/python/openai_api_test.py"
+                   "$<TARGET_FILE:oft_server>" "${PROJECT_SOURCE_DIR}")
+  set_tests_properties(interop.grpcio_client interop.prometheus_scrape interop.openai_client PROPERTIES
                        LABELS "integration;interop" SKIP_RETURN_CODE 77 TIMEOUT 600
                        ENVIRONMENT "OMP_NUM_THREADS=1;MKL_NUM_THREADS=1")
 endif()

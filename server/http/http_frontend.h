@@ -1,0 +1,65 @@
+// The HTTP/1.1 server of oft_server (cpp-httplib, Debian's libcpp-httplib-dev): operational
+// endpoints on every instance, and the OpenAI-compatible API where configured.
+//   GET /healthz  200 while the process serves at all
+//   GET /readyz   200 when ready() says so (not shutting down, executor not saturated), else 503
+//   GET /metrics  the Prometheus text exposition of `registry`
+//   /v1/...       server/http/openai_api.h, when `openai` is set
+// One access-log line per request through `log` (method, path, status, bytes, peer).
+//
+// The listening socket sets SO_REUSEADDR only (never SO_REUSEPORT), so a second server cannot
+// bind a port in use. Bodies over max_body_bytes get 413. With tls_cert/tls_key the server
+// speaks HTTPS (tls_client_ca: verified client certificates required).
+//
+// Thread-safe. The destructor (or Stop) stops accepting and joins the listener; in-flight
+// handlers finish first.
+#ifndef OFT_SERVER_HTTP_HTTP_FRONTEND_H_
+#define OFT_SERVER_HTTP_HTTP_FRONTEND_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace prometheus {
+class Registry;
+}
+
+namespace oft {
+
+struct OpenAiEnv;
+
+struct HttpFrontendOptions {
+  std::string listen;                        // "HOST:PORT" (IPv4 or a name); port 0 = any free
+  std::string tls_cert, tls_key, tls_client_ca;  // PEM files; HTTPS when cert and key are set
+  int threads = 16;                          // handler threads (a streamed request holds one)
+  int64_t max_body_bytes = int64_t{4} << 20;
+  std::shared_ptr<prometheus::Registry> registry;  // GET /metrics; null = no /metrics
+  std::function<bool()> ready;               // GET /readyz; empty = always ready
+  std::function<void(const std::string& line)> log;  // access log; empty = none
+  const OpenAiEnv* openai = nullptr;         // not owned; null = no /v1 routes
+};
+
+class HttpFrontend {
+ public:
+  // Binds and starts serving. Errors: INVALID_ARGUMENT (bad address, TLS files that do not
+  // load), UNAVAILABLE (cannot bind, e.g. the port is in use).
+  static absl::StatusOr<std::unique_ptr<HttpFrontend>> Start(const HttpFrontendOptions& options);
+  ~HttpFrontend();
+  HttpFrontend(const HttpFrontend&) = delete;
+  HttpFrontend& operator=(const HttpFrontend&) = delete;
+
+  int port() const;
+  void Stop();  // idempotent
+
+ private:
+  struct Impl;
+  explicit HttpFrontend(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace oft
+
+#endif  // OFT_SERVER_HTTP_HTTP_FRONTEND_H_

@@ -1,0 +1,96 @@
+// The HTTP server: operational endpoints, body limit, access log, and no port sharing.
+#include "server/http/http_frontend.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "httplib.h"
+#include "prometheus/counter.h"
+#include "prometheus/registry.h"
+
+namespace oft {
+namespace {
+
+TEST(HttpFrontend, HealthReadinessMetricsAndAccessLog) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  prometheus::BuildCounter().Name("oft_test_total").Help("t").Register(*registry).Add({}).Increment(3);
+  std::atomic<bool> ready{true};
+  absl::Mutex mu;
+  std::vector<std::string> lines;
+  HttpFrontendOptions o;
+  o.listen = "127.0.0.1:0";
+  o.registry = registry;
+  o.ready = [&] { return ready.load(); };
+  o.log = [&](const std::string& l) {
+    absl::MutexLock lock(&mu);
+    lines.push_back(l);
+  };
+  o.max_body_bytes = 1024;
+  auto server = HttpFrontend::Start(o);
+  ASSERT_TRUE(server.ok()) << server.status();
+  ASSERT_GT((*server)->port(), 0);
+  httplib::Client client("127.0.0.1", (*server)->port());
+
+  auto h = client.Get("/healthz");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+  auto r = client.Get("/readyz");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  ready = false;
+  r = client.Get("/readyz");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 503);
+  auto m = client.Get("/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->status, 200);
+  EXPECT_NE(m->body.find("oft_test_total 3"), std::string::npos) << m->body;
+  EXPECT_EQ(client.Get("/nope")->status, 404);
+  // No OpenAI routes on a metrics-only server.
+  EXPECT_EQ(client.Get("/v1/models")->status, 404);
+  auto big = client.Post("/metrics", std::string(4096, 'x'), "text/plain");
+  ASSERT_TRUE(big);
+  EXPECT_EQ(big->status, 413);
+
+  (*server)->Stop();
+  absl::MutexLock lock(&mu);
+  ASSERT_GE(lines.size(), 5u);
+  EXPECT_NE(lines[0].find("GET /healthz 200"), std::string::npos) << lines[0];
+}
+
+TEST(HttpFrontend, SecondServerCannotShareThePort) {
+  HttpFrontendOptions o;
+  o.listen = "127.0.0.1:0";
+  auto first = HttpFrontend::Start(o);
+  ASSERT_TRUE(first.ok()) << first.status();
+  o.listen = "127.0.0.1:" + std::to_string((*first)->port());
+  auto second = HttpFrontend::Start(o);
+  ASSERT_FALSE(second.ok()) << "bound a port already in use (SO_REUSEPORT?)";
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(HttpFrontend, BadAddressesAndTlsFilesAreNamed) {
+  HttpFrontendOptions o;
+  for (const char* bad : {"nohostport", "127.0.0.1:99999", ":80", "127.0.0.1:x"}) {
+    o.listen = bad;
+    auto s = HttpFrontend::Start(o);
+    ASSERT_FALSE(s.ok()) << bad;
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+  o.listen = "127.0.0.1:0";
+  o.tls_cert = "/nonexistent/cert.pem";
+  auto s = HttpFrontend::Start(o);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.status().message().find("key"), std::string::npos) << s.status();
+  o.tls_key = "/nonexistent/key.pem";
+  s = HttpFrontend::Start(o);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.status().message().find("/nonexistent/cert.pem"), std::string::npos) << s.status();
+}
+
+}  // namespace
+}  // namespace oft
