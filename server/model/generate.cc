@@ -90,21 +90,28 @@ absl::StatusOr<GenerateResult> Generate(const LlamaModel& model, const Tokenizer
     at::Generator gen = SamplingGenerator(model.device(), o.seed);
     GenerateResult r;
     KvCache cache;
-    ForwardOptions fo;
+    // One prepared adapter: the serving pass; no adapter, or several stacked (rebuilt per
+    // step): the training-side pass with the active adapters.
     AdapterBatch batch;
+    ServingBatch sb;
+    ForwardOptions fo;
     if (prepared) {
       batch = model.MakeAdapterBatch({prepared.get()});
-      fo.adapters = &batch;
-      fo.row_caches = {&cache};
+      sb.adapters = &batch;
+      sb.caches = {&cache};
+      sb.logits_for_last_only = true;
     } else {
-      fo.cache = &cache;  // no adapter, or several stacked (rebuilt per step)
+      fo.cache = &cache;
+      fo.logits_for_last_only = true;
     }
-    fo.logits_for_last_only = true;
+    auto forward = [&](const at::Tensor& ids) {
+      return prepared ? model.ForwardBatch(ids, sb) : model.Forward(ids, fo);
+    };
     std::vector<int64_t> ids(prompt.begin(), prompt.end());
     auto input = at::tensor(ids, at::kLong).unsqueeze(0);
     r.finish_reason = "length";
     for (int64_t step = 0; step < o.max_tokens; ++step) {
-      auto logits = model.Forward(input, fo).to(at::kFloat).view({-1});  // stays on the device
+      auto logits = forward(input).to(at::kFloat).view({-1});  // stays on the device
       const auto next = static_cast<int32_t>(SampleNextToken(logits, o, gen));
       r.tokens.push_back(next);
       if (on_token && !on_token(next)) {

@@ -207,18 +207,18 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::FromSource(const ModelCo
 c10::Device LlamaModel::device() const { return embed_.device(); }
 
 // ---------------------------------------------------------------------------------------
-// Forward
+// Forward: the parts shared by Forward (training) and ForwardBatch (serving)
 
 at::Tensor LlamaModel::Project(const AdaptedLinear& lin, int64_t linear_index,
-                               const at::Tensor& x, const AdapterBatch* adapters,
+                               const at::Tensor& x, const RowState& rows,
                                const at::Tensor& tokens_per_row) const {
-  if (adapters == nullptr) return lin.Forward(x, active_, oft_compute_);
   static const std::vector<std::string> kNone;
-  const auto& groups = adapters->per_linear_[linear_index];
+  if (rows.adapters == nullptr) return lin.Forward(x, rows.active ? *rows.active : kNone, oft_compute_);
+  const auto& groups = rows.adapters->per_linear_[linear_index];
   if (groups.empty()) return lin.Forward(x, kNone, oft_compute_);
   const int64_t d = x.size(-1);
   at::Tensor x2 = x.reshape({-1, d});  // [B * T, d], row-major by batch row
-  const int64_t per_row = x2.size(0) / adapters->rows();
+  const int64_t per_row = x2.size(0) / rows.adapters->rows();
   for (const auto& g : groups) {
     const at::Tensor idx = tokens_per_row.defined()
                                ? g.row_index.repeat_interleave(tokens_per_row, 0, x2.size(0))
@@ -238,9 +238,9 @@ at::Tensor LlamaModel::Attention(const Layer& layer, int64_t index, const at::Te
   const int64_t nh = c.num_attention_heads, nkv = c.num_key_value_heads;
   const int64_t li = 7 * index;  // Linear indices of this layer: q k v o gate up down
   const at::Tensor& tpr = rows.tokens_per_row;
-  auto q = Project(*layer.q, li, h, rows.adapters, tpr).view({B, T, nh, hd}).transpose(1, 2);
-  auto k = Project(*layer.k, li + 1, h, rows.adapters, tpr).view({B, T, nkv, hd}).transpose(1, 2);
-  auto v = Project(*layer.v, li + 2, h, rows.adapters, tpr).view({B, T, nkv, hd}).transpose(1, 2);
+  auto q = Project(*layer.q, li, h, rows, tpr).view({B, T, nh, hd}).transpose(1, 2);
+  auto k = Project(*layer.k, li + 1, h, rows, tpr).view({B, T, nkv, hd}).transpose(1, 2);
+  auto v = Project(*layer.v, li + 2, h, rows, tpr).view({B, T, nkv, hd}).transpose(1, 2);
   q = q * cos + RotateHalf(q) * sin;
   k = k * cos + RotateHalf(k) * sin;
   // Writes the new keys/values at positions [length, length + t) of the layer's cache
@@ -292,134 +292,106 @@ at::Tensor LlamaModel::Attention(const Layer& layer, int64_t index, const at::Te
         q, k, v, mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt,
         /*dropout_p=*/0.0, /*is_causal=*/causal, /*scale=*/std::nullopt, /*enable_gqa=*/nkv != nh);
   }
-  return Project(*layer.o, li + 3, out.transpose(1, 2).reshape({B, T, nh * hd}), rows.adapters,
+  return Project(*layer.o, li + 3, out.transpose(1, 2).reshape({B, T, nh * hd}), rows,
                  tpr);
 }
 
-at::Tensor LlamaModel::Forward(const at::Tensor& ids, const ForwardOptions& opts) const {
-  TORCH_CHECK(ids.dim() == 2, "ids must be [batch, tokens], got ", ids.sizes());
-  const auto& c = config_;
-  const int64_t B = ids.size(0), T = ids.size(1);
-  const bool per_row = !opts.row_caches.empty();
-  if (per_row) {
-    TORCH_CHECK(opts.cache == nullptr && !opts.attention_mask.defined() &&
-                    !opts.position_ids.defined() && !opts.document_ids.defined() &&
-                    !opts.layer_runner,
-                "row_caches cannot be combined with cache, attention_mask, position_ids, "
-                "document_ids or layer_runner");
-    for (const KvCache* kc : opts.row_caches) TORCH_CHECK(kc != nullptr, "row_caches has a null entry");
-  }
-  const bool packed = !opts.row_lengths.empty();
-  if (packed) {
-    TORCH_CHECK(per_row && B == 1 && opts.row_lengths.size() == opts.row_caches.size(),
-                "row_lengths needs ids [1, total] and one row_caches entry per length");
-    int64_t sum = 0;
-    for (int64_t len : opts.row_lengths) {
-      TORCH_CHECK(len > 0, "row_lengths entries must be positive");
-      sum += len;
-    }
-    TORCH_CHECK(sum == T, "row_lengths sum to ", sum, " but ids has ", T, " tokens");
-  } else if (per_row) {
-    TORCH_CHECK(static_cast<int64_t>(opts.row_caches.size()) == B, "row_caches has ",
-                opts.row_caches.size(), " entries for a batch of ", B);
-  }
-  const int64_t n_rows = per_row ? static_cast<int64_t>(opts.row_caches.size()) : B;
-  TORCH_CHECK(opts.adapters == nullptr || opts.adapters->rows() == n_rows, "adapters has ",
-              opts.adapters ? opts.adapters->rows() : 0, " rows for ", n_rows, " rows");
-  const int64_t past = opts.cache ? opts.cache->length : 0;
-  const int64_t total = past + T;
-  const auto dev = embed_.device();
-  // Host ids (the decode loop's) go up through pinned memory without blocking the host.
-  auto idx = ids.device().is_cpu() ? UploadToDevice(ids, dev) : ids.to(dev);
+at::Tensor LlamaModel::Embed(const at::Tensor& ids) const {
+  const int64_t T = ids.size(1);
   TORCH_CHECK(T > 0, "ids must contain at least one token");
   if (ids.device().is_cpu()) {  // free on the host; device ids are checked by their callers
-    TORCH_CHECK(ids.min().item<int64_t>() >= 0 && ids.max().item<int64_t>() < c.vocab_size,
-                "token id out of range [0, ", c.vocab_size, ")");
+    TORCH_CHECK(ids.min().item<int64_t>() >= 0 && ids.max().item<int64_t>() < config_.vocab_size,
+                "token id out of range [0, ", config_.vocab_size, ")");
   }
+  // Host ids (the decode loop's) go up through pinned memory without blocking the host.
+  const auto dev = embed_.device();
+  return at::embedding(embed_, ids.device().is_cpu() ? UploadToDevice(ids, dev) : ids.to(dev));
+}
 
-  auto h = at::embedding(embed_, idx);  // [B, T, H]
-
-  // RoPE tables for these positions. Positions and row lengths built on the host are
-  // uploaded without blocking the host (host_upload.h).
-  at::Tensor pos;
-  RowState rows;
-  rows.adapters = opts.adapters;
-  if (packed) {
-    std::vector<float> positions;
-    positions.reserve(T);
-    for (int64_t r = 0; r < n_rows; ++r) {
-      rows.offsets.push_back(static_cast<int64_t>(positions.size()));
-      rows.lengths.push_back(opts.row_lengths[r]);
-      for (int64_t t = 0; t < opts.row_lengths[r]; ++t) {
-        positions.push_back(static_cast<float>(opts.row_caches[r]->length + t));
-      }
-    }
-    pos = UploadToDevice(positions, dev).view({1, T});
-    rows.tokens_per_row = UploadToDevice(opts.row_lengths, at::kLong, dev);
-  } else if (per_row) {
-    std::vector<float> starts;
-    for (const KvCache* kc : opts.row_caches) starts.push_back(static_cast<float>(kc->length));
-    pos = UploadToDevice(starts, dev).view({B, 1}) +
-          at::arange(0, T, at::TensorOptions().dtype(at::kFloat).device(dev)).view({1, T});
-  } else {
-    pos = opts.position_ids.defined()
-              ? opts.position_ids.to(dev).to(at::kFloat)
-              : at::arange(past, total, at::TensorOptions().dtype(at::kFloat).device(dev))
-                    .unsqueeze(0)
-                    .expand({B, T});
-  }
-  auto freqs = pos.unsqueeze(-1) * inv_freq_.view({1, 1, -1});  // [B, T, hd/2]
+std::pair<at::Tensor, at::Tensor> LlamaModel::Rope(const at::Tensor& positions) const {
+  auto freqs = positions.unsqueeze(-1) * inv_freq_.view({1, 1, -1});  // [B, T, hd/2]
   auto emb = at::cat({freqs, freqs}, -1);
-  auto cos = emb.cos().to(dtype_).unsqueeze(1);  // [B, 1, T, hd]
-  auto sin = emb.sin().to(dtype_).unsqueeze(1);
+  return {emb.cos().to(dtype_).unsqueeze(1), emb.sin().to(dtype_).unsqueeze(1)};  // [B, 1, T, hd]
+}
 
+at::Tensor LlamaModel::Allowed(int64_t p, int64_t t) const {
+  const auto opt_long = at::TensorOptions().dtype(at::kLong).device(embed_.device());
+  auto qpos = at::arange(p, p + t, opt_long).view({t, 1});
+  auto kpos = at::arange(0, p + t, opt_long).view({1, p + t});
+  auto allowed = (kpos <= qpos);
+  if (config_.sliding_window) allowed = allowed & (kpos > qpos - *config_.sliding_window);
+  return allowed;  // [t, p + t]
+}
+
+bool LlamaModel::WindowBites(int64_t p, int64_t t) const {
+  return config_.sliding_window.has_value() && p + t > *config_.sliding_window;
+}
+
+at::Tensor LlamaModel::AdditiveMask(const at::Tensor& allowed) const {
   // The most negative finite value of the compute dtype (as transformers uses finfo.min).
   const double lowest =
       dtype_ == at::kHalf       ? static_cast<double>(std::numeric_limits<c10::Half>::lowest())
       : dtype_ == at::kBFloat16 ? static_cast<double>(std::numeric_limits<c10::BFloat16>::lowest())
       : dtype_ == at::kDouble   ? std::numeric_limits<double>::lowest()
                                 : static_cast<double>(std::numeric_limits<float>::lowest());
-  auto opt_long = at::TensorOptions().dtype(at::kLong).device(dev);
-  // Causal (by absolute position) and sliding-window rule for t queries after `p` cached.
-  auto causal = [&](int64_t p, int64_t t) {
-    auto qpos = at::arange(p, p + t, opt_long).view({t, 1});
-    auto kpos = at::arange(0, p + t, opt_long).view({1, p + t});
-    auto allowed = (kpos <= qpos);
-    if (c.sliding_window) allowed = allowed & (kpos > qpos - *c.sliding_window);
-    return allowed;  // [t, p + t]
-  };
-  // A sliding window that excludes some key of `p` cached + `t` new tokens.
-  auto window_bites = [&](int64_t p, int64_t t) {
-    return c.sliding_window.has_value() && p + t > *c.sliding_window;
-  };
+  return at::zeros(allowed.sizes(), at::TensorOptions().dtype(dtype_).device(embed_.device()))
+      .masked_fill(at::logical_not(allowed), lowest);
+}
+
+at::Tensor LlamaModel::Layers(at::Tensor h, const at::Tensor& cos, const at::Tensor& sin,
+                              const at::Tensor& mask, bool is_causal, KvCache* cache,
+                              const RowState& rows, const LayerRunner& runner) const {
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const Layer* l = &layers_[i];
+    const int64_t index = static_cast<int64_t>(i);
+    // Captures by value: a layer runner may call it again after Forward returns (only
+    // training passes one, and its RowState points at nothing but active_).
+    auto body = [this, l, index, cos, sin, mask, is_causal, cache, rows](const at::Tensor& hin) {
+      const double eps = config_.rms_norm_eps;
+      auto hh = hin + Attention(*l, index, RmsNorm(hin, l->input_norm, eps), cos, sin, mask,
+                                is_causal, cache, rows);
+      auto x = RmsNorm(hh, l->post_norm, eps);
+      const int64_t li = 7 * index;
+      const at::Tensor& tpr = rows.tokens_per_row;
+      auto g = Project(*l->gate, li + 4, x, rows, tpr);
+      return hh + Project(*l->down, li + 6, at::silu(g) * Project(*l->up, li + 5, x, rows, tpr),
+                          rows, tpr);
+    };
+    h = (runner && cache == nullptr) ? runner(index, body, h) : body(h);
+  }
+  return RmsNorm(h, final_norm_, config_.rms_norm_eps);
+}
+
+// ---------------------------------------------------------------------------------------
+// Forward (training and evaluation: the active adapters)
+
+at::Tensor LlamaModel::Forward(const at::Tensor& ids, const ForwardOptions& opts) const {
+  TORCH_CHECK(ids.dim() == 2, "ids must be [batch, tokens], got ", ids.sizes());
+  const int64_t B = ids.size(0), T = ids.size(1);
+  const int64_t past = opts.cache ? opts.cache->length : 0;
+  const int64_t total = past + T;
+  const auto dev = embed_.device();
+  auto h = Embed(ids);
+
+  const at::Tensor pos =
+      opts.position_ids.defined()
+          ? opts.position_ids.to(dev).to(at::kFloat)
+          : at::arange(past, total, at::TensorOptions().dtype(at::kFloat).device(dev))
+                .unsqueeze(0)
+                .expand({B, T});
+  const auto [cos, sin] = Rope(pos);
+
   // Without padding, packing or a biting window no dense mask is built (it would rule out
   // the fused attention kernels): one query attends to every key, and t > 1 queries over an
   // empty cache are SDPA's is_causal. Only t > 1 queries after cached tokens need a mask.
   at::Tensor mask;
   bool is_causal = false;
-  std::vector<at::Tensor> row_masks;
-  std::vector<uint8_t> row_causal;
-  if (per_row) {
-    // Per-row additive masks [1, 1, t, length + t] (t: the row's new tokens) where needed.
-    for (int64_t r = 0; r < n_rows; ++r) {
-      const KvCache* kc = opts.row_caches[r];
-      const int64_t t = packed ? opts.row_lengths[r] : T;
-      if (!window_bites(kc->length, t) && (t == 1 || kc->length == 0)) {
-        row_masks.emplace_back();
-        row_causal.push_back(t > 1);
-        continue;
-      }
-      row_causal.push_back(0);
-      auto allowed = causal(kc->length, t).view({1, 1, t, kc->length + t});
-      row_masks.push_back(at::zeros(allowed.sizes(), at::TensorOptions().dtype(dtype_).device(dev))
-                              .masked_fill(at::logical_not(allowed), lowest));
-    }
-  } else if (!opts.attention_mask.defined() && !opts.document_ids.defined() &&
-             !window_bites(past, T) && (T == 1 || past == 0)) {
+  if (!opts.attention_mask.defined() && !opts.document_ids.defined() && !WindowBites(past, T) &&
+      (T == 1 || past == 0)) {
     is_causal = T > 1;
   } else {
     // Additive mask [B, 1, T, total]: causal (by absolute position), padding, sliding window.
-    auto allowed = causal(past, T).view({1, 1, T, total}).expand({B, 1, T, total});
+    auto allowed = Allowed(past, T).view({1, 1, T, total}).expand({B, 1, T, total});
     if (opts.attention_mask.defined()) {
       TORCH_CHECK(opts.attention_mask.dim() == 2 && opts.attention_mask.size(0) == B &&
                       opts.attention_mask.size(1) == total,
@@ -434,50 +406,15 @@ at::Tensor LlamaModel::Forward(const at::Tensor& ids, const ForwardOptions& opts
       auto doc = opts.document_ids.to(dev).to(at::kLong);
       allowed = allowed & (doc.unsqueeze(2) == doc.unsqueeze(1)).unsqueeze(1);  // [B, 1, T, T]
     }
-    mask = at::zeros({B, 1, T, total}, at::TensorOptions().dtype(dtype_).device(dev))
-               .masked_fill(at::logical_not(allowed), lowest);
-  }
-  if (per_row) {
-    rows.caches = &opts.row_caches;
-    rows.masks = &row_masks;
-    rows.causal = &row_causal;
+    mask = AdditiveMask(allowed);
   }
 
-  for (size_t i = 0; i < layers_.size(); ++i) {
-    const Layer* l = &layers_[i];
-    const int64_t index = static_cast<int64_t>(i);
-    KvCache* cache = opts.cache;
-    // Captures by value: a layer_runner may call it again after Forward returns.
-    // row_caches / adapters pointers stay valid: layer_runner is not combined with them.
-    auto body = [this, l, index, cos, sin, mask, is_causal, cache, rows](const at::Tensor& hin) {
-      const double eps = config_.rms_norm_eps;
-      auto hh = hin + Attention(*l, index, RmsNorm(hin, l->input_norm, eps), cos, sin, mask,
-                                is_causal, cache, rows);
-      auto x = RmsNorm(hh, l->post_norm, eps);
-      const int64_t li = 7 * index;
-      const at::Tensor& tpr = rows.tokens_per_row;
-      auto g = Project(*l->gate, li + 4, x, rows.adapters, tpr);
-      return hh + Project(*l->down, li + 6,
-                          at::silu(g) * Project(*l->up, li + 5, x, rows.adapters, tpr),
-                          rows.adapters, tpr);
-    };
-    h = (opts.layer_runner && cache == nullptr) ? opts.layer_runner(index, body, h) : body(h);
-  }
+  RowState rows;
+  rows.active = &active_;
+  h = Layers(h, cos, sin, mask, is_causal, opts.cache, rows, opts.layer_runner);
   if (opts.cache) opts.cache->length = total;
-  for (int64_t r = 0; r < static_cast<int64_t>(opts.row_caches.size()); ++r) {
-    opts.row_caches[r]->length += packed ? opts.row_lengths[r] : T;
-  }
-  h = RmsNorm(h, final_norm_, c.rms_norm_eps);
-  const int64_t lm_index = 7 * static_cast<int64_t>(layers_.size());
-  if (packed && opts.logits_for_last_only) {
-    std::vector<int64_t> last;
-    for (int64_t r = 0; r < n_rows; ++r) last.push_back(rows.offsets[r] + rows.lengths[r] - 1);
-    h = h.index_select(1, UploadToDevice(last, at::kLong, dev));  // [1, rows, H]
-    auto logits = Project(*lm_head_, lm_index, h, opts.adapters);
-    return logits.view({n_rows, 1, logits.size(-1)});
-  }
   if (opts.logits_for_last_only) h = h.narrow(1, T - 1, 1);
-  return Project(*lm_head_, lm_index, h, opts.adapters, packed ? rows.tokens_per_row : at::Tensor());
+  return Project(*lm_head_, 7 * static_cast<int64_t>(layers_.size()), h, rows);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -530,121 +467,6 @@ absl::Status LlamaModel::AddAdapter(const std::string& name, const OftConfig& co
   for (auto& [lin, rot] : made) lin->Attach(name, std::move(rot));
   adapters_[name] = config;
   return absl::OkStatus();
-}
-
-absl::StatusOr<std::shared_ptr<const ServingAdapter>> LlamaModel::PrepareServingAdapter(
-    const OftConfig& config, const TargetSpec& targets,
-    const std::map<std::string, at::Tensor>& packed) const {
-  OFT_RETURN_IF_ERROR(config.Validate());
-  const std::vector<AdaptedLinear*> linears = AllLinears();
-  std::vector<std::string> names;
-  for (auto* l : linears) names.push_back(l->name());
-  OFT_ASSIGN_OR_RETURN(std::vector<std::string> selected, SelectTargets(targets, names, "lm_head"));
-  for (const auto& [module, t] : packed) {
-    if (std::find(selected.begin(), selected.end(), module) == selected.end()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tensor for module ", module, " which the adapter config does not target or the model "
-          "does not have"));
-    }
-  }
-  auto adapter = std::make_shared<ServingAdapter>();
-  adapter->config_ = config;
-  adapter->blocks_.resize(linears.size());
-  OftConfig eval_config = config;
-  eval_config.module_dropout = 0.0;
-  const auto pdtype = dtype_ == at::kDouble ? at::kDouble : at::kFloat;
-  const auto options = at::TensorOptions().dtype(pdtype).device(device());
-  for (size_t i = 0; i < linears.size(); ++i) {
-    const std::string& n = linears[i]->name();
-    if (std::find(selected.begin(), selected.end(), n) == selected.end()) continue;
-    auto it = packed.find(n);
-    if (it == packed.end()) {
-      return absl::InvalidArgumentError(absl::StrCat("no tensor for targeted module ", n));
-    }
-    auto rot = OftRotation::Create(eval_config, linears[i]->in_features(), options);
-    if (!rot.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("module ", n, " (in_features=",
-                                                     linears[i]->in_features(), "): ",
-                                                     rot.status().message()));
-    }
-    if (it->second.sizes() != rot->oft_r().sizes()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tensor for ", n, " has shape ", c10::str(it->second.sizes()), " but the config gives ",
-          c10::str(rot->oft_r().sizes()), " (r / oft_block_size / block_share mismatch?)"));
-    }
-    OFT_RETURN_IF_ERROR(TorchCall("PrepareServingAdapter", [&] {
-      at::NoGradGuard no_grad;
-      rot->oft_r().copy_(it->second);
-      rot->SetTraining(false);
-      adapter->blocks_[i] = rot->EvalBlocks().detach().contiguous();  // [rows, b, b]
-      adapter->bytes_ += adapter->blocks_[i].numel() *
-                         static_cast<int64_t>(adapter->blocks_[i].element_size());
-    }));
-  }
-  return std::shared_ptr<const ServingAdapter>(std::move(adapter));
-}
-
-AdapterBatch LlamaModel::MakeAdapterBatch(const std::vector<const ServingAdapter*>& rows) const {
-  const size_t num_linears = 7 * layers_.size() + 1;
-  AdapterBatch batch;
-  batch.rows_ = static_cast<int64_t>(rows.size());
-  batch.per_linear_.resize(num_linears);
-  const std::vector<AdaptedLinear*> linears = AllLinears();
-  // Every group's row index goes up in one upload after the loop (host_upload.h).
-  std::vector<AdapterBatch::Group*> groups;
-  std::vector<int64_t> all_index;
-  for (size_t li = 0; li < num_linears; ++li) {
-    // Distinct adapters at this Linear, grouped by block size (one stacked tensor each).
-    std::map<int64_t, std::vector<const ServingAdapter*>> by_size;
-    for (const ServingAdapter* a : rows) {
-      if (a == nullptr) continue;
-      TORCH_CHECK(a->num_linears() == num_linears, "adapter was prepared for another model");
-      const at::Tensor& blk = a->blocks(li);
-      if (!blk.defined()) continue;
-      auto& list = by_size[blk.size(1)];
-      if (std::find(list.begin(), list.end(), a) == list.end()) list.push_back(a);
-    }
-    const int64_t d = linears[li]->in_features();
-    for (const auto& [b, list] : by_size) {
-      std::vector<at::Tensor> stack;
-      for (const ServingAdapter* a : list) stack.push_back(a->blocks(li).expand({d / b, b, b}));
-      std::vector<int64_t> index(rows.size(), -1);
-      for (size_t r = 0; r < rows.size(); ++r) {
-        auto it = std::find(list.begin(), list.end(), rows[r]);
-        if (it != list.end()) index[r] = it - list.begin();
-      }
-      AdapterBatch::Group g;
-      g.rotations = at::stack(stack, 0).contiguous();  // [A, r, b, b]
-      all_index.insert(all_index.end(), index.begin(), index.end());
-      batch.per_linear_[li].push_back(std::move(g));
-    }
-  }
-  // Pointers into per_linear_ are taken once it has stopped growing.
-  for (auto& per : batch.per_linear_) {
-    for (AdapterBatch::Group& g : per) groups.push_back(&g);
-  }
-  if (!groups.empty()) {
-    const int64_t G = static_cast<int64_t>(groups.size());
-    const at::Tensor index = UploadToDevice(all_index, at::kLong, device())
-                                 .view({G, static_cast<int64_t>(rows.size())});
-    for (int64_t g = 0; g < G; ++g) groups[g]->row_index = index[g];
-  }
-  return batch;
-}
-
-AdapterBatch AdapterBatch::FromGroups(int64_t rows, std::vector<std::vector<Group>> per_linear) {
-  AdapterBatch batch;
-  batch.rows_ = rows;
-  batch.per_linear_ = std::move(per_linear);
-  return batch;
-}
-
-int64_t AdapterBatch::bytes() const {
-  int64_t n = 0;
-  for (const auto& groups : per_linear_) {
-    for (const auto& g : groups) n += g.rotations.numel() * static_cast<int64_t>(g.rotations.element_size());
-  }
-  return n;
 }
 
 absl::Status LlamaModel::RemoveAdapter(const std::string& name) {

@@ -10,10 +10,15 @@
 // Module names follow the HF checkpoint ("model.layers.3.self_attn.q_proj", "lm_head"), so
 // adapters saved from here carry PEFT's key names.
 //
+// Two ways to apply adapters, one per pass: training attaches adapters to the model
+// (AddAdapter, SetActiveAdapters) and runs Forward; serving prepares adapters without
+// attaching them (PrepareServingAdapter, MakeAdapterBatch) and runs ForwardBatch, where every
+// row has its own adapter and KV cache (server/model/serving_batch.h).
+//
 // Ownership: the model owns its base weights (frozen, never requires grad) and the adapters'
-// parameters. Thread-compatibility: Forward() may run concurrently with other Forward()
-// calls only when no adapter is being added, removed, or switched (the serving layer
-// guards that); training owns the model exclusively.
+// parameters. Thread-compatibility: Forward() and ForwardBatch() may run concurrently with
+// each other only when no adapter is being added, removed, or switched (the serving layer
+// never attaches any); training owns the model exclusively.
 // Forward throws c10::Error on bad shapes (hot path); module APIs return Status.
 #ifndef OFT_SERVER_MODEL_LLAMA_H_
 #define OFT_SERVER_MODEL_LLAMA_H_
@@ -22,6 +27,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ATen/core/Generator.h"
@@ -32,6 +38,7 @@
 #include "server/model/targeting.h"
 #include "server/oft/config.h"
 #include "server/model/packed_linear.h"
+#include "server/model/serving_batch.h"
 #include "server/oft/oft_linear.h"
 #include "server/quant/qoft_linear.h"
 
@@ -95,56 +102,8 @@ struct KvCache {
   int64_t length = 0;  // tokens already cached
 };
 
-class LlamaModel;
-
-// An adapter prepared for serving (LlamaModel::PrepareServingAdapter): the rotation blocks
-// of every Linear it targets, built once from the packed parameters (inference: no grad, no
-// module dropout, COFT projection applied), never attached to the model. Immutable, so any
-// number of threads and batches may share it; its memory is freed with the last reference.
-class ServingAdapter {
- public:
-  // Blocks [rows, b, b] (fp32; fp64 for an fp64 model) of the Linear at `linear_index` in
-  // LlamaModel::LinearNames() order; undefined where the adapter does not apply.
-  const at::Tensor& blocks(size_t linear_index) const { return blocks_[linear_index]; }
-  size_t num_linears() const { return blocks_.size(); }
-  // Bytes held by the blocks.
-  int64_t bytes() const { return bytes_; }
-  const OftConfig& config() const { return config_; }
-
- private:
-  friend class LlamaModel;
-  std::vector<at::Tensor> blocks_;
-  int64_t bytes_ = 0;
-  OftConfig config_;
-};
-
-// Which adapter rotates each row of a batched serving Forward (ForwardOptions::adapters).
-// Made by LlamaModel::MakeAdapterBatch once per batch composition and reused across decode
-// steps. It copies the blocks it needs (stacked per Linear), so it does not keep the
-// ServingAdapters alive. Or assembled by FromGroups from stacks the caller keeps (the
-// serving engine's cache). Immutable; thread-compatible.
-class AdapterBatch {
- public:
-  // One block size's adapters at one Linear: stacked blocks and each row's index into them.
-  struct Group {
-    at::Tensor rotations;  // [A, r, b, b] on the model's device, model's rotation dtype
-    at::Tensor row_index;  // [B] int64 on that device: index into rotations, -1 = not rotated
-  };
-  AdapterBatch() = default;
-  // `per_linear` has one entry per Linear of the model (LinearNames() order; empty = no row
-  // adapted there); every group's row_index has `rows` entries, and each row appears in at
-  // most one group per Linear. The tensors are shared, not copied.
-  static AdapterBatch FromGroups(int64_t rows, std::vector<std::vector<Group>> per_linear);
-  int64_t rows() const { return rows_; }
-  // Bytes held by the stacked blocks.
-  int64_t bytes() const;
-
- private:
-  friend class LlamaModel;
-  int64_t rows_ = 0;
-  std::vector<std::vector<Group>> per_linear_;  // by Linear index; empty: no row adapted
-};
-
+// Options of LlamaModel::Forward, the training and evaluation pass (the model's active
+// adapters). Serving passes per-row state through ServingBatch and ForwardBatch instead.
 struct ForwardOptions {
   at::Tensor attention_mask;  // [B, T_total] 1 = token, 0 = padding (T_total = cached + T)
   at::Tensor position_ids;    // [B, T]; default: cached .. cached+T-1
@@ -161,21 +120,6 @@ struct ForwardOptions {
   std::function<at::Tensor(int64_t layer, const std::function<at::Tensor(const at::Tensor&)>& body,
                            const at::Tensor& hidden)>
       layer_runner;
-  // Serving: one KV cache per row (size B) instead of `cache`. Row i's T new tokens continue
-  // at row_caches[i]->length (its own positions and causal mask) and attend only to its own
-  // cache; rows may have different lengths. Not combinable with cache, attention_mask,
-  // position_ids, document_ids or layer_runner.
-  std::vector<KvCache*> row_caches;
-  // Serving, with row_caches: rows of different lengths packed into one sequence. ids is
-  // [1, sum(row_lengths)], row i's tokens are the i-th slice; each row still continues its
-  // own cache with its own positions and attends only to itself, and the token-wise work
-  // (embedding, norms, every Linear) runs once over all rows' tokens. With
-  // logits_for_last_only the result is [rows, 1, vocab] (each row's last token).
-  std::vector<int64_t> row_lengths;
-  // Serving: per-row adapters (adapters->rows() == B). Each adapted Linear rotates every
-  // row's activations by that row's own adapter blocks (rows without one pass through),
-  // then runs the one shared base matmul. The model's active adapters are not applied.
-  const AdapterBatch* adapters = nullptr;
 };
 
 struct LoadOptions {
@@ -198,11 +142,19 @@ class LlamaModel {
                                                                 const TensorSource& source,
                                                                 const LoadOptions& options);
 
-  // ids [B, T] (int64) -> logits [B, T, vocab] (or [B, 1, vocab]) in the model dtype.
-  // Ids outside [0, vocab_size) throw when `ids` is on the CPU; ids already on an
-  // accelerator are not read back (no host synchronisation): their callers (the trainer,
-  // the serving engine) check them on the host first.
+  // Training and evaluation: ids [B, T] (int64) -> logits [B, T, vocab] (or [B, 1, vocab])
+  // in the model dtype, through the active adapters (SetActiveAdapters). Ids outside
+  // [0, vocab_size) throw when `ids` is on the CPU; ids already on an accelerator are not
+  // read back (no host synchronisation): their callers (the trainer, the serving engine)
+  // check them on the host first.
   at::Tensor Forward(const at::Tensor& ids, const ForwardOptions& options = {}) const;
+  // Serving: one pass over the rows of `batch`, each with its own cache, positions and
+  // adapter (ServingBatch); the active adapters are not applied. ids is [rows, T], or
+  // [1, sum(batch.lengths)] when packed. Returns logits [rows, T, vocab] ([1, sum, vocab]
+  // when packed), or [rows, 1, vocab] with logits_for_last_only. Same id rule as Forward.
+  // Throws c10::Error on a malformed batch (null or missing caches, lengths that do not
+  // match ids, an adapter batch for another number of rows).
+  at::Tensor ForwardBatch(const at::Tensor& ids, const ServingBatch& batch) const;
 
   // Attaches a new adapter to every Linear that `targets` selects. `generator` (CPU, or
   // undefined for the process-wide default) draws the adapter's random init and its
@@ -257,26 +209,46 @@ class LlamaModel {
     std::unique_ptr<AdaptedLinear> q, k, v, o, gate, up, down;
   };
   LlamaModel() = default;
-  // Per-row serving state of one Forward (row_caches / adapters), or null members.
+  // How one pass applies adapters and attention. Forward (training) sets `active`: the
+  // active adapters, one cache or none, one mask for the batch. ForwardBatch (serving) sets
+  // the per-row members: adapters, caches and masks of each row.
   struct RowState {
-    const AdapterBatch* adapters = nullptr;
-    const std::vector<KvCache*>* caches = nullptr;
-    const std::vector<at::Tensor>* masks = nullptr;  // per row; undefined = no mask ...
-    const std::vector<uint8_t>* causal = nullptr;    // ... or, when 1, SDPA's is_causal
-    // Packed rows (ForwardOptions::row_lengths): row i is tokens [offsets[i], +lengths[i])
-    // of the one sequence; tokens_per_row expands per-row adapter indices to tokens.
+    const std::vector<std::string>* active = nullptr;  // null: no attached adapter applied
+    const AdapterBatch* adapters = nullptr;             // per-row rotations, or null
+    const std::vector<KvCache*>* caches = nullptr;      // one per row, or null
+    const std::vector<at::Tensor>* masks = nullptr;     // per row; undefined = no mask ...
+    const std::vector<uint8_t>* causal = nullptr;       // ... or, when 1, SDPA's is_causal
+    // Packed rows (ServingBatch::lengths): row i is tokens [offsets[i], +lengths[i]) of the
+    // one sequence; tokens_per_row expands per-row adapter indices to tokens.
     std::vector<int64_t> offsets, lengths;
     at::Tensor tokens_per_row;
   };
+  using LayerRunner = decltype(ForwardOptions::layer_runner);
+  // ids [B, T] -> hidden states [B, T, H]; checks the ids as Forward documents.
+  at::Tensor Embed(const at::Tensor& ids) const;
+  // RoPE tables cos, sin [B or 1, 1, T, head_dim] (model dtype) for positions [B or 1, T].
+  std::pair<at::Tensor, at::Tensor> Rope(const at::Tensor& positions) const;
+  // [t, p + t] bool: which keys each of t queries after p cached tokens may attend to
+  // (causal by absolute position, and the sliding window).
+  at::Tensor Allowed(int64_t p, int64_t t) const;
+  // Whether the sliding window excludes some key of p cached + t new tokens.
+  bool WindowBites(int64_t p, int64_t t) const;
+  // 0 where `allowed`, the most negative finite value of the model dtype elsewhere.
+  at::Tensor AdditiveMask(const at::Tensor& allowed) const;
+  // Every decoder layer over h [B, T, H]; each through `runner` when set and no cache is used.
+  at::Tensor Layers(at::Tensor h, const at::Tensor& cos, const at::Tensor& sin,
+                    const at::Tensor& mask, bool causal, KvCache* cache, const RowState& rows,
+                    const LayerRunner& runner) const;
   // `mask`: additive [B or 1, 1, T, total], or undefined; then `causal` selects SDPA's
-  // is_causal (queries start at key 0) or no mask at all.
+  // is_causal (queries start at key 0) or no mask at all. With rows.caches, each row
+  // attends to its own cache with its own mask instead.
   at::Tensor Attention(const Layer& layer, int64_t index, const at::Tensor& h,
                        const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& mask,
                        bool causal, KvCache* cache, const RowState& rows) const;
-  // lin(x), with per-row adapter rotations when `adapters` is set, else the active ones.
+  // lin(x), with per-row adapter rotations when rows.adapters is set, else rows.active.
   // Row i owns tokens_per_row[i] consecutive tokens of x (undefined: an equal share each).
   at::Tensor Project(const AdaptedLinear& lin, int64_t linear_index, const at::Tensor& x,
-                     const AdapterBatch* adapters, const at::Tensor& tokens_per_row = {}) const;
+                     const RowState& rows, const at::Tensor& tokens_per_row = {}) const;
   std::vector<AdaptedLinear*> AllLinears() const;
 
   ModelConfig config_;

@@ -329,22 +329,22 @@ bool Engine::StepLocked() {
       c10::InferenceMode inference_mode;  // cheaper than NoGradGuard: no autograd bookkeeping
       std::vector<std::shared_ptr<const ServingAdapter>> adapters;
       std::vector<int64_t> ids;
-      ForwardOptions fo;
+      ServingBatch sb;
       for (const auto& row_ptr : to_prefill) {
         Row& row = *row_ptr;
         adapters.push_back(row.request.adapter ? row.request.adapter->weights : nullptr);
         ids.insert(ids.end(), row.request.prompt.begin(), row.request.prompt.end());
-        fo.row_caches.push_back(&row.cache);
-        fo.row_lengths.push_back(static_cast<int64_t>(row.request.prompt.size()));
+        sb.caches.push_back(&row.cache);
+        sb.lengths.push_back(static_cast<int64_t>(row.request.prompt.size()));
       }
       const AdapterBatch batch = MakeBatch(adapters);
-      fo.adapters = &batch;
-      fo.logits_for_last_only = true;
+      sb.adapters = &batch;
+      sb.logits_for_last_only = true;
       const int64_t total = static_cast<int64_t>(ids.size());
       const int64_t n = static_cast<int64_t>(to_prefill.size());
       SetThreadsFor(total, n);
       const at::Tensor logits =
-          model.Forward(UploadIds(ids, 1, total, model.device()), fo).to(at::kFloat).view({n, -1});
+          model.ForwardBatch(UploadIds(ids, 1, total, model.device()), sb).to(at::kFloat).view({n, -1});
       std::vector<const SamplingOptions*> sampling;
       std::vector<at::Generator*> generators;
       for (auto& row : to_prefill) {
@@ -383,16 +383,16 @@ bool Engine::StepLocked() {
         batch_dirty_ = false;
       }
       std::vector<int64_t> last;
-      ForwardOptions fo;
+      ServingBatch sb;
       for (const auto& r : running_) {
         last.push_back(r->tokens.back());
-        fo.row_caches.push_back(&r->cache);
+        sb.caches.push_back(&r->cache);
       }
-      fo.adapters = batch_.get();
-      fo.logits_for_last_only = true;
+      sb.adapters = batch_.get();
+      sb.logits_for_last_only = true;
       SetThreadsFor(B, B);
       const at::Tensor logits =
-          model.Forward(UploadIds(last, B, 1, model.device()), fo).to(at::kFloat).view({B, -1});
+          model.ForwardBatch(UploadIds(last, B, 1, model.device()), sb).to(at::kFloat).view({B, -1});
       std::vector<const SamplingOptions*> sampling;
       std::vector<at::Generator*> generators;
       for (auto& r : running_) {

@@ -1,12 +1,12 @@
 // Continuous-batching generation over one shared base LlamaModel with per-row OFT adapters.
 //
 // Requests (prompt ids, sampling options, an adapter handle or none, callbacks) join a
-// running batch: the engine thread prefills the requests admitted in one step in one Forward,
-// their prompts (of any lengths) packed into one sequence (ForwardOptions::row_lengths), then
-// every decode step runs ONE Forward over all active rows; either way each row has its own
-// adapter (ForwardOptions::adapters, assembled from a cache of stacked blocks: an adapter's
-// blocks are copied once when it joins, not on every batch change) and KV cache
-// (ForwardOptions::row_caches). Tokens are sampled on the model's device. Sampling is
+// running batch: the engine thread prefills the requests admitted in one step in one
+// LlamaModel::ForwardBatch, their prompts (of any lengths) packed into one sequence
+// (ServingBatch::lengths), then every decode step runs ONE ForwardBatch over all active rows;
+// either way each row has its own adapter (ServingBatch::adapters, assembled from a cache of
+// stacked blocks: an adapter's blocks are copied once when it joins, not on every batch
+// change) and KV cache (ServingBatch::caches). Tokens are sampled on the model's device. Sampling is
 // SampleNextToken with a per-request generator seeded by SamplingOptions::seed, so a
 // request's tokens do not depend on what else is in the batch, and greedy output equals
 // Generate() on the same model. Cancellation takes effect before the next token.

@@ -42,10 +42,10 @@ class AdapterBatchCacheTest : public ::testing::Test {
   at::Tensor Run(const AdapterBatch& batch, const at::Tensor& ids) {
     at::NoGradGuard ng;
     std::vector<KvCache> caches(ids.size(0));
-    ForwardOptions fo;
-    for (auto& c : caches) fo.row_caches.push_back(&c);
-    fo.adapters = &batch;
-    return model_->Forward(ids, fo);
+    ServingBatch sb;
+    for (auto& c : caches) sb.caches.push_back(&c);
+    sb.adapters = &batch;
+    return model_->ForwardBatch(ids, sb);
   }
 
   int64_t Targeted(const std::string& n) {

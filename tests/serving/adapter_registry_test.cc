@@ -310,10 +310,10 @@ TEST_F(RegistryTest, UnmergedAdapterEqualsMergedModel) {
   auto x = at::tensor(ids, at::kLong).unsqueeze(0);
   AdapterBatch batch = model_->MakeAdapterBatch({(*h)->weights.get()});
   KvCache cache;
-  ForwardOptions fo;
-  fo.row_caches = {&cache};
-  fo.adapters = &batch;
-  auto unmerged_logits = model_->Forward(x, fo);
+  ServingBatch sb;
+  sb.caches = {&cache};
+  sb.adapters = &batch;
+  auto unmerged_logits = model_->ForwardBatch(x, sb);
   auto merged_logits = (*merged)->Forward(x);
   EXPECT_LT((unmerged_logits - merged_logits).abs().max().item<double>(), 1e-3);
   EXPECT_GT((model_->Forward(x) - merged_logits).abs().max().item<double>(), 1e-2);

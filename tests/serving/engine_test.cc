@@ -59,10 +59,10 @@ TEST(PerRowForwardTest, MixedBatchRowsEqualAttachedAdapterAlone) {
   for (const auto& r : rows) sel.push_back(r.empty() ? nullptr : prepared[r].get());
   AdapterBatch batch = serving->MakeAdapterBatch(sel);
   std::vector<KvCache> caches(rows.size());
-  ForwardOptions fo;
-  for (auto& c : caches) fo.row_caches.push_back(&c);
-  fo.adapters = &batch;
-  auto mixed = serving->Forward(ids, fo);  // [B, T, V]
+  ServingBatch sb;
+  for (auto& c : caches) sb.caches.push_back(&c);
+  sb.adapters = &batch;
+  auto mixed = serving->ForwardBatch(ids, sb);  // [B, T, V]
   for (size_t i = 0; i < rows.size(); ++i) {
     ASSERT_TRUE(attached->SetActiveAdapters(rows[i].empty() ? std::vector<std::string>{}
                                                             : std::vector<std::string>{rows[i]}).ok());
@@ -82,16 +82,16 @@ TEST(PerRowForwardTest, RowCachesContinueAtTheirOwnLengths) {
   // Row 0 has 5 cached tokens, row 1 has 2; decoding one token each must equal full forwards.
   std::vector<int64_t> p0 = {1, 2, 3, 4, 5}, p1 = {9, 8};
   KvCache c0, c1;
-  ForwardOptions f0;
-  f0.row_caches = {&c0};
-  model->Forward(at::tensor(p0, at::kLong).unsqueeze(0), f0);
-  ForwardOptions f1;
-  f1.row_caches = {&c1};
-  model->Forward(at::tensor(p1, at::kLong).unsqueeze(0), f1);
-  ForwardOptions both;
-  both.row_caches = {&c0, &c1};
+  ServingBatch f0;
+  f0.caches = {&c0};
+  model->ForwardBatch(at::tensor(p0, at::kLong).unsqueeze(0), f0);
+  ServingBatch f1;
+  f1.caches = {&c1};
+  model->ForwardBatch(at::tensor(p1, at::kLong).unsqueeze(0), f1);
+  ServingBatch both;
+  both.caches = {&c0, &c1};
   both.logits_for_last_only = true;
-  auto step = model->Forward(at::tensor(std::vector<int64_t>{7, 6}, at::kLong).view({2, 1}), both);
+  auto step = model->ForwardBatch(at::tensor(std::vector<int64_t>{7, 6}, at::kLong).view({2, 1}), both);
   p0.push_back(7);
   p1.push_back(6);
   auto full0 = model->Forward(at::tensor(p0, at::kLong).unsqueeze(0)).select(1, 5);
@@ -100,6 +100,22 @@ TEST(PerRowForwardTest, RowCachesContinueAtTheirOwnLengths) {
   EXPECT_TRUE(at::allclose(step.select(1, 0)[1], full1[0], 1e-4, 1e-5));
   EXPECT_EQ(c0.length, 6);
   EXPECT_EQ(c1.length, 3);
+}
+
+// ForwardBatch is the serving pass: the model's active (training-side) adapters never apply
+// to it, only the batch's own; Forward applies them.
+TEST(PerRowForwardTest, ForwardBatchIgnoresTheActiveAdapters) {
+  at::NoGradGuard ng;
+  auto model = MakeTinyModel();
+  const auto ids = at::randint(0, testing::kTinyVocab, {2, 5}, at::kLong);
+  const auto base = model->Forward(ids);
+  ASSERT_TRUE(AddRandomAdapter(*model, "a", 31).ok());
+  ASSERT_TRUE(model->SetActiveAdapters({"a"}).ok());
+  EXPECT_FALSE(at::allclose(model->Forward(ids), base, 1e-3, 1e-3));  // the adapter matters
+  std::vector<KvCache> caches(2);
+  ServingBatch sb;
+  for (auto& c : caches) sb.caches.push_back(&c);
+  EXPECT_TRUE(at::allclose(model->ForwardBatch(ids, sb), base, 1e-4, 1e-5));
 }
 
 // Rows of different lengths packed into one sequence (how the engine prefills): each row's
@@ -122,23 +138,23 @@ TEST(PerRowForwardTest, PackedRowsOfDifferentLengthsEqualEachRowAlone) {
   const auto history = at::randint(0, testing::kTinyVocab, {4}, at::kLong);
   std::vector<KvCache> caches(rows.size());
   {
-    ForwardOptions fo;
-    fo.row_caches = {&caches[3]};
+    ServingBatch sb;
+    sb.caches = {&caches[3]};
     AdapterBatch one = serving->MakeAdapterBatch({prepared["a"].get()});
-    fo.adapters = &one;
-    serving->Forward(history.unsqueeze(0), fo);
+    sb.adapters = &one;
+    serving->ForwardBatch(history.unsqueeze(0), sb);
   }
   std::vector<const ServingAdapter*> sel;
   for (const auto& r : rows) sel.push_back(r.empty() ? nullptr : prepared[r].get());
   AdapterBatch batch = serving->MakeAdapterBatch(sel);
   for (bool last_only : {true, false}) {
     std::vector<KvCache> work = caches;
-    ForwardOptions fo;
-    for (auto& c : work) fo.row_caches.push_back(&c);
-    fo.row_lengths = lengths;
-    fo.adapters = &batch;
-    fo.logits_for_last_only = last_only;
-    auto out = serving->Forward(at::cat(prompts).unsqueeze(0), fo);
+    ServingBatch sb;
+    for (auto& c : work) sb.caches.push_back(&c);
+    sb.lengths = lengths;
+    sb.adapters = &batch;
+    sb.logits_for_last_only = last_only;
+    auto out = serving->ForwardBatch(at::cat(prompts).unsqueeze(0), sb);
     if (last_only) {
       ASSERT_EQ(out.sizes(), (std::vector<int64_t>{4, 1, testing::kTinyVocab}));
     } else {
@@ -158,11 +174,13 @@ TEST(PerRowForwardTest, PackedRowsOfDifferentLengthsEqualEachRowAlone) {
       offset += lengths[i];
     }
   }
-  ForwardOptions bad;
+  ServingBatch bad;
   KvCache c0;
-  bad.row_caches = {&c0};
-  bad.row_lengths = {2};
-  EXPECT_THROW(serving->Forward(at::cat(prompts).unsqueeze(0), bad), c10::Error);  // 16 != 2
+  bad.caches = {&c0};
+  bad.lengths = {2};
+  EXPECT_THROW(serving->ForwardBatch(at::cat(prompts).unsqueeze(0), bad), c10::Error);  // 16 != 2
+  ServingBatch none;  // no caches: no rows
+  EXPECT_THROW(serving->ForwardBatch(at::cat(prompts).unsqueeze(0), none), c10::Error);
 }
 
 class EngineTest : public ::testing::Test {

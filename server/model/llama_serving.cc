@@ -1,0 +1,219 @@
+// LlamaModel's serving side: adapters prepared for serving, per-row adapter batches and
+// ForwardBatch, the batched pass over rows that each have their own cache, positions and
+// adapter (server/model/serving_batch.h). The training side (attached and active adapters,
+// Forward) and the layers both passes share live in llama.cc.
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ATen/ATen.h"
+#include "ATen/core/grad_mode.h"
+#include "absl/strings/str_cat.h"
+#include "server/common/status_macros.h"
+#include "server/common/torch_boundary.h"
+#include "server/model/host_upload.h"
+#include "server/model/llama.h"
+
+namespace oft {
+
+at::Tensor LlamaModel::ForwardBatch(const at::Tensor& ids, const ServingBatch& batch) const {
+  TORCH_CHECK(ids.dim() == 2, "ids must be [rows, tokens], got ", ids.sizes());
+  const int64_t B = ids.size(0), T = ids.size(1);
+  const int64_t n_rows = static_cast<int64_t>(batch.caches.size());
+  TORCH_CHECK(n_rows > 0, "ServingBatch.caches must hold one cache per row, got none");
+  for (const KvCache* kc : batch.caches) TORCH_CHECK(kc != nullptr, "ServingBatch.caches has a null entry");
+  const bool packed = !batch.lengths.empty();
+  if (packed) {
+    TORCH_CHECK(B == 1 && static_cast<int64_t>(batch.lengths.size()) == n_rows,
+                "ServingBatch.lengths needs ids [1, total] and one cache per length");
+    int64_t sum = 0;
+    for (int64_t len : batch.lengths) {
+      TORCH_CHECK(len > 0, "ServingBatch.lengths entries must be positive");
+      sum += len;
+    }
+    TORCH_CHECK(sum == T, "ServingBatch.lengths sum to ", sum, " but ids has ", T, " tokens");
+  } else {
+    TORCH_CHECK(n_rows == B, "ServingBatch.caches has ", n_rows, " entries for a batch of ", B);
+  }
+  TORCH_CHECK(batch.adapters == nullptr || batch.adapters->rows() == n_rows, "adapters has ",
+              batch.adapters ? batch.adapters->rows() : 0, " rows for ", n_rows, " rows");
+  const auto dev = embed_.device();
+  auto h = Embed(ids);
+
+  // RoPE tables: each row continues at its own cache length. Positions and row lengths built
+  // on the host are uploaded without blocking the host (host_upload.h).
+  RowState rows;
+  rows.adapters = batch.adapters;
+  at::Tensor pos;
+  if (packed) {
+    std::vector<float> positions;
+    positions.reserve(T);
+    for (int64_t r = 0; r < n_rows; ++r) {
+      rows.offsets.push_back(static_cast<int64_t>(positions.size()));
+      rows.lengths.push_back(batch.lengths[r]);
+      for (int64_t t = 0; t < batch.lengths[r]; ++t) {
+        positions.push_back(static_cast<float>(batch.caches[r]->length + t));
+      }
+    }
+    pos = UploadToDevice(positions, dev).view({1, T});
+    rows.tokens_per_row = UploadToDevice(batch.lengths, at::kLong, dev);
+  } else {
+    std::vector<float> starts;
+    for (const KvCache* kc : batch.caches) starts.push_back(static_cast<float>(kc->length));
+    pos = UploadToDevice(starts, dev).view({B, 1}) +
+          at::arange(0, T, at::TensorOptions().dtype(at::kFloat).device(dev)).view({1, T});
+  }
+  const auto [cos, sin] = Rope(pos);
+
+  // Per-row additive masks [1, 1, t, length + t] (t: the row's new tokens) only where needed
+  // (as in Forward: one query, or t queries over an empty cache, need none).
+  std::vector<at::Tensor> row_masks;
+  std::vector<uint8_t> row_causal;
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const KvCache* kc = batch.caches[r];
+    const int64_t t = packed ? batch.lengths[r] : T;
+    if (!WindowBites(kc->length, t) && (t == 1 || kc->length == 0)) {
+      row_masks.emplace_back();
+      row_causal.push_back(t > 1);
+      continue;
+    }
+    row_causal.push_back(0);
+    row_masks.push_back(AdditiveMask(Allowed(kc->length, t).view({1, 1, t, kc->length + t})));
+  }
+  rows.caches = &batch.caches;
+  rows.masks = &row_masks;
+  rows.causal = &row_causal;
+
+  h = Layers(h, cos, sin, /*mask=*/{}, /*is_causal=*/false, /*cache=*/nullptr, rows,
+             /*runner=*/{});
+  for (int64_t r = 0; r < n_rows; ++r) batch.caches[r]->length += packed ? batch.lengths[r] : T;
+  const int64_t lm_index = 7 * static_cast<int64_t>(layers_.size());
+  if (packed && batch.logits_for_last_only) {
+    std::vector<int64_t> last;
+    for (int64_t r = 0; r < n_rows; ++r) last.push_back(rows.offsets[r] + rows.lengths[r] - 1);
+    h = h.index_select(1, UploadToDevice(last, at::kLong, dev));  // [1, rows, H]
+    auto logits = Project(*lm_head_, lm_index, h, rows);
+    return logits.view({n_rows, 1, logits.size(-1)});
+  }
+  if (batch.logits_for_last_only) h = h.narrow(1, T - 1, 1);
+  return Project(*lm_head_, lm_index, h, rows, packed ? rows.tokens_per_row : at::Tensor());
+}
+
+absl::StatusOr<std::shared_ptr<const ServingAdapter>> LlamaModel::PrepareServingAdapter(
+    const OftConfig& config, const TargetSpec& targets,
+    const std::map<std::string, at::Tensor>& packed) const {
+  OFT_RETURN_IF_ERROR(config.Validate());
+  const std::vector<AdaptedLinear*> linears = AllLinears();
+  std::vector<std::string> names;
+  for (auto* l : linears) names.push_back(l->name());
+  OFT_ASSIGN_OR_RETURN(std::vector<std::string> selected, SelectTargets(targets, names, "lm_head"));
+  for (const auto& [module, t] : packed) {
+    if (std::find(selected.begin(), selected.end(), module) == selected.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor for module ", module, " which the adapter config does not target or the model "
+          "does not have"));
+    }
+  }
+  auto adapter = std::make_shared<ServingAdapter>();
+  adapter->config_ = config;
+  adapter->blocks_.resize(linears.size());
+  OftConfig eval_config = config;
+  eval_config.module_dropout = 0.0;
+  const auto pdtype = dtype_ == at::kDouble ? at::kDouble : at::kFloat;
+  const auto options = at::TensorOptions().dtype(pdtype).device(device());
+  for (size_t i = 0; i < linears.size(); ++i) {
+    const std::string& n = linears[i]->name();
+    if (std::find(selected.begin(), selected.end(), n) == selected.end()) continue;
+    auto it = packed.find(n);
+    if (it == packed.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("no tensor for targeted module ", n));
+    }
+    auto rot = OftRotation::Create(eval_config, linears[i]->in_features(), options);
+    if (!rot.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("module ", n, " (in_features=",
+                                                     linears[i]->in_features(), "): ",
+                                                     rot.status().message()));
+    }
+    if (it->second.sizes() != rot->oft_r().sizes()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor for ", n, " has shape ", c10::str(it->second.sizes()), " but the config gives ",
+          c10::str(rot->oft_r().sizes()), " (r / oft_block_size / block_share mismatch?)"));
+    }
+    OFT_RETURN_IF_ERROR(TorchCall("PrepareServingAdapter", [&] {
+      at::NoGradGuard no_grad;
+      rot->oft_r().copy_(it->second);
+      rot->SetTraining(false);
+      adapter->blocks_[i] = rot->EvalBlocks().detach().contiguous();  // [rows, b, b]
+      adapter->bytes_ += adapter->blocks_[i].numel() *
+                         static_cast<int64_t>(adapter->blocks_[i].element_size());
+    }));
+  }
+  return std::shared_ptr<const ServingAdapter>(std::move(adapter));
+}
+
+AdapterBatch LlamaModel::MakeAdapterBatch(const std::vector<const ServingAdapter*>& rows) const {
+  const size_t num_linears = 7 * layers_.size() + 1;
+  AdapterBatch batch;
+  batch.rows_ = static_cast<int64_t>(rows.size());
+  batch.per_linear_.resize(num_linears);
+  const std::vector<AdaptedLinear*> linears = AllLinears();
+  // Every group's row index goes up in one upload after the loop (host_upload.h).
+  std::vector<AdapterBatch::Group*> groups;
+  std::vector<int64_t> all_index;
+  for (size_t li = 0; li < num_linears; ++li) {
+    // Distinct adapters at this Linear, grouped by block size (one stacked tensor each).
+    std::map<int64_t, std::vector<const ServingAdapter*>> by_size;
+    for (const ServingAdapter* a : rows) {
+      if (a == nullptr) continue;
+      TORCH_CHECK(a->num_linears() == num_linears, "adapter was prepared for another model");
+      const at::Tensor& blk = a->blocks(li);
+      if (!blk.defined()) continue;
+      auto& list = by_size[blk.size(1)];
+      if (std::find(list.begin(), list.end(), a) == list.end()) list.push_back(a);
+    }
+    const int64_t d = linears[li]->in_features();
+    for (const auto& [b, list] : by_size) {
+      std::vector<at::Tensor> stack;
+      for (const ServingAdapter* a : list) stack.push_back(a->blocks(li).expand({d / b, b, b}));
+      std::vector<int64_t> index(rows.size(), -1);
+      for (size_t r = 0; r < rows.size(); ++r) {
+        auto it = std::find(list.begin(), list.end(), rows[r]);
+        if (it != list.end()) index[r] = it - list.begin();
+      }
+      AdapterBatch::Group g;
+      g.rotations = at::stack(stack, 0).contiguous();  // [A, r, b, b]
+      all_index.insert(all_index.end(), index.begin(), index.end());
+      batch.per_linear_[li].push_back(std::move(g));
+    }
+  }
+  // Pointers into per_linear_ are taken once it has stopped growing.
+  for (auto& per : batch.per_linear_) {
+    for (AdapterBatch::Group& g : per) groups.push_back(&g);
+  }
+  if (!groups.empty()) {
+    const int64_t G = static_cast<int64_t>(groups.size());
+    const at::Tensor index = UploadToDevice(all_index, at::kLong, device())
+                                 .view({G, static_cast<int64_t>(rows.size())});
+    for (int64_t g = 0; g < G; ++g) groups[g]->row_index = index[g];
+  }
+  return batch;
+}
+
+AdapterBatch AdapterBatch::FromGroups(int64_t rows, std::vector<std::vector<Group>> per_linear) {
+  AdapterBatch batch;
+  batch.rows_ = rows;
+  batch.per_linear_ = std::move(per_linear);
+  return batch;
+}
+
+int64_t AdapterBatch::bytes() const {
+  int64_t n = 0;
+  for (const auto& groups : per_linear_) {
+    for (const auto& g : groups) n += g.rotations.numel() * static_cast<int64_t>(g.rotations.element_size());
+  }
+  return n;
+}
+
+}  // namespace oft
