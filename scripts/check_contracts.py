@@ -47,7 +47,7 @@ LAYERS = [
     ["artifacts"],          # PEFT files and the adapter store; the trainer writes them
     ["train"],
     ["jobs", "serving", "metrics"],
-    ["service"],
+    ["service", "http"],    # the API front ends: gRPC services, the HTTP server
     [""],
 ]
 INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"server/([A-Za-z0-9_]+)/', re.M)
