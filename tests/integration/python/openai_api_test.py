@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import tempfile
+import time
 import traceback
 import urllib.error
 import urllib.request
@@ -42,8 +43,16 @@ MESSAGES = [{"role": "system", "content": "You answer briefly."},
 
 
 def http_port(tmp):
-    with open(os.path.join(tmp, "http_port")) as fh:
-        return int(fh.read().strip())
+    """The HTTP port from --http_port_file (written just after the gRPC port file)."""
+    path, deadline = os.path.join(tmp, "http_port"), time.time() + 60
+    while time.time() < deadline:
+        if os.path.exists(path):
+            with open(path) as fh:
+                text = fh.read().strip()
+            if text:
+                return int(text)
+        time.sleep(0.05)
+    raise Failure("oft_server did not write --http_port_file within 60 s")
 
 
 def raw(port, method, path, body=None, key=g.API_KEY):
