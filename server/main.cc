@@ -56,6 +56,8 @@ constexpr char kUsage[] =
     "/healthz, /readyz). SIGTERM / SIGINT: graceful\n"
     "shutdown (running jobs are checkpointed and requeued), exit 0; still unfinished after\n"
     "--shutdown_timeout_seconds: exit 3 (running jobs resume from their last checkpoint).\n"
+    "Callers authenticate with a key from --api_key / --api_keys_file (kept in the data dir);\n"
+    "with no key at all the server refuses to start unless --allow_unauthenticated is given.\n"
     "Exit status: 0 after shutdown or --help, 2 bad flags, 1 the server could not start.\n";
 
 int Usage(const std::string& error) {

@@ -334,6 +334,17 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
     }
     if (!st.ok()) return absl::InvalidArgumentError(absl::StrCat("--api_key: ", st.message()));
   }
+  // A server nobody can call is a misconfiguration, not a state to run in silently.
+  if (!options.allow_unauthenticated) {
+    OFT_ASSIGN_OR_RETURN(int64_t keys, s.api_keys->CountApiKeys());
+    if (keys == 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "no API keys: every call would be refused. Give keys with --api_key=TENANT:KEY or "
+          "--api_keys_file=FILE (keys given once are kept in ", options.data_dir,
+          "/jobs.db), or pass --allow_unauthenticated to let every caller in as tenant "
+          "'default' (trusted networks only)"));
+    }
+  }
   OFT_ASSIGN_OR_RETURN(RecoveryReport recovery, s.store->RecoverAfterRestart());
   for (const std::string& id : recovery.requeued) Log("requeued after restart: " + id);
 

@@ -36,7 +36,8 @@ struct ServerOptions {
   int jobs_per_device = 1;                         // concurrent jobs per device worker
   int train_threads = 1;                           // torch intra-op threads per CPU job
   std::vector<std::pair<std::string, std::string>> api_keys;  // (tenant, key)
-  bool allow_unauthenticated = false;              // every caller is tenant "default"
+  // Every caller is tenant "default". Without it, Start() fails when no API key is stored.
+  bool allow_unauthenticated = false;
   std::string tls_cert, tls_key;                   // PEM files: serve TLS when both set
   std::string tls_client_ca;                       // PEM: require verified client certs (mTLS)
   int64_t max_upload_bytes = int64_t{256} << 20;   // largest dataset upload

@@ -61,4 +61,11 @@ absl::Status ApiKeyStore::RevokeApiKey(const std::string& key) {
   });
 }
 
+absl::StatusOr<int64_t> ApiKeyStore::CountApiKeys() const {
+  SqliteDb::ReadLease lease(*db_);
+  OFT_ASSIGN_OR_RETURN(SqlStatement s, lease.Prepare("SELECT COUNT(*) FROM api_keys"));
+  OFT_ASSIGN_OR_RETURN(bool row, s.Step());
+  return row ? s.Int(0) : 0;
+}
+
 }  // namespace oft

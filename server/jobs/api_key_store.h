@@ -5,6 +5,7 @@
 #ifndef OFT_SERVER_JOBS_API_KEY_STORE_H_
 #define OFT_SERVER_JOBS_API_KEY_STORE_H_
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -35,6 +36,8 @@ class ApiKeyStore : public ApiKeyLookup {
   absl::StatusOr<std::string> LookupApiKey(const std::string& key) const override;
   // Errors: NOT_FOUND.
   absl::Status RevokeApiKey(const std::string& key);
+  // How many keys are stored (all tenants).
+  absl::StatusOr<int64_t> CountApiKeys() const;
 
  private:
   const std::shared_ptr<SqliteDb> db_;
