@@ -23,6 +23,7 @@
 #include "server/common/data_dir.h"
 #include "server/common/executor.h"
 #include "server/common/file_util.h"
+#include "server/common/path_redact.h"
 #include "server/common/status_macros.h"
 #include "server/jobs/api_key_store.h"
 #include "server/jobs/dataset_store.h"
@@ -103,6 +104,9 @@ struct OftServer::Impl {
   std::unique_ptr<ApiKeyStore> api_keys;
   std::unique_ptr<AdapterStore> adapters;
   ModelCatalog catalog;
+  // What tenants see (job events, failures, job-check errors) never holds the data dir's or a
+  // model directory's path.
+  PathRedactor redactor;
   std::shared_ptr<prometheus::Registry> registry;
   std::atomic<bool> ready{false};  // /readyz: serving and not saturated (before its readers)
   std::unique_ptr<ServiceMetrics> metrics;
@@ -183,6 +187,7 @@ JobOutcome OftServer::Impl::Execute(const JobRecord& job, const std::string& dev
   if (!tj.ok()) {
     out.kind = JobOutcome::Kind::kFailed;
     out.failure = ToJobFailure(ClassifyFailure(tj.status()));
+    out.failure.message = redactor.Redact(out.failure.message);
     if (absl::IsNotFound(tj.status())) out.failure.reason = "DATASET_INVALID";
     return out;
   }
@@ -203,7 +208,9 @@ JobOutcome OftServer::Impl::Execute(const JobRecord& job, const std::string& dev
   }
   auto last_step_write = std::chrono::steady_clock::time_point{};
   auto last_step_seen = std::chrono::steady_clock::now();
-  const EventSink sink = [&](const TrainEvent& e) {
+  const EventSink sink = [&](const TrainEvent& event) {
+    TrainEvent e = event;
+    e.message = redactor.Redact(e.message);
     std::optional<EncodedEvent> encoded = EncodeTrainEvent(e, &progress, &evals);
     if (!encoded) return;
     const auto now = std::chrono::steady_clock::now();
@@ -237,6 +244,7 @@ JobOutcome OftServer::Impl::Execute(const JobRecord& job, const std::string& dev
   }
   out.kind = JobOutcome::Kind::kFailed;
   out.failure = ToJobFailure(ClassifyFailure(result.status()));
+  out.failure.message = redactor.Redact(out.failure.message);
   Log(absl::StrCat("job ", job.id, " failed: ", result.status().ToString()));
   return out;
 }
@@ -317,6 +325,8 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
     Log(absl::StrCat("removed ", swept, " partial upload(s) and temporary file(s) from ", options.data_dir));
   }
   OFT_ASSIGN_OR_RETURN(s.catalog, ModelCatalog::Create(options.models));
+  s.redactor.Add(options.data_dir, "<data_dir>");
+  for (const CatalogModel& m : s.catalog.models()) s.redactor.Add(m.dir, "<model " + m.name + ">");
   JobStoreOptions store_options;
   store_options.max_active_jobs_per_tenant = options.max_active_jobs_per_tenant;
   OFT_ASSIGN_OR_RETURN(std::shared_ptr<SqliteDb> db, OpenStoreDb(options.data_dir + "/jobs.db"));
@@ -443,8 +453,10 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
     absl::StatusOr<JobCheckResult> check = CheckTrainingJob(tj, self->MemoryOf(tj.device));
     if (!check.ok()) {
       // The runner names fields relative to the spec ("adapter_config.r"): say "spec.".
-      return absl::Status(check.status().code(), absl::StrCat("spec.", check.status().message()));
+      return absl::Status(check.status().code(),
+                          self->redactor.Redact(absl::StrCat("spec.", check.status().message())));
     }
+    for (std::string& w : check->warnings) w = self->redactor.Redact(w);
     return check->warnings;
   };
   s.store->SetEventListener([self](const std::string& job_id, int64_t) { self->events.Publish(job_id); });

@@ -253,7 +253,8 @@ absl::Status Trainer::ResumeOrStart(const Emit& emit) {
     s.pending_warnings.insert(
         s.pending_warnings.begin(),
         {WarningCode::kResumedFromCheckpoint,
-         absl::StrCat("resumed from checkpoint ", checkpoints.back().second)});
+         // The step, not the directory: tenants see this event, the server's paths are not theirs.
+         absl::StrCat("resumed from the checkpoint at step ", checkpoints.back().first)});
   } else {
     s.rng.Reseed(params_.options.seed);
   }

@@ -206,7 +206,7 @@ absl::Status Trainer::LoadCheckpoint(const std::string& dir) {
   }
   if (auto warning = DeviceChangeWarning(j.value("device", ""), s.device.str()); !warning.empty()) {
     s.pending_warnings.emplace_back(WarningCode::kTrainingWarning,
-                                    absl::StrCat("checkpoint ", dir, ": ", warning));
+                                    absl::StrCat("checkpoint ", fs::path(dir).filename().string(), ": ", warning));
   }
 
   const Json& c = j["cursor"];

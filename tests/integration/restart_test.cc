@@ -19,6 +19,7 @@ namespace oft::testing {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr int64_t kSteps = 150;
 
@@ -130,6 +131,29 @@ class RestartTest : public AliceServerTest {
     EXPECT_EQ((*adapters)[0].job_id(), job_id);
   }
 
+  // The resumed run says so (RESUMED_FROM_CHECKPOINT naming the step), and no event the
+  // tenant sees holds a server path: not the data dir (as given or canonical), not the
+  // model directory.
+  void ExpectResumedWithoutServerPaths(const std::vector<v1::JobEvent>& events) {
+    bool resumed = false;
+    for (const v1::JobEvent& e : events) {
+      if (e.has_warning() && e.warning().code() == "RESUMED_FROM_CHECKPOINT") {
+        resumed = true;
+        EXPECT_THAT(e.warning().message(), HasSubstr("checkpoint at step "));
+      }
+    }
+    EXPECT_TRUE(resumed) << "no RESUMED_FROM_CHECKPOINT warning";
+    const std::string data_dir = server_->data_dir();
+    const std::string canonical = std::filesystem::canonical(data_dir).string();
+    const std::string model_dir = std::filesystem::canonical(SourceDir() + "/models/default").string();
+    for (const v1::JobEvent& e : events) {
+      const std::string text = e.DebugString();
+      EXPECT_THAT(text, Not(HasSubstr(data_dir))) << "event " << e.event_id();
+      EXPECT_THAT(text, Not(HasSubstr(canonical))) << "event " << e.event_id();
+      EXPECT_THAT(text, Not(HasSubstr(model_dir))) << "event " << e.event_id();
+    }
+  }
+
 };
 
 TEST_F(RestartTest, SigkillMidTrainingResumesFromCheckpoint) {
@@ -153,6 +177,7 @@ TEST_F(RestartTest, SigkillMidTrainingResumesFromCheckpoint) {
   const std::vector<v1::JobEvent> events = watcher.events();
   EXPECT_GT(events.size(), seen_before_kill);
   ExpectCompleteLog(job->id(), events);
+  ExpectResumedWithoutServerPaths(events);
 
   // Recovery requeued the job, and training went on from the checkpoint, not from step 1.
   const size_t requeued = FindTransition(events, v1::Job::RUNNING, v1::Job::QUEUED);
@@ -192,6 +217,7 @@ TEST_F(RestartTest, SigtermCheckpointsRequeuesAndExitsZero) {
   ASSERT_TRUE(watcher.status().ok()) << watcher.status();
   const std::vector<v1::JobEvent> events = watcher.events();
   ExpectCompleteLog(job->id(), events);
+  ExpectResumedWithoutServerPaths(events);
 
   // At shutdown: a checkpoint, then RUNNING -> QUEUED; after the restart it resumed there.
   const size_t requeued = FindTransition(events, v1::Job::RUNNING, v1::Job::QUEUED);
