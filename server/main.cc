@@ -10,6 +10,7 @@
 //              [--port_file=FILE] [--metrics_port_file=FILE] [--executor_threads=N]
 //              [--http_listen=HOST:PORT] [--http_port_file=FILE] [--http_threads=N]
 //              [--health_saturation_seconds=S] [--shutdown_timeout_seconds=S]
+//              [--checkpoint_retention=none|last|all]
 //
 // SIGTERM / SIGINT: graceful shutdown (running jobs are checkpointed and requeued), exit 0.
 // A shutdown still unfinished after --shutdown_timeout_seconds (default 60; stuck requests,
@@ -35,6 +36,7 @@
 #include "server/oft/cpu_isa.h"
 #include "server/oft/kernel_mode.h"
 #include "server/server.h"
+#include "server/train/checkpoint_retention.h"
 
 namespace {
 
@@ -49,7 +51,7 @@ constexpr char kUsage[] =
     "                  [--serving_device=cpu|cuda:N] [--serving_threads=N]\n"
     "                  [--device_memory_bytes=N] [--port_file=FILE] [--metrics_port_file=FILE]\n"
     "                  [--executor_threads=N] [--health_saturation_seconds=S]\n"
-    "                  [--shutdown_timeout_seconds=S]\n"
+    "                  [--shutdown_timeout_seconds=S] [--checkpoint_retention=none|last|all]\n"
     "                  [--http_listen=HOST:PORT [--http_port_file=FILE] [--http_threads=N]]\n"
     "The OFTv2 adapter training and serving service (gRPC oft.v1; with --http_listen also the\n"
     "OpenAI-compatible HTTP API /v1/models, /v1/completions, /v1/chat/completions, and /metrics,\n"
@@ -58,6 +60,10 @@ constexpr char kUsage[] =
     "--shutdown_timeout_seconds: exit 3 (running jobs resume from their last checkpoint).\n"
     "Callers authenticate with a key from --api_key / --api_keys_file (kept in the data dir);\n"
     "with no key at all the server refuses to start unless --allow_unauthenticated is given.\n"
+    "--checkpoint_retention: what a finished job's checkpoints become: none (default; removed:\n"
+    "a finished job is never resumed and its adapter is published), last (the newest kept,\n"
+    "optimizer state included) or all. Applied when a job ends and, at start, to every job\n"
+    "that is not queued.\n"
     "Exit status: 0 after shutdown or --help, 2 bad flags, 1 the server could not start.\n";
 
 int Usage(const std::string& error) {
@@ -172,6 +178,11 @@ int main(int argc, char** argv) {
       if (!absl::SimpleAtod(v, &shutdown_timeout_seconds) || !(shutdown_timeout_seconds > 0)) {
         return Usage("--shutdown_timeout_seconds must be a number > 0, got '" + v + "'");
       }
+    } else if (name == "checkpoint_retention") {
+      if (absl::StatusOr<oft::CheckpointRetention> p = oft::ParseCheckpointRetention(v); !p.ok()) {
+        return Usage(std::string(p.status().message()));
+      }
+      o.checkpoint_retention = v;
     } else if (name == "device_memory_bytes") {
       if (!ParseInt(name, v, &o.device_memory_bytes, &err)) return Usage(err);
     } else {

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <set>
 #include <thread>
 #include <utility>
 
@@ -48,6 +49,7 @@
 #include "server/service/service_env.h"
 #include "server/serving/serving.h"
 #include "server/service/inference_service.h"
+#include "server/train/checkpoint_retention.h"
 #include "server/train/job_runner.h"
 
 namespace oft {
@@ -99,6 +101,7 @@ struct OftServer::Impl {
   // writes into it is gone.
   std::unique_ptr<DataDirLock> data_dir_lock;
   ServerOptions options;
+  CheckpointRetention retention = CheckpointRetention::kNone;
   std::unique_ptr<JobStore> store;
   std::unique_ptr<DatasetStore> datasets;
   std::unique_ptr<ApiKeyStore> api_keys;
@@ -151,7 +154,52 @@ struct OftServer::Impl {
   void SaturationLoop();
   void SetHealth(bool serving);
   void RefreshJobCounts();
+  void ApplyRetention(const std::string& job_id);
+  void SweepFinishedJobs();
 };
+
+namespace {
+
+std::string WorkDirOf(const ServerOptions& options, const std::string& job_id) {
+  return options.data_dir + "/jobs/" + job_id;
+}
+
+}  // namespace
+
+void OftServer::Impl::ApplyRetention(const std::string& job_id) {
+  absl::StatusOr<int64_t> removed = ApplyCheckpointRetention(WorkDirOf(options, job_id), retention);
+  if (!removed.ok()) {
+    Log(absl::StrCat("job ", job_id, ": checkpoint retention '", CheckpointRetentionName(retention),
+                     "': ", removed.status().message()));
+  }
+}
+
+// At start, before the scheduler runs: every job directory whose job is not queued (after
+// RecoverAfterRestart nothing is RUNNING) belongs to a finished job, or to none; apply the
+// policy there too (a crash between a job's end and its cleanup, or a stricter policy now).
+void OftServer::Impl::SweepFinishedJobs() {
+  if (retention == CheckpointRetention::kAll) return;
+  absl::StatusOr<std::vector<JobRecord>> queued = store->QueuedJobs();
+  if (!queued.ok()) {
+    Log(absl::StrCat("checkpoint retention sweep skipped: ", queued.status().message()));
+    return;
+  }
+  std::set<std::string> active;
+  for (const JobRecord& j : *queued) active.insert(j.id);
+  std::error_code ec;
+  int64_t removed = 0;
+  for (const auto& e : std::filesystem::directory_iterator(options.data_dir + "/jobs", ec)) {
+    const std::string id = e.path().filename().string();
+    if (active.count(id) != 0 || !e.is_directory(ec)) continue;
+    absl::StatusOr<int64_t> n = ApplyCheckpointRetention(e.path().string(), retention);
+    if (n.ok()) removed += *n;
+    else Log(absl::StrCat("job ", id, ": checkpoint retention: ", n.status().message()));
+  }
+  if (removed > 0) {
+    Log(absl::StrCat("checkpoint retention '", CheckpointRetentionName(retention), "': removed ",
+                     removed, " checkpoint(s) of finished jobs"));
+  }
+}
 
 void OftServer::Impl::RefreshJobCounts() {
   if (absl::StatusOr<std::map<std::string, int64_t>> counts = store->CountJobsByState(); counts.ok()) {
@@ -175,7 +223,7 @@ absl::StatusOr<TrainingJob> OftServer::Impl::TrainingJobFor(const JobRecord& job
   }
   OFT_ASSIGN_OR_RETURN(TrainingJob tj,
                        ToTrainingJob(resolved, job.id, job.tenant, train_paths, valid_path));
-  tj.work_dir = options.data_dir + "/jobs/" + job.id;
+  tj.work_dir = WorkDirOf(options, job.id);
   tj.train_threads = options.train_threads;
   return tj;
 }
@@ -310,6 +358,7 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
   Impl& s = *impl;
   s.options = options;
   if (options.devices.empty()) return absl::InvalidArgumentError("--devices: at least one device");
+  OFT_ASSIGN_OR_RETURN(s.retention, ParseCheckpointRetention(options.checkpoint_retention));
   std::error_code ec;
   for (const char* sub : {"", "/datasets", "/jobs"}) {
     std::filesystem::create_directories(options.data_dir + sub, ec);
@@ -357,6 +406,7 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
   }
   OFT_ASSIGN_OR_RETURN(RecoveryReport recovery, s.store->RecoverAfterRestart());
   for (const std::string& id : recovery.requeued) Log("requeued after restart: " + id);
+  s.SweepFinishedJobs();
 
   s.registry = std::make_shared<prometheus::Registry>();
   s.metrics = std::make_unique<ServiceMetrics>(*s.registry);
@@ -415,6 +465,7 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
     self->metrics->JobFinished(std::string(JobStateName(state)));
     self->metrics->ForgetJob(job_id);
     self->RefreshJobCounts();
+    self->ApplyRetention(job_id);
   };
   observer.on_queue_changed = [self](int64_t, int64_t) { self->RefreshJobCounts(); };
   OFT_ASSIGN_OR_RETURN(

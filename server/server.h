@@ -51,6 +51,11 @@ struct ServerOptions {
   int executor_threads = 8;         // threads for blocking RPC work (SQLite, files)
   // Health is NOT_SERVING while queued blocking work waits longer than this; 0 = never.
   double health_saturation_seconds = 10;
+  // What a finished job's checkpoints become: "none" (removed), "last" (the newest kept,
+  // optimizer state included) or "all"; applied when a job ends and at start to every job
+  // that is not queued. Default "none": a finished job is never resumed and its adapter is
+  // published, so its checkpoints only use disk (server/train/checkpoint_retention.h).
+  std::string checkpoint_retention = "none";
 };
 
 class OftServer {

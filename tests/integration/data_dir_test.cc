@@ -1,9 +1,11 @@
-// One server per data dir and per port, and the startup sweep (leveldb's LOCK + recovery):
+// One server per data dir and per port, and what stays in it (leveldb's LOCK + recovery):
 // a second oft_server on the same --data_dir exits at once naming the holder's pid, a second
-// one on the same port fails to bind (no SO_REUSEPORT sharing), and an upload cut by a
-// SIGKILL leaves no partial file after the restart.
+// one on the same port fails to bind (no SO_REUSEPORT sharing), an upload cut by a SIGKILL
+// leaves no partial file after the restart, and a finished job's checkpoints follow
+// --checkpoint_retention (when the job ends, and at the next start).
 #include <filesystem>
 #include <memory>
+#include <set>
 #include <string>
 
 #include <grpcpp/grpcpp.h>
@@ -94,6 +96,71 @@ TEST_F(DataDirTest, UploadCutBySigkillLeavesNoPartialFileAfterRestart) {
   client_ = server_->NewClient(kAliceKey);
   EXPECT_TRUE(WaitUntil([&] { return client_->ListDatasets(v1::ListDatasetsRequest()).ok(); },
                         absl::Seconds(10)));
+}
+
+// A 6-step job checkpointing every 2 steps and keeping all of them while it runs; returns
+// its id once SUCCEEDED.
+std::string RunCheckpointingJob(Client& client, const std::string& dataset_id,
+                                const std::string& adapter) {
+  v1::CreateJobRequest req;
+  *req.mutable_spec() = SmallSpec(dataset_id, adapter, 6);
+  req.mutable_spec()->mutable_hyperparameters()->set_checkpoint_every(2);
+  req.mutable_spec()->mutable_hyperparameters()->set_keep_checkpoints(0);
+  absl::StatusOr<v1::Job> job = client.CreateJob(req);
+  EXPECT_TRUE(job.ok()) << job.status();
+  if (!job.ok()) return "";
+  absl::StatusOr<v1::Job> done = WaitForState(client, job->id(), v1::Job::SUCCEEDED, absl::Seconds(90));
+  EXPECT_TRUE(done.ok()) << done.status();
+  return job->id();
+}
+
+std::set<std::string> CheckpointsOf(const std::string& data_dir, const std::string& job_id) {
+  std::set<std::string> out;
+  const fs::path dir = fs::path(data_dir) / "jobs" / job_id / "checkpoints";
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) out.insert(e.path().filename().string());
+  return out;
+}
+
+TEST_F(DataDirTest, FinishedJobKeepsNoCheckpointsByDefault) {
+  const std::string id = RunCheckpointingJob(*client_, dataset_id_, "retained-none");
+  ASSERT_FALSE(id.empty());
+  // Retention runs right after the terminal transition the client just saw.
+  EXPECT_TRUE(WaitUntil([&] { return CheckpointsOf(server_->data_dir(), id).empty(); },
+                        absl::Seconds(10)))
+      << "left: " << CheckpointsOf(server_->data_dir(), id).size() << " checkpoint(s)";
+  EXPECT_FALSE(fs::exists(fs::path(server_->data_dir()) / "jobs" / id / "checkpoints"));
+  // The adapter itself is published and stays.
+  absl::StatusOr<std::vector<v1::Adapter>> adapters = client_->ListAllAdapters("retained-none");
+  ASSERT_TRUE(adapters.ok()) << adapters.status();
+  EXPECT_EQ(adapters->size(), 1u);
+}
+
+TEST(CheckpointRetentionTest, LastKeepsTheNewestAndAStricterRestartSweepsIt) {
+  TempDir dir;
+  ServerProcess server(ServerProcessOptions{.data_dir = dir.Sub("data"),
+                                            .api_keys = {AliceFlag()},
+                                            .extra_flags = {"--checkpoint_retention=last"}});
+  ASSERT_TRUE(server.Start().ok()) << server.LogTail();
+  std::unique_ptr<Client> client = server.NewClient(kAliceKey);
+  absl::StatusOr<v1::Dataset> ds = client->UploadDatasetBytes(SampleTrainHead(64), "train");
+  ASSERT_TRUE(ds.ok()) << ds.status();
+  const std::string id = RunCheckpointingJob(*client, ds->id(), "retained-last");
+  ASSERT_FALSE(id.empty());
+  const std::set<std::string> last = {"step-6"};
+  EXPECT_TRUE(WaitUntil([&] { return CheckpointsOf(server.data_dir(), id) == last; },
+                        absl::Seconds(10)))
+      << "left: " << CheckpointsOf(server.data_dir(), id).size() << " checkpoint(s)";
+  EXPECT_TRUE(fs::exists(fs::path(server.data_dir()) / "jobs" / id / "checkpoints" / "step-6" /
+                         "optimizer.pt"));
+
+  // The next start with the default policy (none) sweeps the finished job's checkpoint.
+  absl::StatusOr<int> code = server.Terminate(absl::Seconds(60));
+  ASSERT_TRUE(code.ok()) << code.status();
+  ServerProcess again(ServerProcessOptions{.data_dir = dir.Sub("data"), .api_keys = {AliceFlag()}});
+  ASSERT_TRUE(again.Start().ok()) << again.LogTail();
+  EXPECT_TRUE(CheckpointsOf(again.data_dir(), id).empty());
+  EXPECT_THAT(again.LogTail(), HasSubstr("checkpoint(s) of finished jobs"));
 }
 
 }  // namespace
