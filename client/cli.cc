@@ -1,7 +1,10 @@
 #include "client/cli.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <optional>
@@ -42,7 +45,9 @@ Commands:
 
 constexpr char kUsageTail[] = R"(
 Exit codes: 0 ok, 1 RPC error, 2 usage error, 3 watched job FAILED, 4 watched job
-CANCELLED, 5 download checksum mismatch.
+CANCELLED, 5 download checksum mismatch, 6 a local file (the upload's FILE, --file,
+--chat-file, a TLS PEM) cannot be read.
+--max-steps and --epochs exclude each other; either replaces the job file's choice.
 )";
 
 std::string ToJson(const google::protobuf::Message& msg, bool pretty) {
@@ -170,7 +175,7 @@ class Cli {
     }
     std::optional<UsageError> bad = MakeClient();
     if (bad) return Usage(bad->message);
-    if (client_ == nullptr) return kExitRpcError;  // MakeClient printed the error
+    if (client_ == nullptr) return client_error_;  // MakeClient printed the error
     return cmd->run(*this, p);
   }
 
@@ -182,6 +187,17 @@ class Cli {
   int Fail(const absl::Status& status, bool is_download = false) {
     err_ << FormatCliError(status) << "\n";
     return ExitCodeForStatus(status, is_download);
+  }
+  // A local file could not be read: no RPC was made, so not the RPC error's exit code.
+  int FailLocal(const absl::Status& status) {
+    err_ << "oftctl: " << status.message() << "\n";
+    return kExitLocalFile;
+  }
+  // Whether `path` can be opened for reading; FailLocal's status otherwise.
+  static absl::Status Readable(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (in) return absl::OkStatus();
+    return absl::NotFoundError(absl::StrCat("cannot read ", path, ": ", std::strerror(errno)));
   }
   void Print(const google::protobuf::Message& msg) { out_ << ToJson(msg, true) << "\n"; }
 
@@ -203,6 +219,13 @@ class Cli {
     if (args_.Has("deadline")) {
       if (!(deadline_s > 0)) return UsageError{"--deadline must be > 0 seconds"};
       o.deadline = absl::Seconds(deadline_s);
+    }
+    for (const std::string* pem : {&o.ca_cert_file, &o.client_cert_file, &o.client_key_file}) {
+      if (pem->empty()) continue;
+      if (absl::Status r = Readable(*pem); !r.ok()) {
+        client_error_ = FailLocal(r);
+        return std::nullopt;
+      }
     }
     absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(o);
     if (!client.ok()) {
@@ -226,6 +249,7 @@ class Cli {
                                   args_.Get("format"), "\""));
       }
     }
+    if (absl::Status r = Readable(path); !r.ok()) return FailLocal(r);
     absl::StatusOr<v1::Dataset> ds = client_->UploadDataset(path, name, format);
     if (!ds.ok()) return Fail(ds.status());
     if (json_) {
@@ -284,7 +308,7 @@ class Cli {
         if (spec.status().code() == absl::StatusCode::kInvalidArgument) {
           return Usage(spec.status().message());
         }
-        return Fail(spec.status());
+        return FailLocal(spec.status());
       }
       *req.mutable_spec() = std::move(*spec);
     }
@@ -584,7 +608,7 @@ class Cli {
         if (chat.status().code() == absl::StatusCode::kInvalidArgument) {
           return Usage(chat.status().message());
         }
-        return Fail(chat.status());
+        return FailLocal(chat.status());
       }
       *req.mutable_chat() = std::move(*chat);
     }
@@ -729,6 +753,7 @@ class Cli {
   std::ostream& err_;
   const bool json_;
   std::unique_ptr<Client> client_;
+  int client_error_ = kExitRpcError;  // exit code when MakeClient leaves client_ null
 };
 
 }  // namespace

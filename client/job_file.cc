@@ -416,9 +416,23 @@ absl::Status ApplyJobSpecFlags(const std::vector<std::pair<std::string, std::str
   bool datasets_cleared = false;
   bool has_r = false;
   bool has_block = false;
+  // A job's length is a number of steps or of epochs (a oneof): both on one command line
+  // would let the later one win silently, so that is refused. Against the job file, the
+  // flag replaces the file's choice.
+  std::string steps_flag, epochs_flag;
   for (const auto& [flag, value] : flags) {
     if (flag == "r") has_r = true;
     if (flag == "oft-block-size") has_block = true;
+    const absl::string_view set_path =
+        flag == "set" ? absl::string_view(value).substr(0, value.find('=')) : "";
+    if (flag == "max-steps" || set_path == "hyperparameters.max_steps") steps_flag = "--" + flag;
+    if (flag == "epochs" || set_path == "hyperparameters.epochs") epochs_flag = "--" + flag;
+  }
+  if (!steps_flag.empty() && !epochs_flag.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        steps_flag == "--set" ? "--set=hyperparameters.max_steps" : steps_flag, " and ",
+        epochs_flag == "--set" ? "--set=hyperparameters.epochs" : epochs_flag,
+        " exclude each other: a job runs for a number of steps or of epochs; give one"));
   }
   for (const auto& [flag, value] : flags) {
     if (flag == "dataset") {

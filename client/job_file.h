@@ -63,8 +63,9 @@ bool IsJobSpecFlag(absl::string_view flag);
 
 // Applies (flag, value) pairs in order on top of `spec` (normally loaded from --file), so
 // flags override the file. Giving --r without --oft-block-size sets oft_block_size to 0 and
-// vice versa (exactly one may be non-zero). --max-steps/--epochs and
-// --validation-dataset/--validation-fraction replace each other (oneofs).
+// vice versa (exactly one may be non-zero). --max-steps and --epochs (also through --set)
+// on one command line are refused; either one replaces the file's max_steps / epochs (a
+// oneof), as --validation-dataset / --validation-fraction replace each other.
 // Errors: INVALID_ARGUMENT naming the flag.
 absl::Status ApplyJobSpecFlags(const std::vector<std::pair<std::string, std::string>>& flags,
                                v1::JobSpec* spec);

@@ -20,6 +20,8 @@ enum ExitCode : int {
   kExitJobFailed = 3,         // the watched job ended FAILED
   kExitJobCancelled = 4,      // the watched job ended CANCELLED
   kExitChecksumMismatch = 5,  // a downloaded file did not match its sha256
+  kExitLocalFile = 6,         // a local input file (dataset, --file, --chat-file, TLS PEM)
+                              // cannot be read; nothing was sent
 };
 
 // SUCCEEDED -> kExitOk, FAILED -> kExitJobFailed, CANCELLED -> kExitJobCancelled,

@@ -472,6 +472,26 @@ TEST_F(FakeServerTest, OftctlErrorsAndUsage) {
   EXPECT_THAT(out, HasSubstr("\"id\": \"job-ok\""));
 }
 
+TEST_F(FakeServerTest, OftctlMissingLocalFileExitsSixNotTheRpcErrorCode) {
+  std::string out, err;
+  const std::string missing = dir_ + "/no-such-file.jsonl";
+  EXPECT_EQ(Oftctl({"upload", missing, "--name=x"}, &out, &err), 6);
+  EXPECT_THAT(err, HasSubstr("cannot read " + missing));
+  EXPECT_EQ(Oftctl({"submit", "--file=" + missing}, &out, &err), 6);
+  EXPECT_THAT(err, HasSubstr(missing));
+  EXPECT_EQ(Oftctl({"generate", "--adapter=bot:1", "--chat-file=" + missing}, &out, &err), 6);
+  EXPECT_EQ(Oftctl({"status", "job-ok", "--tls", "--ca-cert=" + missing}, &out, &err), 6);
+  EXPECT_THAT(err, HasSubstr("cannot read " + missing));
+  {
+    absl::MutexLock l(&rec_.mu);
+    EXPECT_TRUE(rec_.upload_chunks.empty()) << "an unreadable file must not reach the server";
+  }
+  // An RPC error stays 1.
+  EXPECT_EQ(Oftctl({"status", "nope"}, &out, &err), 1);
+  EXPECT_EQ(Oftctl({"--help"}, &out, &err), 0);
+  EXPECT_THAT(out, HasSubstr("6 a local file"));
+}
+
 TEST_F(FakeServerTest, OftctlSubmitMergesFileAndFlags) {
   const std::string job = dir_ + "/job.yaml";
   std::ofstream(job) << "base_model: default\ntraining_dataset_ids: [ds-1]\n"

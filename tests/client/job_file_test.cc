@@ -177,6 +177,21 @@ TEST(JobFileTest, BlockSizeFlagZeroesR) {
   EXPECT_EQ(spec.adapter_config().r(), 0);
 }
 
+TEST(JobFileTest, MaxStepsAndEpochsOnOneCommandLineAreRefused) {
+  v1::JobSpec spec;
+  absl::Status s = ApplyJobSpecFlags({{"max-steps", "60"}, {"epochs", "2"}}, &spec);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("--max-steps and --epochs exclude each other"));
+  s = ApplyJobSpecFlags({{"epochs", "2"}, {"set", "hyperparameters.max_steps=60"}}, &spec);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("--set=hyperparameters.max_steps and --epochs"));
+  // One of them replaces the file's choice (FlagsOverrideFile).
+  spec.mutable_hyperparameters()->set_epochs(3);
+  ASSERT_TRUE(ApplyJobSpecFlags({{"max-steps", "60"}}, &spec).ok());
+  EXPECT_EQ(spec.hyperparameters().max_steps(), 60);
+  EXPECT_FALSE(spec.hyperparameters().has_epochs());
+}
+
 TEST(JobFileTest, BadFlagsNameTheFlag) {
   v1::JobSpec spec;
   absl::Status s = ApplyJobSpecFlags({{"max-steps", "ten"}}, &spec);
