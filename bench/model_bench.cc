@@ -96,7 +96,10 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
       return 1;
     }
-    (void)m.SetActiveAdapters({"bench"});
+    if (auto s = m.SetActiveAdapters({"bench"}); !s.ok()) {
+      std::fprintf(stderr, "SetActiveAdapters: %s\n", std::string(s.message()).c_str());
+      return 1;
+    }
     at::manual_seed(0);
     const auto dev = m.device();
     auto ids = at::randint(0, m.config().vocab_size, {batch, seq}, at::TensorOptions().dtype(at::kLong)).to(dev);

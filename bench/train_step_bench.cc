@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -228,8 +229,14 @@ int main(int argc, char** argv) {
   auto step = [&](const Row& row) {
     const std::string& impl = row.impl;
     const bool frozen = impl == "frozen";
-    (void)model.SetActiveAdapters(frozen ? std::vector<std::string>{}
-                                         : std::vector<std::string>{absl::StrCat("bench_b", row.block)});
+    // A failed switch would time the wrong adapter (or none): stop the benchmark instead.
+    if (absl::Status s = model.SetActiveAdapters(
+            frozen ? std::vector<std::string>{}
+                   : std::vector<std::string>{absl::StrCat("bench_b", row.block)});
+        !s.ok()) {
+      std::fprintf(stderr, "train_step_bench: SetActiveAdapters: %s\n", std::string(s.message()).c_str());
+      std::exit(1);
+    }
     model.set_oft_compute(impl == "weight_centric" ? oft::OftCompute::kWeightCentric
                                                    : oft::OftCompute::kInputCentric);
     first_norm.requires_grad_(frozen);

@@ -4,7 +4,8 @@
 function(oft_test name src)
   cmake_parse_arguments(T "" "" "LIBS;LABELS" ${ARGN})
   add_executable(${name} ${src})
-  target_link_libraries(${name} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main)
+  # oft_test_main (tests/test_main.cc): a private ::testing::TempDir() per test process.
+  target_link_libraries(${name} PRIVATE ${T_LIBS} GTest::gtest oft_test_main)
   # gtest_discover_tests passes each list element of PROPERTIES as a separate argument of
   # set_tests_properties, so a list-valued property would spill into property names: every
   # property here holds exactly one value. A test gets its own label (e.g. "gpu") instead

@@ -273,10 +273,10 @@ TEST_F(SchedulerTest, CancelStopsARunningJob) {
   ASSERT_EQ(fake_.starts()[0], a);
   scheduler_->Cancel(b);  // queued: harmless
   scheduler_->Cancel("job-unknown");
-  const absl::Time t0 = absl::Now();
   scheduler_->Cancel(a);
+  // Eventually gives up after 10 s, far below the 10-minute poll: the job finished because
+  // of Cancel(), not a poll (no wall-clock bound of its own on a busy machine).
   ASSERT_TRUE(Eventually([&] { return finished().count(a) > 0; }));
-  EXPECT_LT(absl::Now() - t0, absl::Seconds(2));
   EXPECT_EQ(finished()[a], JobState::kCancelled);
   EXPECT_EQ(Get(a).state, JobState::kCancelled);
   // The device is free again: b runs.

@@ -131,8 +131,8 @@ TEST_P(ParityTest, MatchesHuggingFace) {
     ASSERT_EQ(IdDiff(got, want), "") << name << ": encoding the 1 MB corpus";
     std::cout << name << ": encoded " << text.size() << " bytes into " << got.size()
               << " tokens in " << seconds << " s\n";
-    // Generous bound (sanitizer and debug builds); release builds take well under a second.
-    EXPECT_LT(seconds, 5.0) << name << ": encoding 1 MB is too slow";
+    // Speed is reported, not asserted: a correctness test must not fail on a busy or
+    // sanitized machine (bench/ measures speed).
   }
   std::cout << name << ": " << checked << " cases match\n";
 }

@@ -1,6 +1,7 @@
 #include "server/service/event_hub.h"
 
 #include <atomic>
+#include <chrono>
 #include <thread>
 
 #include "gtest/gtest.h"
@@ -28,6 +29,7 @@ TEST(EventHubTest, PublishesToSubscribersOfThatJobOnly) {
 TEST(EventHubTest, UnsubscribeWaitsForARunningCallback) {
   EventHub hub;
   std::atomic<bool> in_callback{false}, release{false}, finished{false};
+  std::atomic<bool> unsubscribing{false}, unsubscribed{false};
   const uint64_t id = hub.Subscribe("j", [&] {
     in_callback = true;
     while (!release) std::this_thread::yield();
@@ -35,13 +37,28 @@ TEST(EventHubTest, UnsubscribeWaitsForARunningCallback) {
   });
   std::thread publisher([&] { hub.Publish("j"); });
   while (!in_callback) std::this_thread::yield();
+  // The callback is held; Unsubscribe is called while it runs (not after it was released,
+  // which would pass without waiting for anything).
+  bool finished_when_returned = false;
   std::thread unsubscriber([&] {
+    unsubscribing = true;
     hub.Unsubscribe(id);
-    EXPECT_TRUE(finished.load());  // never returns while the callback runs
+    finished_when_returned = finished.load();
+    unsubscribed = true;
   });
+  while (!unsubscribing) std::this_thread::yield();
+  // An Unsubscribe that does not wait returns within microseconds; 200 ms is ample. A
+  // correct one cannot return here at all, so this never fails a correct hub.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_FALSE(unsubscribed.load()) << "Unsubscribe returned while the callback was running";
   release = true;
   publisher.join();
   unsubscriber.join();
+  EXPECT_TRUE(finished_when_returned);
+  // And it is never called again.
+  in_callback = false;
+  hub.Publish("j");
+  EXPECT_FALSE(in_callback.load());
 }
 
 }  // namespace

@@ -295,6 +295,18 @@ TEST_F(EngineTest, MixedBatchGivesEachRequestWhatItGetsAlone) {
       EXPECT_EQ(together[i].outcome.tokens, alone[i].outcome.tokens) << "request " << i << " sampled=" << sampled;
       EXPECT_EQ(together[i].outcome.text, alone[i].outcome.text);
     }
+    // The late joiner gets what it gets alone, too (prompt 0 with adapter 1).
+    Run late_alone;
+    {
+      auto solo = MakeEngine();
+      ASSERT_TRUE(solo->Submit(Request(prompts[0], opts[0], adapters[1], &late_alone)).ok());
+      Drain(*solo);
+    }
+    ASSERT_TRUE(late.done);
+    ASSERT_TRUE(late.outcome.status.ok()) << late.outcome.status;
+    ASSERT_FALSE(late_alone.outcome.tokens.empty());
+    EXPECT_EQ(late.outcome.tokens, late_alone.outcome.tokens) << "late request, sampled=" << sampled;
+    EXPECT_EQ(late.streamed_ids, late_alone.outcome.tokens);
     // Different adapters give different outputs on the same prompt.
     Run base_run, ad_run;
     auto e2 = MakeEngine();
