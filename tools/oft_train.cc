@@ -10,10 +10,17 @@
 //             [--<any TrainOptions field>=VALUE ...]
 //
 // job.json: {"train_options": {TrainOptions JSON}, "oft_block_size": 32, "r": 0,
-//            "target_modules": [...], "module_dropout": 0.0, "chat_template": "chatml"}.
+//            "target_modules": [...], "module_dropout": 0.0, "chat_template": "chatml",
+//            "block_share": false, "use_cayley_neumann": true, "num_cayley_neumann_terms": 5,
+//            "coft": false, "eps": 6e-5, "adapter_name": "default"}.
+// Every key is honoured or rejected by name (exit 2), in job.json and as a --flag; a key of
+// the wrong JSON type is rejected naming it. A block size / r that PEFT's divisor rule
+// changes is announced: a stderr warning and a {"kind":"warning"} line before training.
+// Length: name one of max_steps and epochs (the other becomes 0); both non-zero is refused.
 // --dtype defaults to the trainer's precision policy (precision.h: fp32 on the CPU, bf16 on
 // CUDA unless bf16_autocast is off). Individual flags override job.json. Exit status: 0 done, 1 error, 2 usage, 3 cancelled
 // (SIGINT/SIGTERM: a checkpoint is written, a rerun resumes).
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -21,6 +28,7 @@
 #include <map>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "ATen/Parallel.h"
 #include "absl/strings/str_split.h"
@@ -35,6 +43,8 @@
 #include "server/model/llama.h"
 #include "server/model/tokenizer.h"
 #include "server/oft/self_check.h"
+#include "server/model/targeting.h"
+#include "server/train/block_plan.h"
 #include "server/train/precision.h"
 #include "server/train/trainer.h"
 
@@ -61,15 +71,69 @@ Json FlagValue(const std::string& v) {
   return Json(v);
 }
 
+// The adapter options job.json (and the command line) may set, with their JSON types.
+enum class KeyType { kInt, kNumber, kBool, kString, kStringOrList, kObject };
+const std::map<std::string, KeyType>& JobKeys() {
+  static const auto* const keys = new std::map<std::string, KeyType>{
+      {"train_options", KeyType::kObject},   {"adapter_name", KeyType::kString},
+      {"chat_template", KeyType::kString},   {"target_modules", KeyType::kStringOrList},
+      {"oft_block_size", KeyType::kInt},     {"r", KeyType::kInt},
+      {"module_dropout", KeyType::kNumber},  {"block_share", KeyType::kBool},
+      {"use_cayley_neumann", KeyType::kBool}, {"num_cayley_neumann_terms", KeyType::kInt},
+      {"coft", KeyType::kBool},              {"eps", KeyType::kNumber},
+  };
+  return *keys;
+}
+
+// Every key of `job` is known and of its type; the error names the key and the file.
+absl::Status CheckJobKeys(const Json& job, const std::string& source) {
+  for (auto it = job.begin(); it != job.end(); ++it) {
+    auto known = JobKeys().find(it.key());
+    if (known == JobKeys().end()) {
+      std::string names;
+      for (const auto& [k, t] : JobKeys()) names += (names.empty() ? "" : ", ") + k;
+      return absl::InvalidArgumentError(absl::StrCat(source, ": unknown key \"", it.key(),
+                                                     "\" (known: ", names, ")"));
+    }
+    const Json& v = it.value();
+    bool ok = false;
+    const char* want = "";
+    switch (known->second) {
+      case KeyType::kInt: ok = v.is_number_integer(); want = "an integer"; break;
+      case KeyType::kNumber: ok = v.is_number(); want = "a number"; break;
+      case KeyType::kBool: ok = v.is_boolean(); want = "true or false"; break;
+      case KeyType::kString: ok = v.is_string(); want = "a string"; break;
+      case KeyType::kStringOrList:
+        ok = v.is_string() || (v.is_array() && std::all_of(v.begin(), v.end(),
+                                                            [](const Json& x) { return x.is_string(); }));
+        want = "a string or a list of strings";
+        break;
+      case KeyType::kObject: ok = v.is_object(); want = "an object"; break;
+    }
+    if (!ok) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": \"", it.key(), "\" must be ", want, ", got ", v.dump()));
+    }
+  }
+  return absl::OkStatus();
+}
+
 constexpr char kUsage[] =
     "usage: oft_train --model_dir=DIR --train=train.jsonl [--valid=valid.jsonl] --out=ADAPTER_DIR\n"
     "                 [--checkpoint_dir=DIR] [--config=job.json] [--threads=N]\n"
     "                 [--device=cpu|cuda:0] [--dtype=fp32|bf16] [--chat_template=NAME]\n"
     "                 [--adapter_name=NAME] [--target_modules=q_proj,v_proj|all-linear]\n"
     "                 [--oft_block_size=32] [--r=0] [--<any TrainOptions field>=VALUE ...]\n"
+    "                 [--block_share] [--use_cayley_neumann=BOOL] [--num_cayley_neumann_terms=N]\n"
+    "                 [--coft] [--eps=E] [--module_dropout=P]\n"
     "Trains one OFTv2 adapter, one JSON line per training event on stdout; resumes from\n"
     "--checkpoint_dir. job.json: {\"train_options\": {...}, \"oft_block_size\": 32, \"r\": 0,\n"
-    "\"target_modules\": [...], \"module_dropout\": 0.0, \"chat_template\": \"chatml\"}.\n"
+    "\"target_modules\": [...], \"module_dropout\": 0.0, \"chat_template\": \"chatml\",\n"
+    "\"block_share\": false, \"use_cayley_neumann\": true, \"num_cayley_neumann_terms\": 5,\n"
+    "\"coft\": false, \"eps\": 6e-5, \"adapter_name\": \"default\"}; any other key is an error.\n"
+    "Length: give one of --max_steps / --epochs (the other becomes 0); both non-zero: an error.\n"
+    "A block size (or r) that does not divide a module's input width is adjusted as PEFT does\n"
+    "and announced on stderr and as a warning event.\n"
     "Exit status: 0 done, 1 error, 2 usage, 3 cancelled.\n";
 
 int Main(int argc, char** argv) {
@@ -127,9 +191,17 @@ int Main(int argc, char** argv) {
       return PrintError(absl::InvalidArgumentError(config_path + ": not a JSON object")), 1;
     }
   }
-  for (const char* k : {"adapter_name", "chat_template", "oft_block_size", "r", "module_dropout",
-                        "target_modules"}) {
-    if (flags.count(k)) job[k] = FlagValue(take(k));
+  if (absl::Status keys = CheckJobKeys(job, config_path); !keys.ok()) {
+    return PrintError(keys), 2;
+  }
+  for (const auto& [k, type] : JobKeys()) {
+    if (k == "train_options" || !flags.count(k)) continue;
+    const std::string v = take(k);
+    // A string key keeps the text as is ("--chat_template=1" is a name, not a number).
+    job[k] = type == KeyType::kString || type == KeyType::kStringOrList ? Json(v) : FlagValue(v);
+  }
+  if (absl::Status keys = CheckJobKeys(job, "command line"); !keys.ok()) {
+    return PrintError(keys), 2;
   }
   Json topts = job.value("train_options", Json::object());
   for (auto& [k, v] : flags) topts[k] = FlagValue(v);  // every other flag is a train option
@@ -138,6 +210,7 @@ int Main(int argc, char** argv) {
   if (topts.contains("epochs") && !topts.contains("max_steps")) topts["max_steps"] = 0;
   auto options = oft::TrainOptionsFromJson(topts.dump());
   if (!options.ok()) return PrintError(options.status()), 2;
+  if (absl::Status v = options->Validate(); !v.ok()) return PrintError(v), 2;  // a usage error
 
   oft::TrainerParams p;
   p.options = *options;
@@ -147,6 +220,13 @@ int Main(int argc, char** argv) {
   p.adapter.oft_block_size = job.value("oft_block_size", int64_t{32});
   p.adapter.r = job.value("r", int64_t{0});
   p.adapter.module_dropout = job.value("module_dropout", 0.0);
+  p.adapter.block_share = job.value("block_share", p.adapter.block_share);
+  p.adapter.use_cayley_neumann = job.value("use_cayley_neumann", p.adapter.use_cayley_neumann);
+  p.adapter.num_cayley_neumann_terms =
+      job.value("num_cayley_neumann_terms", p.adapter.num_cayley_neumann_terms);
+  p.adapter.coft = job.value("coft", p.adapter.coft);
+  p.adapter.eps = job.value("eps", p.adapter.eps);
+  if (absl::Status v = p.adapter.Validate(); !v.ok()) return PrintError(v), 2;
   if (job.contains("target_modules")) {
     const Json& t = job["target_modules"];
     if (t.is_array()) {
@@ -192,6 +272,26 @@ int Main(int argc, char** argv) {
   p.model = model->get();
   p.tokenizer = tokenizer->get();
 
+  // Announce what PEFT's divisor rule changes (the trainer applies it silently).
+  {
+    auto config = oft::LoadModelConfig(model_dir);
+    if (!config.ok()) return PrintError(config.status()), 1;
+    const std::map<std::string, int64_t> linears = oft::LinearInputs(*config);
+    std::vector<std::string> names;
+    for (const auto& [name, in] : linears) names.push_back(name);
+    auto selected = oft::SelectTargets(p.targets, names, "lm_head");
+    if (!selected.ok()) return PrintError(selected.status()), 2;
+    auto plan = oft::PlanBlocks(p.adapter, *selected, linears, "");
+    if (!plan.ok()) return PrintError(plan.status()), 2;
+    for (const std::string& w : plan->warnings) {
+      std::cerr << "oft_train: warning: " << w << std::endl;
+      oft::TrainEvent e;
+      e.kind = oft::TrainEvent::Kind::kWarning;
+      e.warning = oft::WarningCode::kBlockSizeAdjusted;
+      e.message = w;
+      std::cout << oft::TrainEventToJson(e) << std::endl;
+    }
+  }
   auto trainer = oft::Trainer::Create(std::move(p));
   if (!trainer.ok()) return PrintError(trainer.status()), 1;
   std::signal(SIGINT, OnSignal);

@@ -23,6 +23,7 @@
 #include "server/model/hf_config.h"
 #include "server/model/llama.h"
 #include "server/model/tokenizer.h"
+#include "server/train/block_plan.h"
 #include "server/train/precision.h"
 #include "server/train/trainer.h"
 
@@ -93,28 +94,6 @@ TargetSpec EffectiveTargets(const TargetSpec& spec) {
 std::string TargetField(const TargetSpec& spec) {
   return spec.target_regex.has_value() ? "adapter_config.target_regex"
                                        : "adapter_config.target_modules";
-}
-
-// Every Linear of the decoder described by `c`, with its input width.
-std::map<std::string, int64_t> LinearInputs(const ModelConfig& c) {
-  std::map<std::string, int64_t> out;
-  const int64_t q_out = c.num_attention_heads * c.head_dim;
-  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-    const std::string p = absl::StrCat("model.layers.", i, ".");
-    for (const char* m : {"q_proj", "k_proj", "v_proj"}) out[p + "self_attn." + m] = c.hidden_size;
-    out[p + "self_attn.o_proj"] = q_out;
-    out[p + "mlp.gate_proj"] = c.hidden_size;
-    out[p + "mlp.up_proj"] = c.hidden_size;
-    out[p + "mlp.down_proj"] = c.intermediate_size;
-  }
-  out["lm_head"] = c.hidden_size;
-  return out;
-}
-
-// The last component of a module name ("model.layers.3.self_attn.q_proj" -> "q_proj").
-std::string ShortName(const std::string& name) {
-  const size_t dot = name.rfind('.');
-  return dot == std::string::npos ? name : name.substr(dot + 1);
 }
 
 bool OnCuda(const std::string& device) { return absl::StartsWith(device, "cuda"); }
@@ -364,40 +343,11 @@ absl::StatusOr<JobCheckResult> CheckTrainingJob(const TrainingJob& job,
   // Block layouts (PEFT's divisor rule); one warning per adjusted input width.
   const std::string block_field =
       job.adapter.r != 0 ? "adapter_config.r" : "adapter_config.oft_block_size";
-  int64_t adapter_params = 0;
-  int64_t rotated_inputs = 0;  // sum of in_features over targeted modules (activations)
-  // Adjusted layouts by input width: the layout and the short names of the modules.
-  std::map<int64_t, std::pair<OftBlockLayout, std::vector<std::string>>> adjusted;
-  for (const std::string& name : *selected) {
-    const int64_t in = linears.at(name);
-    absl::StatusOr<OftBlockLayout> layout = ResolveBlocks(job.adapter, in);
-    if (!layout.ok()) {
-      return FieldError(kInvalid, block_field,
-                        absl::StrCat("not usable for ", name, ": ", layout.status().message()));
-    }
-    adapter_params += layout->param_rows * layout->packed_size;
-    rotated_inputs += in;
-    if (layout->adjusted) {
-      auto& [l, modules] = adjusted[in];
-      l = *layout;
-      const std::string short_name = ShortName(name);
-      if (std::find(modules.begin(), modules.end(), short_name) == modules.end()) {
-        modules.push_back(short_name);
-      }
-    }
-  }
-  for (const auto& [in, entry] : adjusted) {
-    const auto& [l, modules] = entry;
-    result.warnings.push_back(
-        job.adapter.r != 0
-            ? absl::StrCat("adapter_config.r ", job.adapter.r, " does not divide in_features ", in,
-                           " (", absl::StrJoin(modules, ", "), "); using r = ", l.num_blocks,
-                           " (block size ", l.block_size, ") as PEFT does")
-            : absl::StrCat("adapter_config.oft_block_size ", job.adapter.oft_block_size,
-                           " does not divide in_features ", in, " (",
-                           absl::StrJoin(modules, ", "), "); using block size ", l.block_size,
-                           " as PEFT does"));
-  }
+  absl::StatusOr<BlockPlan> plan = PlanBlocks(job.adapter, *selected, linears, "adapter_config.");
+  if (!plan.ok()) return FieldError(kInvalid, block_field, plan.status().message());
+  const int64_t adapter_params = plan->adapter_params;
+  const int64_t rotated_inputs = plan->rotated_inputs;  // activations the rotations touch
+  result.warnings = plan->warnings;
 
   // Memory estimate (rough, on the high side): weights + adapter training state +
   // activations of one micro-batch + logits.
