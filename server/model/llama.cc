@@ -161,7 +161,17 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::FromSource(const ModelCo
                                                      c10::str(t->sizes()), ", expected ",
                                                      c10::str(at::IntArrayRef(shape))));
     }
-    return TorchCall(name, [&] { return t->to(device, dt).contiguous(); });
+    OFT_ASSIGN_OR_RETURN(at::Tensor w, TorchCall(name, [&] { return t->to(device, dt).contiguous(); }));
+    // A NaN or Inf weight (a corrupt or badly converted checkpoint, or a value outside the
+    // compute dtype's range) poisons every output; say which tensor instead.
+    bool finite = true;
+    OFT_RETURN_IF_ERROR(TorchCall(name, [&] { finite = at::isfinite(w).all().item<bool>(); }));
+    if (!finite) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor \"", name,
+                                                     "\" holds NaN or Inf values (as ",
+                                                     c10::toString(dt), ")"));
+    }
+    return w;
   };
   auto linear = [&](const std::string& name, int64_t out, int64_t in,
                     bool bias) -> absl::StatusOr<std::unique_ptr<AdaptedLinear>> {
