@@ -88,7 +88,7 @@ absl::StatusOr<TrainingJob> ToTrainingJob(const ResolvedJob& r, const std::strin
   oft::v1::JobSpec for_manifest;
   *for_manifest.mutable_hyperparameters() = r.spec.hyperparameters();
   *for_manifest.mutable_adapter_config() = r.spec.adapter_config();
-  j.hyperparameters_json = JobSpecToJson(for_manifest);
+  OFT_ASSIGN_OR_RETURN(j.hyperparameters_json, JobSpecToJson(for_manifest));
   return j;
 }
 

@@ -256,7 +256,7 @@ absl::Status JobServiceImpl::DoCreateJob(const std::string& tenant,
   NewJob job;
   job.tenant = tenant;
   job.idempotency_key = request.idempotency_key();
-  job.spec_json = JobSpecToJson(spec);
+  OFT_ASSIGN_OR_RETURN(job.spec_json, JobSpecToJson(spec));
   job.priority = spec.priority();
   job.dataset_ids = dataset_ids;
   OFT_ASSIGN_OR_RETURN(CreateJobResult created, env_->store->CreateJob(job));
@@ -269,7 +269,7 @@ absl::Status JobServiceImpl::DoCreateJob(const std::string& tenant,
     // Re-read: queue position and events after creation.
     if (auto fresh = env_->store->GetJob(tenant, created.job.id); fresh.ok()) created.job = *fresh;
   }
-  *response = JobToProto(created.job, env_->busy_devices(), env_->devices);
+  OFT_ASSIGN_OR_RETURN(*response, JobToProto(created.job, env_->busy_devices(), env_->devices));
   return absl::OkStatus();
 }
 
@@ -292,7 +292,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJob(grpc::CallbackServerContext* ct
     OFT_ASSIGN_OR_RETURN(std::string tenant, env_->auth->Authenticate(*ctx));
     OFT_RETURN_IF_ERROR(ValidateJobId(request->id()));
     OFT_ASSIGN_OR_RETURN(JobRecord r, env_->store->GetJob(tenant, request->id()));
-    *response = JobToProto(r, env_->busy_devices(), env_->devices);
+    OFT_ASSIGN_OR_RETURN(*response, JobToProto(r, env_->busy_devices(), env_->devices));
     return absl::OkStatus();
   });
   return reactor;
@@ -318,7 +318,9 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(grpc::CallbackServerContext* 
     OFT_ASSIGN_OR_RETURN(JobPage page, env_->store->ListJobs(tenant, states, request->page_size(),
                                                              request->page_token()));
     const int busy = env_->busy_devices();
-    for (const JobRecord& r : page.jobs) *response->add_jobs() = JobToProto(r, busy, env_->devices);
+    for (const JobRecord& r : page.jobs) {
+      OFT_ASSIGN_OR_RETURN(*response->add_jobs(), JobToProto(r, busy, env_->devices));
+    }
     response->set_next_page_token(page.next_page_token);
     return absl::OkStatus();
   });
@@ -335,7 +337,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext*
     OFT_ASSIGN_OR_RETURN(JobRecord r, env_->store->RequestCancel(tenant, request->id()));
     if (r.state == JobState::kRunning) env_->cancel_running(r.id);
     env_->wake_scheduler();
-    *response = JobToProto(r, env_->busy_devices(), env_->devices);
+    OFT_ASSIGN_OR_RETURN(*response, JobToProto(r, env_->busy_devices(), env_->devices));
     return absl::OkStatus();
   });
   return reactor;

@@ -234,11 +234,14 @@ absl::StatusOr<ResolvedJob> ResolveJobSpec(const JobSpec& in, const ModelCatalog
   return out;
 }
 
-std::string JobSpecToJson(const JobSpec& spec) {
+absl::StatusOr<std::string> JobSpecToJson(const JobSpec& spec) {
   google::protobuf::util::JsonPrintOptions opts;
   opts.preserve_proto_field_names = true;
   std::string json;
-  (void)google::protobuf::util::MessageToJsonString(spec, &json, opts);
+  auto st = google::protobuf::util::MessageToJsonString(spec, &json, opts);
+  if (!st.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("spec cannot be stored as JSON: ", st.ToString()));
+  }
   return json;
 }
 
@@ -251,10 +254,14 @@ absl::StatusOr<JobSpec> JobSpecFromJson(const std::string& json) {
   return spec;
 }
 
-oft::v1::Job JobToProto(const JobRecord& r, int busy_devices, int devices) {
+absl::StatusOr<oft::v1::Job> JobToProto(const JobRecord& r, int busy_devices, int devices) {
   oft::v1::Job job;
   job.set_id(r.id);
-  if (auto spec = JobSpecFromJson(r.spec_json); spec.ok()) *job.mutable_spec() = *spec;
+  absl::StatusOr<JobSpec> spec = JobSpecFromJson(r.spec_json);
+  if (!spec.ok()) {
+    return absl::DataLossError(absl::StrCat("job ", r.id, ": ", spec.status().message()));
+  }
+  *job.mutable_spec() = *std::move(spec);
   oft::v1::Job::State state = oft::v1::Job::STATE_UNSPECIFIED;
   oft::v1::Job::State_Parse(std::string(JobStateName(r.state)), &state);
   job.set_state(state);

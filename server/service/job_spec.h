@@ -35,12 +35,16 @@ absl::StatusOr<ResolvedJob> ResolveJobSpec(const oft::v1::JobSpec& spec,
                                            const ModelCatalog& catalog);
 
 // Canonical JSON of a spec (proto field names, deterministic): stored as spec_json and
-// compared byte for byte for idempotency.
-std::string JobSpecToJson(const oft::v1::JobSpec& spec);
+// compared byte for byte for idempotency. Errors: INVALID_ARGUMENT when protobuf cannot
+// print it (never an empty or partial spec).
+absl::StatusOr<std::string> JobSpecToJson(const oft::v1::JobSpec& spec);
+// Errors: DATA_LOSS when the stored JSON does not parse.
 absl::StatusOr<oft::v1::JobSpec> JobSpecFromJson(const std::string& json);
 
 // The Job message for a stored record. `busy_devices` / `devices` explain queue waits.
-oft::v1::Job JobToProto(const JobRecord& record, int busy_devices, int devices);
+// Errors: DATA_LOSS naming the job when its stored spec does not parse (never a Job
+// without its spec).
+absl::StatusOr<oft::v1::Job> JobToProto(const JobRecord& record, int busy_devices, int devices);
 
 // Stored events become oft.v1.JobEvent messages through DecodeJobEvent
 // (server/jobs/job_event_proto.h).

@@ -57,7 +57,7 @@ TEST_F(JobSpecTest, FillsEveryDefault) {
   // Resolving the filled spec again changes nothing (the executor relies on it).
   absl::StatusOr<ResolvedJob> again = ResolveJobSpec(r->spec, catalog_);
   ASSERT_TRUE(again.ok());
-  EXPECT_EQ(JobSpecToJson(again->spec), JobSpecToJson(r->spec));
+  EXPECT_EQ(*JobSpecToJson(again->spec), *JobSpecToJson(r->spec));
 }
 
 TEST_F(JobSpecTest, RSelectsBlockCountAndZeroesBlockSize) {
@@ -124,22 +124,22 @@ TEST_F(JobSpecTest, RejectsEachBadFieldByName) {
 TEST_F(JobSpecTest, JsonRoundTripIsCanonical) {
   absl::StatusOr<ResolvedJob> r = ResolveJobSpec(Minimal(), catalog_);
   ASSERT_TRUE(r.ok());
-  const std::string json = JobSpecToJson(r->spec);
+  const std::string json = *JobSpecToJson(r->spec);
   EXPECT_THAT(json, HasSubstr("\"output_adapter_name\":\"bot\""));
   absl::StatusOr<oft::v1::JobSpec> back = JobSpecFromJson(json);
   ASSERT_TRUE(back.ok());
-  EXPECT_EQ(JobSpecToJson(*back), json);
+  EXPECT_EQ(*JobSpecToJson(*back), json);
   EXPECT_EQ(JobSpecFromJson("{not json").status().code(), absl::StatusCode::kDataLoss);
 }
 
 TEST_F(JobSpecTest, JobAndEventViews) {
   JobRecord rec;
   rec.id = "job-1";
-  rec.spec_json = JobSpecToJson(Minimal());
+  rec.spec_json = *JobSpecToJson(Minimal());
   rec.state = JobState::kQueued;
   rec.queue_position = 3;
   rec.created_at = absl::FromUnixSeconds(1700000000);
-  oft::v1::Job job = JobToProto(rec, 1, 1);
+  oft::v1::Job job = *JobToProto(rec, 1, 1);
   EXPECT_EQ(job.state(), oft::v1::Job::QUEUED);
   EXPECT_EQ(job.queue_position(), 3);
   EXPECT_EQ(job.queue_reason(), "2 jobs ahead; 1 of 1 device busy");
@@ -149,7 +149,7 @@ TEST_F(JobSpecTest, JobAndEventViews) {
 
   rec.state = JobState::kFailed;
   rec.failure = {"OUT_OF_MEMORY", "too big", "hyperparameters.batch_size"};
-  job = JobToProto(rec, 0, 1);
+  job = *JobToProto(rec, 0, 1);
   EXPECT_EQ(job.failure().reason(), oft::v1::JobFailure::OUT_OF_MEMORY);
   EXPECT_EQ(job.failure().field(), "hyperparameters.batch_size");
   EXPECT_EQ(job.queue_position(), 0);
@@ -171,6 +171,13 @@ TEST_F(JobSpecTest, JobAndEventViews) {
   e = *DecodeJobEvent(sc);
   ASSERT_TRUE(e.has_state_changed());
   EXPECT_EQ(e.state_changed().state(), oft::v1::Job::QUEUED);
+
+  // A stored spec that does not parse is an error naming the job, never a Job without a spec.
+  JobRecord broken = rec;
+  broken.spec_json = "{\"base_model\": 7";
+  absl::StatusOr<oft::v1::Job> no_spec = JobToProto(broken, 0, 1);
+  EXPECT_EQ(no_spec.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(no_spec.status().message()), HasSubstr("job job-1"));
 
   // An unknown payload kind is an error naming the event, never an empty event.
   absl::StatusOr<oft::v1::JobEvent> unknown =
