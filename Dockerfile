@@ -14,6 +14,7 @@ RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends \
       libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev \
       prometheus-cpp-dev libsqlite3-dev sqlite3 libgtest-dev libgmock-dev libbenchmark-dev \
       libopenblas0-pthread libpcre2-dev libicu-dev nlohmann-json3-dev libssl-dev prometheus \
+      libre2-dev libyaml-cpp-dev libspdlog-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY scripts/setup.sh scripts/setup.sh

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent setup: installs what a fresh Debian 12 machine lacks to build and test the project.
 #   - Debian packages: gRPC, protobuf, Abseil, prometheus-cpp, SQLite, GoogleTest, Google Benchmark,
-#     OpenBLAS, PCRE2, RE2 (client regexes), nlohmann-json, ccache, ninja, Prometheus (for the scrape test),
-#     clang (the -Wthread-safety contract check), cpp-httplib (the HTTP API).
+#     OpenBLAS, PCRE2, RE2 (client regexes), nlohmann-json, spdlog (the server's structured log),
+#     ccache, ninja, Prometheus (for the scrape test), clang (the -Wthread-safety contract check),
+#     cpp-httplib (the HTTP API).
 #   - LibTorch from the PyPI `torch` wheel, pinned below, into the project-local venv .venv/.
 # Re-running it does nothing when everything is present.
 set -euo pipefail
@@ -14,7 +15,7 @@ APT_PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   prometheus-cpp-dev libsqlite3-dev sqlite3 libgtest-dev libgmock-dev libbenchmark-dev
   libopenblas0-pthread libpcre2-dev libicu-dev nlohmann-json3-dev libssl-dev prometheus
-  libyaml-cpp-dev openssl libre2-dev clang libclang-rt-14-dev
+  libyaml-cpp-dev openssl libre2-dev clang libclang-rt-14-dev libspdlog-dev
   libcpp-httplib-dev
 )
 

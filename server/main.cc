@@ -11,6 +11,7 @@
 //              [--http_listen=HOST:PORT] [--http_port_file=FILE] [--http_threads=N]
 //              [--health_saturation_seconds=S] [--shutdown_timeout_seconds=S]
 //              [--checkpoint_retention=none|last|all]
+//              [--log_format=text|json] [--log_level=debug|info|warn|error]
 //
 // SIGTERM / SIGINT: graceful shutdown (running jobs are checkpointed and requeued), exit 0.
 // A shutdown still unfinished after --shutdown_timeout_seconds (default 60; stuck requests,
@@ -29,9 +30,12 @@
 #include <thread>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "server/common/flags.h"
+#include "server/common/log.h"
 #include "server/common/runtime.h"
 #include "server/oft/cpu_isa.h"
 #include "server/oft/kernel_mode.h"
@@ -53,11 +57,15 @@ constexpr char kUsage[] =
     "                  [--executor_threads=N] [--health_saturation_seconds=S]\n"
     "                  [--shutdown_timeout_seconds=S] [--checkpoint_retention=none|last|all]\n"
     "                  [--http_listen=HOST:PORT [--http_port_file=FILE] [--http_threads=N]]\n"
+    "                  [--log_format=text|json] [--log_level=debug|info|warn|error]\n"
     "The OFTv2 adapter training and serving service (gRPC oft.v1; with --http_listen also the\n"
     "OpenAI-compatible HTTP API /v1/models, /v1/completions, /v1/chat/completions, and /metrics,\n"
     "/healthz, /readyz). SIGTERM / SIGINT: graceful\n"
     "shutdown (running jobs are checkpointed and requeued), exit 0; still unfinished after\n"
     "--shutdown_timeout_seconds: exit 3 (running jobs resume from their last checkpoint).\n"
+    "Logs go to stderr, one line per event (--log_format=json: one JSON object per line):\n"
+    "job lifecycle (created, started, checkpoint, resumed, finished with its reason) at info,\n"
+    "each RPC (method, tenant, code, latency) at debug.\n"
     "Callers authenticate with a key from --api_key / --api_keys_file (kept in the data dir);\n"
     "with no key at all the server refuses to start unless --allow_unauthenticated is given.\n"
     "--checkpoint_retention: what a finished job's checkpoints become: none (default; removed:\n"
@@ -86,6 +94,8 @@ int main(int argc, char** argv) {
   oft::ServerOptions o;
   bool models_given = false;
   double shutdown_timeout_seconds = 60;
+  oft::LogFormat log_format = oft::LogFormat::kText;
+  oft::LogLevel log_level = oft::LogLevel::kInfo;
   std::string err;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -178,6 +188,14 @@ int main(int argc, char** argv) {
       if (!absl::SimpleAtod(v, &shutdown_timeout_seconds) || !(shutdown_timeout_seconds > 0)) {
         return Usage("--shutdown_timeout_seconds must be a number > 0, got '" + v + "'");
       }
+    } else if (name == "log_format") {
+      absl::StatusOr<oft::LogFormat> f = oft::ParseLogFormat(v);
+      if (!f.ok()) return Usage(std::string(f.status().message()));
+      log_format = *f;
+    } else if (name == "log_level") {
+      absl::StatusOr<oft::LogLevel> l = oft::ParseLogLevel(v);
+      if (!l.ok()) return Usage(std::string(l.status().message()));
+      log_level = *l;
     } else if (name == "checkpoint_retention") {
       if (absl::StatusOr<oft::CheckpointRetention> p = oft::ParseCheckpointRetention(v); !p.ok()) {
         return Usage(std::string(p.status().message()));
@@ -199,28 +217,29 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  oft::InitLogging(log_format, log_level);
   if (absl::Status isa = oft::cpu::CheckCpuIsaEnvironment(); !isa.ok()) {
-    std::cerr << "oft_server: cannot start: " << isa.message() << "\n";
+    oft::LogEvent(oft::LogLevel::kError, absl::StrCat("cannot start: ", isa.message()));
     return 2;
   }
   oft::ConfigureCpuRuntime(o.train_threads);
   absl::StatusOr<std::unique_ptr<oft::OftServer>> server = oft::OftServer::Start(o);
   if (!server.ok()) {
-    std::cerr << "oft_server: cannot start: " << server.status() << "\n";
+    oft::LogEvent(oft::LogLevel::kError, absl::StrCat("cannot start: ", server.status().ToString()));
     return 1;
   }
   std::thread waiter([&] {
     int sig = 0;
     sigwait(&signals, &sig);
-    std::fprintf(stderr, "oft_server: signal %d\n", sig);
+    oft::LogEvent(oft::LogLevel::kInfo, absl::StrCat("signal ", sig), {{"signal", sig}});
     // The bound on a graceful stop: nothing (a stuck request, a slow step) may keep the
     // process alive past it. Detached: when Shutdown() finishes first, main() returns.
     std::thread([shutdown_timeout_seconds] {
       std::this_thread::sleep_for(std::chrono::duration<double>(shutdown_timeout_seconds));
-      std::fprintf(stderr,
-                   "oft_server: shutdown did not finish within %gs; exiting now (running jobs "
-                   "resume from their last checkpoint at the next start)\n",
-                   shutdown_timeout_seconds);
+      oft::LogEvent(oft::LogLevel::kError,
+                    absl::StrFormat("shutdown did not finish within %gs; exiting now (running "
+                                    "jobs resume from their last checkpoint at the next start)",
+                                    shutdown_timeout_seconds));
       std::_Exit(3);
     }).detach();
     (*server)->Shutdown();

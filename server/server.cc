@@ -24,6 +24,7 @@
 #include "server/common/data_dir.h"
 #include "server/common/executor.h"
 #include "server/common/file_util.h"
+#include "server/common/log.h"
 #include "server/common/path_redact.h"
 #include "server/common/status_macros.h"
 #include "server/jobs/api_key_store.h"
@@ -45,6 +46,7 @@
 #include "server/service/job_service.h"
 #include "server/service/job_spec.h"
 #include "server/service/model_catalog.h"
+#include "server/service/rpc_log_interceptor.h"
 #include "server/service/rpc_metrics_interceptor.h"
 #include "server/service/service_env.h"
 #include "server/serving/serving.h"
@@ -55,7 +57,10 @@
 namespace oft {
 namespace {
 
-void Log(const std::string& line) { std::fprintf(stderr, "oft_server: %s\n", line.c_str()); }
+// Plain service lines (server/common/log.h carries the format); job lifecycle and RPC lines
+// are structured (LogEvent with fields).
+void Log(const std::string& line) { LogEvent(LogLevel::kInfo, line); }
+void Warn(const std::string& line) { LogEvent(LogLevel::kWarn, line); }
 
 absl::StatusOr<std::string> ReadPem(const std::string& flag, const std::string& path) {
   absl::StatusOr<std::string> text = ReadFile(path, 1 << 20);
@@ -169,7 +174,7 @@ std::string WorkDirOf(const ServerOptions& options, const std::string& job_id) {
 void OftServer::Impl::ApplyRetention(const std::string& job_id) {
   absl::StatusOr<int64_t> removed = ApplyCheckpointRetention(WorkDirOf(options, job_id), retention);
   if (!removed.ok()) {
-    Log(absl::StrCat("job ", job_id, ": checkpoint retention '", CheckpointRetentionName(retention),
+    Warn(absl::StrCat("job ", job_id, ": checkpoint retention '", CheckpointRetentionName(retention),
                      "': ", removed.status().message()));
   }
 }
@@ -181,7 +186,7 @@ void OftServer::Impl::SweepFinishedJobs() {
   if (retention == CheckpointRetention::kAll) return;
   absl::StatusOr<std::vector<JobRecord>> queued = store->QueuedJobs();
   if (!queued.ok()) {
-    Log(absl::StrCat("checkpoint retention sweep skipped: ", queued.status().message()));
+    Warn(absl::StrCat("checkpoint retention sweep skipped: ", queued.status().message()));
     return;
   }
   std::set<std::string> active;
@@ -193,7 +198,7 @@ void OftServer::Impl::SweepFinishedJobs() {
     if (active.count(id) != 0 || !e.is_directory(ec)) continue;
     absl::StatusOr<int64_t> n = ApplyCheckpointRetention(e.path().string(), retention);
     if (n.ok()) removed += *n;
-    else Log(absl::StrCat("job ", id, ": checkpoint retention: ", n.status().message()));
+    else Warn(absl::StrCat("job ", id, ": checkpoint retention: ", n.status().message()));
   }
   if (removed > 0) {
     Log(absl::StrCat("checkpoint retention '", CheckpointRetentionName(retention), "': removed ",
@@ -235,11 +240,17 @@ JobOutcome OftServer::Impl::Execute(const JobRecord& job, const std::string& dev
   if (!tj.ok()) {
     out.kind = JobOutcome::Kind::kFailed;
     out.failure = ToJobFailure(ClassifyFailure(tj.status()));
-    out.failure.message = redactor.Redact(out.failure.message);
     if (absl::IsNotFound(tj.status())) out.failure.reason = "DATASET_INVALID";
+    LogEvent(LogLevel::kWarn, "job finished",
+             {{"job_id", job.id}, {"tenant", job.tenant}, {"state", "FAILED"},
+              {"reason", out.failure.reason}, {"message", tj.status().ToString()}});
+    out.failure.message = redactor.Redact(out.failure.message);
     return out;
   }
   tj->device = device;
+  LogEvent(LogLevel::kInfo, "job started",
+           {{"job_id", job.id}, {"tenant", job.tenant}, {"device", device},
+            {"from_step", job.progress.step}});
   // The memory-fit check again, against the device this job actually got.
   tj->device_memory_bytes = MemoryOf(device);
   // The server's view of the run: progress columns and eval verdicts (is_best,
@@ -258,6 +269,13 @@ JobOutcome OftServer::Impl::Execute(const JobRecord& job, const std::string& dev
   auto last_step_seen = std::chrono::steady_clock::now();
   const EventSink sink = [&](const TrainEvent& event) {
     TrainEvent e = event;
+    if (e.kind == TrainEvent::Kind::kCheckpoint) {
+      LogEvent(LogLevel::kInfo, "job checkpoint", {{"job_id", job.id}, {"step", e.step}});
+    } else if (e.kind == TrainEvent::Kind::kWarning) {
+      const bool resumed = e.warning == WarningCode::kResumedFromCheckpoint;
+      LogEvent(LogLevel::kInfo, resumed ? "job resumed" : "job warning",
+               {{"job_id", job.id}, {"step", e.step}, {"message", e.message}});
+    }
     e.message = redactor.Redact(e.message);
     std::optional<EncodedEvent> encoded = EncodeTrainEvent(e, &progress, &evals);
     if (!encoded) return;
@@ -271,7 +289,7 @@ JobOutcome OftServer::Impl::Execute(const JobRecord& job, const std::string& dev
       last_step_write = now;
     }
     absl::StatusOr<int64_t> id = store->AppendEvent(job.id, *encoded);
-    if (!id.ok()) Log(absl::StrCat("job ", job.id, ": event not stored: ", id.status().ToString()));
+    if (!id.ok()) Warn(absl::StrCat("job ", job.id, ": event not stored: ", id.status().ToString()));
   };
   absl::StatusOr<TrainingJobResult> result = RunTrainingJob(*tj, adapters.get(), sink, &control.stop);
   if (metrics) metrics->ForgetJob(job.id);
@@ -281,19 +299,30 @@ JobOutcome OftServer::Impl::Execute(const JobRecord& job, const std::string& dev
     out.result_adapter_version = result->manifest.version;
     out.message = absl::StrCat("published ", result->manifest.name, " version ",
                                result->manifest.version);
+    LogEvent(LogLevel::kInfo, "job finished",
+             {{"job_id", job.id}, {"tenant", job.tenant}, {"state", "SUCCEEDED"},
+              {"reason", out.message}, {"adapter", out.result_adapter_name},
+              {"version", out.result_adapter_version},
+              {"steps", result->metrics.steps_completed}});
     return out;
   }
   if (absl::IsCancelled(result.status())) {
-    out.kind = control.shutting_down.load() ? JobOutcome::Kind::kInterrupted
-                                            : JobOutcome::Kind::kCancelled;
-    out.message = control.shutting_down.load() ? "requeued at shutdown (checkpoint saved)"
-                                               : "cancelled by the user (checkpoint saved)";
+    const bool shutting_down = control.shutting_down.load();
+    out.kind = shutting_down ? JobOutcome::Kind::kInterrupted : JobOutcome::Kind::kCancelled;
+    out.message = shutting_down ? "requeued at shutdown (checkpoint saved)"
+                                : "cancelled by the user (checkpoint saved)";
+    LogEvent(LogLevel::kInfo, shutting_down ? "job requeued" : "job finished",
+             {{"job_id", job.id}, {"tenant", job.tenant},
+              {"state", shutting_down ? "QUEUED" : "CANCELLED"}, {"reason", out.message}});
     return out;
   }
   out.kind = JobOutcome::Kind::kFailed;
   out.failure = ToJobFailure(ClassifyFailure(result.status()));
+  LogEvent(LogLevel::kWarn, "job finished",
+           {{"job_id", job.id}, {"tenant", job.tenant}, {"state", "FAILED"},
+            {"reason", out.failure.reason}, {"field", out.failure.field},
+            {"message", result.status().ToString()}});
   out.failure.message = redactor.Redact(out.failure.message);
-  Log(absl::StrCat("job ", job.id, " failed: ", result.status().ToString()));
   return out;
 }
 
@@ -307,7 +336,7 @@ void OftServer::Impl::StatsLoop() {
         metrics->SetDeviceMemory(device, static_cast<double>(DeviceMemoryInUseBytes(device)));
       }
     } catch (const std::exception& e) {
-      Log(absl::StrCat("stats: ", e.what()));
+      Warn(absl::StrCat("stats: ", e.what()));
     }
   } while (!stop_stats.WaitForNotificationWithTimeout(absl::Seconds(2)));
 }
@@ -335,7 +364,7 @@ void OftServer::Impl::SaturationLoop() {
     const absl::Duration wait = executor->OldestQueuedWait();
     if (serving && wait > threshold) {
       serving = false;
-      Log(absl::StrCat("health: NOT_SERVING: blocking work has waited ", absl::FormatDuration(wait),
+      Warn(absl::StrCat("health: NOT_SERVING: blocking work has waited ", absl::FormatDuration(wait),
                        " for an executor thread (threshold ", absl::FormatDuration(threshold), ")"));
       SetHealth(false);
     } else if (!serving && wait <= threshold / 2) {
@@ -405,7 +434,9 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
     }
   }
   OFT_ASSIGN_OR_RETURN(RecoveryReport recovery, s.store->RecoverAfterRestart());
-  for (const std::string& id : recovery.requeued) Log("requeued after restart: " + id);
+  for (const std::string& id : recovery.requeued) {
+    LogEvent(LogLevel::kInfo, "job requeued", {{"job_id", id}, {"reason", "requeued after restart"}});
+  }
   s.SweepFinishedJobs();
 
   s.registry = std::make_shared<prometheus::Registry>();
@@ -595,6 +626,7 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
   builder.RegisterService(s.inference_service.get());
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(MakeRpcMetricsInterceptorFactory(s.metrics.get()));
+  if (LogEnabled(LogLevel::kDebug)) interceptors.push_back(MakeRpcLogInterceptorFactory(s.auth.get()));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   s.grpc_server = builder.BuildAndStart();
   if (!s.grpc_server || s.port == 0) {

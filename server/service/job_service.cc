@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "server/common/log.h"
 #include "server/common/status_macros.h"
 #include "server/jobs/job_event_proto.h"
 
@@ -264,6 +265,9 @@ absl::Status JobServiceImpl::DoCreateJob(const std::string& tenant,
     // The warnings (e.g. adjusted block sizes) are reported as events by the job runner
     // when the job starts; here they only had to not be errors.
     (void)warnings;
+    LogEvent(LogLevel::kInfo, "job created",
+             {{"job_id", created.job.id}, {"tenant", tenant}, {"base_model", spec.base_model()},
+              {"output_adapter", spec.output_adapter_name()}, {"priority", spec.priority()}});
     if (env_->metrics) env_->metrics->JobCreated();
     env_->wake_scheduler();
     // Re-read: queue position and events after creation.
@@ -334,8 +338,15 @@ grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext*
   FinishAsync(*env_, reactor, [this, ctx, request, response]() -> absl::Status {
     OFT_ASSIGN_OR_RETURN(std::string tenant, env_->auth->Authenticate(*ctx));
     OFT_RETURN_IF_ERROR(ValidateJobId(request->id()));
+    // Whether this call ends a queued job (for the log; a repeated cancel changes nothing).
+    const absl::StatusOr<JobRecord> before = env_->store->GetJob(tenant, request->id());
     OFT_ASSIGN_OR_RETURN(JobRecord r, env_->store->RequestCancel(tenant, request->id()));
     if (r.state == JobState::kRunning) env_->cancel_running(r.id);
+    if (r.state == JobState::kCancelled && before.ok() && before->state == JobState::kQueued) {
+      LogEvent(LogLevel::kInfo, "job finished",
+               {{"job_id", r.id}, {"tenant", tenant}, {"state", "CANCELLED"},
+                {"reason", "cancelled while queued"}});
+    }
     env_->wake_scheduler();
     OFT_ASSIGN_OR_RETURN(*response, JobToProto(r, env_->busy_devices(), env_->devices));
     return absl::OkStatus();

@@ -261,6 +261,7 @@ absl::Status Trainer::ResumeOrStart(const Emit& emit) {
   for (auto& [code, message] : s.pending_warnings) {
     TrainEvent e;
     e.kind = TrainEvent::Kind::kWarning;
+    e.step = s.step;  // where the run starts: the checkpoint's step after a resume
     e.warning = code;
     e.message = std::move(message);
     emit(std::move(e));
