@@ -1,0 +1,2 @@
+
+defaultds-1:bot
