@@ -364,13 +364,15 @@ def run(server, repo, tmp):
             proc.wait()
 
 
-def main():
+def run_main(name, run_fn):
+    """main() of a client test: `name OFT_SERVER REPO_ROOT`; runs run_fn(server, repo, tmp) in a
+    temporary directory and reports any failure with the tail of the server's log."""
     if len(sys.argv) != 3:
-        sys.exit("usage: grpcio_client_test.py OFT_SERVER REPO_ROOT")
+        sys.exit(f"usage: {name} OFT_SERVER REPO_ROOT")
     server, repo = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
-    with tempfile.TemporaryDirectory(prefix="oft-grpcio-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"oft-{name.split('_')[0]}-") as tmp:
         try:
-            return run(server, repo, tmp)
+            return run_fn(server, repo, tmp)
         except Exception as e:  # noqa: BLE001 - report every failure the same way
             print(f"FAIL: {e}", file=sys.stderr)
             if not isinstance(e, Failure):
@@ -381,6 +383,10 @@ def main():
                     tail = fh.read()[-4000:]
                 print("---- oft_server log (tail) ----\n" + tail, file=sys.stderr)
             return 1
+
+
+def main():
+    return run_main("grpcio_client_test.py", run)
 
 
 if __name__ == "__main__":

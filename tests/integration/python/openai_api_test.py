@@ -20,9 +20,7 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import time
-import traceback
 import urllib.error
 import urllib.request
 
@@ -243,21 +241,7 @@ def run(server, repo, tmp):
 
 
 def main():
-    if len(sys.argv) != 3:
-        sys.exit("usage: openai_api_test.py OFT_SERVER REPO_ROOT")
-    server, repo = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
-    with tempfile.TemporaryDirectory(prefix="oft-openai-") as tmp:
-        try:
-            return run(server, repo, tmp)
-        except Exception as e:  # noqa: BLE001 - report every failure the same way
-            print(f"FAIL: {e}", file=sys.stderr)
-            if not isinstance(e, Failure):
-                traceback.print_exc()
-            log = os.path.join(tmp, "server.log")
-            if os.path.exists(log):
-                with open(log, errors="replace") as fh:
-                    print("---- oft_server log (tail) ----\n" + fh.read()[-4000:], file=sys.stderr)
-            return 1
+    return g.run_main("openai_api_test.py", run)
 
 
 if __name__ == "__main__":
