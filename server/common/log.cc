@@ -3,10 +3,11 @@
 #include <algorithm>
 #include <atomic>
 #include <memory>
-#include <mutex>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/logger.h"
 #include "spdlog/pattern_formatter.h"
@@ -16,8 +17,8 @@
 namespace oft {
 namespace {
 
-std::mutex g_mu;  // guards g_logger replacement
-std::shared_ptr<spdlog::logger> g_logger;  // null until first use or InitLogging
+absl::Mutex g_mu(absl::kConstInit);  // guards g_logger replacement
+std::shared_ptr<spdlog::logger> g_logger ABSL_GUARDED_BY(g_mu);  // null until first use or InitLogging
 std::atomic<LogFormat> g_format{LogFormat::kText};
 std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
 
@@ -51,7 +52,7 @@ std::shared_ptr<spdlog::logger> MakeLogger(LogFormat format, LogLevel level, con
 }
 
 std::shared_ptr<spdlog::logger> Logger() {
-  std::lock_guard<std::mutex> lock(g_mu);
+  absl::MutexLock lock(&g_mu);
   if (g_logger == nullptr) g_logger = MakeLogger(LogFormat::kText, LogLevel::kInfo, "oft_server", nullptr);
   return g_logger;
 }
@@ -85,7 +86,7 @@ absl::StatusOr<LogFormat> ParseLogFormat(absl::string_view text) {
 
 void InitLogging(LogFormat format, LogLevel level, const std::string& name, std::ostream* out) {
   auto logger = MakeLogger(format, level, name, out);
-  std::lock_guard<std::mutex> lock(g_mu);
+  absl::MutexLock lock(&g_mu);
   g_format.store(format);
   g_level.store(static_cast<int>(level));
   g_logger = std::move(logger);
