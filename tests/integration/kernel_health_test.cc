@@ -14,6 +14,7 @@
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/integration/health_check.h"
 #include "tests/integration/job_util.h"
 #include "tests/integration/server_process.h"
 
@@ -21,35 +22,6 @@ namespace oft::testing {
 namespace {
 
 using ::testing::HasSubstr;
-
-// grpc.health.v1.Health/Check for `service`: 1 = SERVING, 2 = NOT_SERVING, -1 = the call
-// failed (NOT_FOUND for a name the server does not know).
-int HealthOf(const std::shared_ptr<grpc::Channel>& channel, const std::string& service) {
-  grpc::GenericStub stub(channel);
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  // HealthCheckRequest { string service = 1; }: tag 0x0a, length (< 128 here), bytes.
-  std::string bytes;
-  bytes.push_back('\x0a');
-  bytes.push_back(static_cast<char>(service.size()));
-  bytes.append(service);
-  grpc::Slice slice(bytes);
-  grpc::ByteBuffer request(&slice, 1), response;
-  absl::Notification done;
-  grpc::Status status;  // written before done.Notify(), read after WaitForNotification()
-  stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
-                 [&](grpc::Status s) {
-                   status = std::move(s);
-                   done.Notify();
-                 });
-  done.WaitForNotification();
-  if (!status.ok()) return -1;
-  std::vector<grpc::Slice> slices;
-  if (!response.Dump(&slices).ok()) return -1;
-  std::string out;
-  for (const auto& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  return out.size() == 2 && out[0] == '\x08' ? out[1] : -1;
-}
 
 const char* const kKernels[] = {"build_rotation", "build_rotation_backward", "block_rotate",
                                 "block_rotate_backward", "gathered_block_rotate",
@@ -61,9 +33,9 @@ TEST(KernelHealthTest, EveryKernelIsServingAndTheLogNamesItsPath) {
   ASSERT_TRUE(server.Start().ok()) << server.LogTail();
   auto channel = grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials());
   for (const char* kernel : kKernels) {
-    EXPECT_EQ(HealthOf(channel, std::string("oft.kernel/cpu/") + kernel), 1) << kernel;
+    EXPECT_EQ(HealthCheck(channel, std::string("oft.kernel/cpu/") + kernel), 1) << kernel;
   }
-  EXPECT_EQ(HealthOf(channel, "oft.kernel/cpu/no_such_kernel"), -1);
+  EXPECT_EQ(HealthCheck(channel, "oft.kernel/cpu/no_such_kernel"), -1);
   const std::string log = server.LogTail(1 << 16);
   EXPECT_THAT(log, HasSubstr("kernel self-check: "));
   for (const char* kernel : kKernels) EXPECT_THAT(log, HasSubstr(absl::StrCat(" ", kernel, "=kernel")));
@@ -76,9 +48,9 @@ TEST(KernelHealthTest, ModeOffTakesTheCompositePathAndSaysSo) {
                                             .extra_flags = {"--cuda_kernels=off"}});
   ASSERT_TRUE(server.Start().ok()) << server.LogTail();
   auto channel = grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials());
-  EXPECT_EQ(HealthOf(channel, ""), 1);  // the server itself serves
+  EXPECT_EQ(HealthCheck(channel, ""), 1);  // the server itself serves
   for (const char* kernel : kKernels) {
-    EXPECT_EQ(HealthOf(channel, std::string("oft.kernel/cpu/") + kernel), 2) << kernel;
+    EXPECT_EQ(HealthCheck(channel, std::string("oft.kernel/cpu/") + kernel), 2) << kernel;
   }
   const std::string log = server.LogTail(1 << 16);
   for (const char* kernel : kKernels) EXPECT_THAT(log, HasSubstr(absl::StrCat(" ", kernel, "=composite")));

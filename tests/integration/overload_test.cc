@@ -15,6 +15,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/integration/health_check.h"
 #include "tests/integration/job_util.h"
 #include "tests/integration/server_process.h"
 
@@ -22,31 +23,6 @@ namespace oft::testing {
 namespace {
 
 using ::testing::HasSubstr;
-
-// grpc.health.v1.Health/Check for the whole server (empty request) through a generic stub:
-// 1 = SERVING, 2 = NOT_SERVING (the field-1 varint of HealthCheckResponse), -1 = call failed.
-int HealthStatus(const std::shared_ptr<grpc::Channel>& channel) {
-  grpc::GenericStub stub(channel);
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  grpc::ByteBuffer request, response;
-  grpc::Slice empty("");
-  request = grpc::ByteBuffer(&empty, 1);
-  absl::Notification done;
-  grpc::Status status;  // written before done.Notify(), read after WaitForNotification()
-  stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
-                 [&](grpc::Status s) {
-                   status = std::move(s);
-                   done.Notify();
-                 });
-  done.WaitForNotification();
-  if (!status.ok()) return -1;
-  std::vector<grpc::Slice> slices;
-  if (!response.Dump(&slices).ok()) return -1;
-  std::string bytes;
-  for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  return bytes.size() == 2 && bytes[0] == '\x08' ? bytes[1] : -1;
-}
 
 // A valid JSONL file of about `bytes` bytes whose validation keeps an executor thread busy.
 std::string BigDataset(size_t bytes, int salt) {
@@ -65,12 +41,12 @@ TEST(OverloadTest, SaturatedExecutorTurnsHealthNotServingThenServingAgain) {
       .extra_flags = {"--executor_threads=1", "--health_saturation_seconds=0.1"}});
   ASSERT_TRUE(server.Start().ok()) << server.LogTail();
   auto channel = grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials());
-  ASSERT_EQ(HealthStatus(channel), 1);
+  ASSERT_EQ(HealthCheck(channel), 1);
 
   std::atomic<bool> saw_not_serving{false}, stop{false};
   std::thread prober([&] {
     while (!stop) {
-      if (HealthStatus(channel) == 2) saw_not_serving = true;
+      if (HealthCheck(channel) == 2) saw_not_serving = true;
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
   });
@@ -87,7 +63,7 @@ TEST(OverloadTest, SaturatedExecutorTurnsHealthNotServingThenServingAgain) {
   EXPECT_EQ(uploaded, 16);  // saturation slows work down; it loses none
   EXPECT_TRUE(saw_not_serving) << "health never left SERVING while 16 uploads queued on 1 thread";
   // Drained: SERVING again.
-  EXPECT_TRUE(WaitUntil([&] { return HealthStatus(channel) == 1; }, absl::Seconds(10)));
+  EXPECT_TRUE(WaitUntil([&] { return HealthCheck(channel) == 1; }, absl::Seconds(10)));
   stop = true;
   prober.join();
   EXPECT_THAT(server.LogTail(), HasSubstr("health: NOT_SERVING"));

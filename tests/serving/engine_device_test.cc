@@ -61,14 +61,9 @@ class EngineDeviceTest : public ::testing::Test {
       // Block sizes 4, 8 and 16, and one adapter with a shared block.
       const OftConfig cfg = RandomOftConfig(int64_t{4} << (i % 3), /*share=*/i == 5);
       ASSERT_TRUE(AddRandomAdapter(*attached_, n, 300 + i, cfg).ok()) << n;
-      auto params = attached_->AdapterParameters(n);
-      ASSERT_TRUE(params.ok()) << params.status();
-      auto prepared = serving_->PrepareServingAdapter(*attached_->AdapterConfig(n), AllLinear(), *params);
-      ASSERT_TRUE(prepared.ok()) << prepared.status();
-      auto h = std::make_shared<LoadedAdapter>();
-      h->id = {"t", n, 1};
-      h->weights = *prepared;
-      handles_.push_back(h);
+      auto prepared = testing::Prepare(*serving_, *attached_, n);
+      ASSERT_NE(prepared, nullptr) << n;
+      handles_.push_back(testing::Handle(prepared, n));
     }
   }
 

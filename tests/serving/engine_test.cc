@@ -25,22 +25,8 @@ using testing::AllLinear;
 using testing::MakeTinyModel;
 using testing::RandomOftConfig;
 
-std::shared_ptr<const ServingAdapter> Prepare(const LlamaModel& serving, const LlamaModel& attached,
-                                              const std::string& name, const TargetSpec& targets = AllLinear()) {
-  auto params = attached.AdapterParameters(name);
-  EXPECT_TRUE(params.ok()) << params.status();
-  auto cfg = attached.AdapterConfig(name);
-  auto a = serving.PrepareServingAdapter(*cfg, targets, *params);
-  EXPECT_TRUE(a.ok()) << a.status();
-  return a.ok() ? *a : nullptr;
-}
-
-AdapterHandle Handle(std::shared_ptr<const ServingAdapter> w, const std::string& name) {
-  auto h = std::make_shared<LoadedAdapter>();
-  h->id = {"t", name, 1};
-  h->weights = std::move(w);
-  return h;
-}
+using testing::Handle;
+using testing::Prepare;
 
 TEST(PerRowForwardTest, MixedBatchRowsEqualAttachedAdapterAlone) {
   at::NoGradGuard ng;

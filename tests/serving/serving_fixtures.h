@@ -7,12 +7,16 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <utility>
+
+#include <gtest/gtest.h>
 
 #include "ATen/ATen.h"
 #include "absl/strings/str_cat.h"
 #include "server/artifacts/peft_format.h"
 #include "server/artifacts/store.h"
 #include "server/model/llama.h"
+#include "server/serving/adapter_registry.h"
 #include "tests/train/tiny_model.h"
 
 namespace oft::testing {
@@ -67,6 +71,29 @@ inline absl::StatusOr<AdapterManifest> PublishRandomAdapter(
   auto m = store.Publish(tenant, name, staging, info);
   std::filesystem::remove_all(staging);
   return m;
+}
+
+// The serving form of adapter `name` attached to `attached`, prepared on `serving` (as the
+// registry does on load); null after a failed expectation.
+inline std::shared_ptr<const ServingAdapter> Prepare(const LlamaModel& serving,
+                                                     const LlamaModel& attached,
+                                                     const std::string& name,
+                                                     const TargetSpec& targets = AllLinear()) {
+  auto params = attached.AdapterParameters(name);
+  EXPECT_TRUE(params.ok()) << params.status();
+  auto cfg = attached.AdapterConfig(name);
+  if (!params.ok() || !cfg.ok()) return nullptr;
+  auto a = serving.PrepareServingAdapter(*cfg, targets, *params);
+  EXPECT_TRUE(a.ok()) << a.status();
+  return a.ok() ? *a : nullptr;
+}
+
+// A registry handle (tenant "t", version 1) holding `weights`, for engine requests.
+inline AdapterHandle Handle(std::shared_ptr<const ServingAdapter> weights, const std::string& name) {
+  auto h = std::make_shared<LoadedAdapter>();
+  h->id = {"t", name, 1};
+  h->weights = std::move(weights);
+  return h;
 }
 
 }  // namespace oft::testing
