@@ -11,6 +11,7 @@
 #include "server/common/torch_boundary.h"
 #include "server/model/checkpoint.h"
 #include "server/model/host_upload.h"
+#include "server/model/kv_pool.h"
 #include "server/model/safetensors_torch.h"
 #include "server/oft/ops.h"
 
@@ -262,6 +263,13 @@ at::Tensor LlamaModel::Attention(const Layer& layer, int64_t index, const at::Te
   // Writes the new keys/values at positions [length, length + t) of the layer's cache
   // (growing its capacity geometrically) and returns views of the first length + t.
   auto append = [index](KvCache* kc, at::Tensor& kk, at::Tensor& vv) {
+    if (kc->pool != nullptr) {  // the row's slot of a shared pool (kv_pool.h)
+      const int64_t need = kc->length + kk.size(2);
+      kc->pool->Write(index, kc->slot, kc->length, kk, vv);
+      kk = kc->pool->keys(index).narrow(0, kc->slot, 1).narrow(2, 0, need);
+      vv = kc->pool->values(index).narrow(0, kc->slot, 1).narrow(2, 0, need);
+      return;
+    }
     if (static_cast<int64_t>(kc->keys.size()) <= index) {
       kc->keys.resize(index + 1);
       kc->values.resize(index + 1);
@@ -282,9 +290,12 @@ at::Tensor LlamaModel::Attention(const Layer& layer, int64_t index, const at::Te
     }
   };
   at::Tensor out;
-  if (rows.caches != nullptr) {
-    // Each row attends to its own cache (lengths differ), exactly as it would alone. A row
-    // is a batch entry, or a slice of the one packed sequence.
+  if (rows.pooled != nullptr) {
+    out = PooledDecodeAttention(*rows.pooled, index, q, k, v);  // one call for every row
+  } else if (rows.caches != nullptr) {
+    // Prefill (or rows outside a pool): each row attends to its own cache (lengths differ),
+    // exactly as it would alone. A row is a batch entry, or a slice of the one packed
+    // sequence.
     const bool packed = !rows.lengths.empty();
     const int64_t n_rows = static_cast<int64_t>(rows.caches->size());
     auto slice = [&](const at::Tensor& t, int64_t r) {
@@ -383,6 +394,8 @@ at::Tensor LlamaModel::Layers(at::Tensor h, const at::Tensor& cos, const at::Ten
 
 at::Tensor LlamaModel::Forward(const at::Tensor& ids, const ForwardOptions& opts) const {
   TORCH_CHECK(ids.dim() == 2, "ids must be [batch, tokens], got ", ids.sizes());
+  TORCH_CHECK(opts.cache == nullptr || opts.cache->pool == nullptr,
+              "ForwardOptions.cache is in a KvPool; pooled caches are for ServingBatch.caches only");
   const int64_t B = ids.size(0), T = ids.size(1);
   const int64_t past = opts.cache ? opts.cache->length : 0;
   const int64_t total = past + T;

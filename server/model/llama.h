@@ -35,6 +35,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "server/model/hf_config.h"
+#include "server/model/kv_pool.h"
 #include "server/model/targeting.h"
 #include "server/oft/config.h"
 #include "server/model/packed_linear.h"
@@ -97,9 +98,15 @@ class AdaptedLinear {
 // and doubles the capacity when it runs out (amortised O(1) per token, no re-concatenation).
 // A copy of a KvCache shares the tensors: extending both the copy and the original writes
 // the same positions, so extend only one of them (or clone the tensors).
+// A serving row may keep its entries in a slot of a KvPool instead (pool and slot set;
+// keys / values stay empty; kv_pool.h): a decode step whose rows are all in one pool
+// attends with one call per layer. A pooled cache is for ServingBatch::caches only
+// (ForwardBatch); the pool must outlive the cache's use and the slot must be held.
 struct KvCache {
   std::vector<at::Tensor> keys, values;
   int64_t length = 0;  // tokens already cached
+  KvPool* pool = nullptr;
+  int64_t slot = -1;
 };
 
 // Options of LlamaModel::Forward, the training and evaluation pass (the model's active
@@ -222,6 +229,8 @@ class LlamaModel {
     // one sequence; tokens_per_row expands per-row adapter indices to tokens.
     std::vector<int64_t> offsets, lengths;
     at::Tensor tokens_per_row;
+    // A decode step whose rows are all in one KvPool: one attention per layer (kv_pool.h).
+    const PooledDecode* pooled = nullptr;
   };
   using LayerRunner = decltype(ForwardOptions::layer_runner);
   // ids [B, T] -> hidden states [B, T, H]; checks the ids as Forward documents.
@@ -240,8 +249,9 @@ class LlamaModel {
                     const at::Tensor& mask, bool causal, KvCache* cache, const RowState& rows,
                     const LayerRunner& runner) const;
   // `mask`: additive [B or 1, 1, T, total], or undefined; then `causal` selects SDPA's
-  // is_causal (queries start at key 0) or no mask at all. With rows.caches, each row
-  // attends to its own cache with its own mask instead.
+  // is_causal (queries start at key 0) or no mask at all. With rows.pooled, every row
+  // attends to its own slot in one call; with rows.caches, each row attends to its own
+  // cache with its own mask instead.
   at::Tensor Attention(const Layer& layer, int64_t index, const at::Tensor& h,
                        const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& mask,
                        bool causal, KvCache* cache, const RowState& rows) const;

@@ -14,6 +14,7 @@
 #include "server/common/status_macros.h"
 #include "server/common/torch_boundary.h"
 #include "server/model/host_upload.h"
+#include "server/model/kv_pool.h"
 #include "server/model/llama.h"
 
 namespace oft {
@@ -67,11 +68,27 @@ at::Tensor LlamaModel::ForwardBatch(const at::Tensor& ids, const ServingBatch& b
   }
   const auto [cos, sin] = Rope(pos);
 
-  // Per-row additive masks [1, 1, t, length + t] (t: the row's new tokens) only where needed
+  // A decode step (one new token per row) whose rows are all in one KvPool attends once per
+  // layer over the pool's slots, each row masked to its own keys and sliding window
+  // (kv_pool.h). Otherwise (prefill, rows outside a pool) each row attends on its own:
+  // per-row additive masks [1, 1, t, length + t] (t: the row's new tokens) only where needed
   // (as in Forward: one query, or t queries over an empty cache, need none).
+  KvPool* pool = batch.caches[0]->pool;
+  bool pooled = pool != nullptr && !packed && T == 1;
+  for (int64_t r = 1; r < n_rows && pooled; ++r) pooled = batch.caches[r]->pool == pool;
+  PooledDecode plan;
+  if (pooled) {
+    std::vector<int64_t> slots, past;
+    for (const KvCache* kc : batch.caches) {
+      slots.push_back(kc->slot);
+      past.push_back(kc->length);
+    }
+    plan = PlanPooledDecode(pool, std::move(slots), std::move(past), config_.sliding_window, dev);
+    rows.pooled = &plan;
+  }
   std::vector<at::Tensor> row_masks;
   std::vector<uint8_t> row_causal;
-  for (int64_t r = 0; r < n_rows; ++r) {
+  for (int64_t r = 0; r < n_rows && !pooled; ++r) {
     const KvCache* kc = batch.caches[r];
     const int64_t t = packed ? batch.lengths[r] : T;
     if (!WindowBites(kc->length, t) && (t == 1 || kc->length == 0)) {

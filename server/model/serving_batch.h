@@ -74,6 +74,9 @@ class AdapterBatch {
 // adapter batch alive for the call.
 struct ServingBatch {
   // One cache per row, not null; each grows by its row's new tokens. Required (>= 1 row).
+  // When every row's cache is a slot of one KvPool (KvCache::pool, kv_pool.h) and each row
+  // has one new token (a decode step, not packed), every layer attends once for all rows;
+  // otherwise once per row.
   std::vector<KvCache*> caches;
   // Empty: ids is [rows, T], T new tokens per row. Otherwise rows of different lengths
   // packed into one sequence: ids is [1, sum(lengths)] and row i's tokens are the i-th slice

@@ -197,6 +197,8 @@ void Engine::Loop() {
 bool Engine::Step() { return StepLocked(); }
 
 void Engine::Finish(Row& row, absl::Status status) {
+  if (row.cache.pool != nullptr) row.cache.pool->Release(row.cache.slot);
+  row.cache.pool = nullptr;
   GenerationOutcome out;
   out.status = std::move(status);
   out.finish_reason = row.reason;
@@ -332,6 +334,8 @@ bool Engine::StepLocked() {
       ServingBatch sb;
       for (const auto& row_ptr : to_prefill) {
         Row& row = *row_ptr;
+        row.cache.pool = &kv_pool_;  // decode attends over all rows at once (kv_pool.h)
+        row.cache.slot = kv_pool_.Acquire();
         adapters.push_back(row.request.adapter ? row.request.adapter->weights : nullptr);
         ids.insert(ids.end(), row.request.prompt.begin(), row.request.prompt.end());
         sb.caches.push_back(&row.cache);
@@ -427,6 +431,7 @@ bool Engine::StepLocked() {
     ReportCacheBytes();
   }
   for (auto& [row, status] : finished) Finish(*row, std::move(status));
+  if (running_.empty() && kv_pool_.held() == 0) kv_pool_.Clear();  // idle: hold no KV memory
   if (produced > 0 && options_.on_tokens) options_.on_tokens(produced);
   {
     absl::MutexLock lock(&mu_);

@@ -6,7 +6,9 @@
 // (ServingBatch::lengths), then every decode step runs ONE ForwardBatch over all active rows;
 // either way each row has its own adapter (ServingBatch::adapters, assembled from a cache of
 // stacked blocks: an adapter's blocks are copied once when it joins, not on every batch
-// change) and KV cache (ServingBatch::caches). Tokens are sampled on the model's device. Sampling is
+// change) and KV cache (ServingBatch::caches): a slot of the engine's one KvPool, taken at
+// admission and freed when the row ends, so a decode step attends once per layer over all
+// rows (kv_pool.h); the pool's storage is freed whenever no row runs. Tokens are sampled on the model's device. Sampling is
 // SampleNextToken with a per-request generator seeded by SamplingOptions::seed, so a
 // request's tokens do not depend on what else is in the batch, and greedy output equals
 // Generate() on the same model. Cancellation takes effect before the next token.
@@ -30,6 +32,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "server/model/generate.h"
+#include "server/model/kv_pool.h"
 #include "server/model/llama.h"
 #include "server/model/tokenizer.h"
 #include "server/serving/adapter_batch_cache.h"
@@ -112,6 +115,7 @@ class Engine {
   std::vector<std::unique_ptr<Row>> running_;
   std::unique_ptr<AdapterBatch> batch_;  // for running_, rebuilt when it changes
   AdapterBatchCache batch_cache_;        // the stacks batch_ is built from
+  KvPool kv_pool_;                       // every running row's KV cache, one slot each
   int64_t reported_cache_bytes_ = 0;
   bool batch_dirty_ = true;
   int max_threads_ = 1;  // cap of the automatic thread count

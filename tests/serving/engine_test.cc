@@ -14,7 +14,9 @@
 #include "server/artifacts/peft_format.h"
 #include "server/artifacts/store.h"
 #include "server/model/generate.h"
+#include "server/model/kv_pool.h"
 #include "server/serving/adapter_registry.h"
+#include "tests/serving/sdpa_counter.h"
 #include "tests/serving/serving_fixtures.h"
 
 namespace oft {
@@ -103,6 +105,87 @@ TEST(PerRowForwardTest, ForwardBatchIgnoresTheActiveAdapters) {
   for (auto& c : caches) sb.caches.push_back(&c);
   EXPECT_TRUE(at::allclose(model->ForwardBatch(ids, sb), base, 1e-4, 1e-5));
 }
+
+// Rows whose caches live in one KvPool decode with one attention call per layer (not one
+// per row) and give what per-row caches give. The rows sit in slots out of batch order with
+// a free slot between them, are prefilled packed (into their slots) and then decode 12
+// steps, outgrowing the pool's first capacity; with a sliding window (4) that bites early.
+class PooledDecodeTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(PooledDecodeTest, OneAttentionCallPerLayerAndPerRowResults) {
+  at::NoGradGuard ng;
+  ModelConfig c = testing::TinyConfig();
+  if (GetParam() > 0) c.sliding_window = GetParam();
+  auto tensors = testing::RandomLlamaTensors(c, 7);
+  auto loaded = LlamaModel::FromSource(
+      c, [&](const std::string& n) -> absl::StatusOr<at::Tensor> { return tensors.at(n); }, {});
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const LlamaModel& model = **loaded;
+  const int64_t layers = c.num_hidden_layers;
+  const std::vector<std::vector<int64_t>> prompts = {{1, 2, 3, 4, 5}, {9, 8}, {7, 7, 7, 6}};
+  const int64_t B = static_cast<int64_t>(prompts.size());
+  KvPool pool;
+  const int64_t s0 = pool.Acquire(), s1 = pool.Acquire(), s2 = pool.Acquire(), s3 = pool.Acquire();
+  pool.Release(s1);  // rows 0, 1, 2 in slots 3, 0, 2; slot 1 free
+  const int64_t slot_of[] = {s3, s0, s2};
+  std::vector<KvCache> pooled(B), plain(B);
+  for (int64_t r = 0; r < B; ++r) {
+    pooled[r].pool = &pool;
+    pooled[r].slot = slot_of[r];
+  }
+  ServingBatch prefill_pooled, prefill_plain;
+  std::vector<int64_t> packed;
+  for (int64_t r = 0; r < B; ++r) {
+    packed.insert(packed.end(), prompts[r].begin(), prompts[r].end());
+    prefill_pooled.caches.push_back(&pooled[r]);
+    prefill_plain.caches.push_back(&plain[r]);
+    prefill_pooled.lengths.push_back(static_cast<int64_t>(prompts[r].size()));
+  }
+  prefill_plain.lengths = prefill_pooled.lengths;
+  prefill_pooled.logits_for_last_only = prefill_plain.logits_for_last_only = true;
+  const at::Tensor ids = at::tensor(packed, at::kLong).unsqueeze(0);
+  EXPECT_TRUE(at::allclose(model.ForwardBatch(ids, prefill_pooled),
+                           model.ForwardBatch(ids, prefill_plain), 1e-5, 1e-6));
+  at::Generator gen = at::detail::createCPUGenerator(5);
+  for (int step = 0; step < 12; ++step) {
+    ServingBatch fp, fq;
+    for (int64_t r = 0; r < B; ++r) {
+      fp.caches.push_back(&pooled[r]);
+      fq.caches.push_back(&plain[r]);
+    }
+    fp.logits_for_last_only = fq.logits_for_last_only = true;
+    const at::Tensor next = at::randint(0, testing::kTinyVocab, {B, 1}, gen, at::kLong);
+    at::Tensor got, want;
+    {
+      testing::SdpaCounter counter;
+      got = model.ForwardBatch(next, fp);
+      EXPECT_EQ(counter.calls(), layers) << "step " << step;
+    }
+    {
+      testing::SdpaCounter counter;
+      want = model.ForwardBatch(next, fq);
+      EXPECT_EQ(counter.calls(), B * layers);
+    }
+    ASSERT_TRUE(at::allclose(got, want, 1e-4, 1e-5))
+        << "step " << step << " max diff " << (got - want).abs().max().item<double>();
+  }
+  for (int64_t r = 0; r < B; ++r) EXPECT_EQ(pooled[r].length, plain[r].length);
+  EXPECT_GE(pool.keys(0).size(2), 5 + 12);
+  EXPECT_EQ(pool.held(), 3);
+  EXPECT_EQ(pool.span(), 4);
+  // A pooled cache is not the training pass's single cache.
+  ForwardOptions single;
+  single.cache = &pooled[0];
+  EXPECT_THROW(model.Forward(at::tensor(std::vector<int64_t>{1}, at::kLong).view({1, 1}), single),
+               c10::Error);
+  // A row whose slot was released is refused, naming the slot.
+  pool.Release(slot_of[1]);
+  ServingBatch stale;
+  for (int64_t r = 0; r < B; ++r) stale.caches.push_back(&pooled[r]);
+  EXPECT_THROW(model.ForwardBatch(at::zeros({B, 1}, at::kLong), stale), c10::Error);
+}
+
+INSTANTIATE_TEST_SUITE_P(Window, PooledDecodeTest, ::testing::Values(0, 4));
 
 // Rows of different lengths packed into one sequence (how the engine prefills): each row's
 // logits equal its own forward with its adapter attached, a row with a cache continues it,
@@ -247,6 +330,30 @@ TEST_F(EngineTest, GreedyEqualsGenerateForBaseAndAdapter) {
     EXPECT_EQ(run.outcome.finish_reason, FinishReason::kLength);
   }
   ASSERT_TRUE(attached_->SetActiveAdapters({}).ok());
+}
+
+// The engine keeps its rows in one KvPool: after the prefill step, a decode step over three
+// running rows calls attention once per layer.
+TEST_F(EngineTest, DecodeStepAttendsOncePerLayer) {
+  auto engine = MakeEngine();
+  SamplingOptions s;
+  s.max_tokens = 6;
+  std::vector<Run> runs(3);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(engine->Submit(Request(std::string(3 + 2 * i, 'a' + i), s, i == 0 ? nullptr : handles_[i], &runs[i])).ok());
+  }
+  engine->Step();  // prefill (once per row and layer) and the first decode step
+  {
+    testing::SdpaCounter counter;
+    engine->Step();
+    EXPECT_EQ(counter.calls(), model_->config().num_hidden_layers);
+  }
+  Drain(*engine);
+  for (const Run& r : runs) {
+    ASSERT_TRUE(r.done);
+    EXPECT_TRUE(r.outcome.status.ok()) << r.outcome.status;
+    EXPECT_EQ(r.outcome.tokens.size(), 6u);
+  }
 }
 
 TEST_F(EngineTest, MixedBatchGivesEachRequestWhatItGetsAlone) {
