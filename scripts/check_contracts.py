@@ -47,7 +47,8 @@ LAYERS = [
     ["artifacts"],          # PEFT files and the adapter store; the trainer writes them
     ["train"],
     ["jobs", "serving", "metrics"],
-    ["service", "http"],    # the API front ends: gRPC services, the HTTP server
+    ["service"],            # the gRPC services and the logic behind them
+    ["http"],               # the HTTP server: OpenAI's API mapped onto the services' logic
     [""],
 ]
 INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"server/([A-Za-z0-9_]+)/', re.M)

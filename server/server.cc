@@ -636,6 +636,8 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
   if (!options.http_listen.empty()) {
     s.openai.backend = s.inference.get();
     s.openai.adapters = s.adapters.get();
+    s.openai.service = &s.env;
+    s.openai.jobs = s.job_service.get();
     for (const CatalogModel& m : s.catalog.models()) s.openai.base_models.push_back(m.name);
     s.openai.authenticate = [self](const std::vector<std::string>& values) {
       return self->auth->AuthenticateBearer(values);
@@ -647,9 +649,15 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
     ho.tls_client_ca = options.tls_client_ca;
     ho.threads = options.http_threads;
     ho.max_body_bytes = options.max_message_bytes;
+    ho.max_upload_bytes = options.max_upload_bytes;
     ho.registry = s.registry;
     ho.ready = [self] { return self->ready.load(); };
-    ho.log = [](const std::string& line) { Log(line); };
+    ho.request_metrics = true;
+    ho.log = [](const HttpAccess& a) {
+      LogEvent(LogLevel::kInfo, "http request",
+               {{"method", a.method}, {"path", a.path}, {"route", a.route}, {"status", a.status},
+                {"bytes", a.bytes}, {"peer", a.peer}});
+    };
     ho.openai = &s.openai;
     absl::StatusOr<std::unique_ptr<HttpFrontend>> http = HttpFrontend::Start(ho);
     if (!http.ok()) {

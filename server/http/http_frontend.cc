@@ -1,17 +1,22 @@
 #include "server/http/http_frontend.h"
 
+#include <algorithm>
+
 #include <sys/socket.h>
 
 #include <atomic>
 #include <chrono>
 #include <thread>
 #include <utility>
+#include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
+#include "prometheus/counter.h"
 #include "prometheus/registry.h"
 #include "prometheus/text_serializer.h"
 #include "server/common/echo.h"
@@ -40,7 +45,36 @@ absl::Status ParseHostPort(const std::string& address, std::string* host, int* p
   return absl::OkStatus();
 }
 
+// Multipart headers and boundaries around an uploaded file, allowed beyond max_upload_bytes.
+constexpr int64_t kMultipartFramingBytes = 64 << 10;
+
 }  // namespace
+
+std::string HttpRoute(const std::string& path) {
+  static const char* const kExact[] = {"/healthz", "/readyz", "/metrics", "/v1/models", "/v1/completions",
+                                       "/v1/chat/completions", "/v1/files", "/v1/fine_tuning/jobs"};
+  for (const char* e : kExact) {
+    if (path == e) return e;
+  }
+  // Prefixes whose next segment is an id, and the sub-resources allowed after it.
+  static const std::pair<const char*, std::vector<const char*>> kIds[] = {
+      {"/v1/models/", {}},
+      {"/v1/files/", {}},
+      {"/v1/fine_tuning/jobs/", {"/cancel", "/events", "/checkpoints"}},
+  };
+  for (const auto& [prefix, subs] : kIds) {
+    if (!absl::StartsWith(path, prefix)) continue;
+    const std::string rest = path.substr(std::string(prefix).size());
+    const size_t slash = rest.find('/');
+    if (rest.empty() || slash == 0) break;
+    if (slash == std::string::npos) return absl::StrCat(prefix, "{id}");
+    for (const char* sub : subs) {
+      if (rest.substr(slash) == sub) return absl::StrCat(prefix, "{id}", sub);
+    }
+    break;
+  }
+  return "other";
+}
 
 struct HttpFrontend::Impl {
   std::unique_ptr<httplib::Server> server;
@@ -87,7 +121,27 @@ absl::StatusOr<std::unique_ptr<HttpFrontend>> HttpFrontend::Start(const HttpFron
   svr.set_socket_options(ListenSocketOptions);
   const int threads = o.threads > 0 ? o.threads : 1;
   svr.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
-  svr.set_payload_max_length(static_cast<size_t>(o.max_body_bytes));
+  // Bodies are capped before they are read: max_upload_bytes (plus room for the multipart
+  // framing) for POST /v1/files, max_body_bytes for everything else. A chunked body without
+  // Content-Length is capped by the larger limit while it is read; the file inside a multipart
+  // body is checked against max_upload_bytes itself by the upload handler.
+  const int64_t max_body = o.max_body_bytes;
+  const int64_t max_upload = o.max_upload_bytes + kMultipartFramingBytes;
+  svr.set_payload_max_length(static_cast<size_t>(std::max(max_body, max_upload)));
+  svr.set_pre_routing_handler([max_body, max_upload](const httplib::Request& req, httplib::Response& res) {
+    const bool upload = req.method == "POST" && req.path == "/v1/files";
+    const int64_t limit = upload ? max_upload : max_body;
+    const std::string length = req.get_header_value("Content-Length");
+    int64_t n = 0;
+    if (length.empty() || !absl::SimpleAtoi(length, &n) || n <= limit) return httplib::Server::HandlerResponse::Unhandled;
+    res.status = 413;
+    const nlohmann::json body = {
+        {"error", {{"message", absl::StrCat("body is ", n, " bytes, over the limit of ", limit, " bytes",
+                                            upload ? " (--max_upload_bytes)" : " (--max_message_bytes)")},
+                   {"type", "invalid_request_error"}, {"param", nullptr}, {"code", "RESOURCE_EXHAUSTED"}}}};
+    res.set_content(body.dump(), "application/json");
+    return httplib::Server::HandlerResponse::Handled;
+  });
   svr.set_read_timeout(30, 0);
   svr.set_write_timeout(30, 0);
 
@@ -108,11 +162,25 @@ absl::StatusOr<std::unique_ptr<HttpFrontend>> HttpFrontend::Start(const HttpFron
     });
   }
   if (o.openai) RegisterOpenAiRoutes(svr, *o.openai);
-  if (o.log) {
+  prometheus::Family<prometheus::Counter>* requests = nullptr;
+  if (o.registry && o.request_metrics) {
+    requests = &prometheus::BuildCounter()
+                    .Name("oft_http_requests_total")
+                    .Help("HTTP requests answered, by route template, method and status code")
+                    .Register(*o.registry);
+  }
+  if (o.log || requests != nullptr) {
     auto log = o.log;
-    svr.set_logger([log](const httplib::Request& req, const httplib::Response& res) {
-      log(absl::StrFormat("http %s %s %d %d bytes from %s", req.method, Echo(req.path, 200), res.status,
-                          res.body.size(), req.remote_addr));
+    svr.set_logger([log, requests](const httplib::Request& req, const httplib::Response& res) {
+      const std::string route = HttpRoute(req.path);
+      if (requests != nullptr) {
+        requests->Add({{"route", route}, {"method", Echo(req.method, 16)}, {"code", std::to_string(res.status)}})
+            .Increment();
+      }
+      if (log) {
+        log(HttpAccess{req.method.substr(0, 16), Echo(req.path, 200), route, res.status,
+                       static_cast<int64_t>(res.body.size()), req.remote_addr});
+      }
     });
   }
   svr.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {

@@ -17,6 +17,8 @@
 #include "nlohmann/json.hpp"
 #include "server/artifacts/store.h"
 #include "server/common/echo.h"
+#include "server/http/http_reply.h"
+#include "server/http/openai_fine_tuning_api.h"
 #include "server/http/openai_types.h"
 #include "server/serving/serving.h"
 
@@ -30,22 +32,6 @@ std::atomic<uint64_t> g_next_id{1};
 std::string NewId(const char* prefix) {
   return absl::StrCat(prefix, absl::Hex(absl::ToUnixNanos(absl::Now()), absl::kZeroPad16), "-",
                       g_next_id.fetch_add(1));
-}
-
-void SendJson(httplib::Response& res, int status, const json& body) {
-  res.status = status;
-  res.set_content(body.dump(), "application/json");
-}
-
-void SendError(httplib::Response& res, const absl::Status& s) {
-  SendJson(res, HttpStatusFor(s), ErrorBody(s));
-}
-
-absl::StatusOr<std::string> Authenticate(const OpenAiEnv& env, const httplib::Request& req) {
-  std::vector<std::string> values;
-  const size_t n = req.get_header_value_count("Authorization");
-  for (size_t i = 0; i < n; ++i) values.push_back(req.get_header_value("Authorization", i));
-  return env.authenticate(values);
 }
 
 // Fills params.base_model / adapter / alias from the request's model field (order in the
@@ -204,7 +190,7 @@ void Stream(const OpenAiEnv& env, const std::string& tenant, OpenAiRequest r,
 
 void Generate(const OpenAiEnv& env, OpenAiEndpoint endpoint, const httplib::Request& req,
               httplib::Response& res) {
-  absl::StatusOr<std::string> tenant = Authenticate(env, req);
+  absl::StatusOr<std::string> tenant = AuthenticateRequest(env, req);
   if (!tenant.ok()) return SendError(res, tenant.status());
   absl::StatusOr<OpenAiRequest> r = ParseOpenAiRequest(endpoint, req.body);
   if (!r.ok()) return SendError(res, r.status());
@@ -258,14 +244,14 @@ absl::StatusOr<std::vector<json>> ListModels(const OpenAiEnv& env, const std::st
 
 void RegisterOpenAiRoutes(httplib::Server& server, const OpenAiEnv& env) {
   server.Get("/v1/models", [env](const httplib::Request& req, httplib::Response& res) {
-    absl::StatusOr<std::string> tenant = Authenticate(env, req);
+    absl::StatusOr<std::string> tenant = AuthenticateRequest(env, req);
     if (!tenant.ok()) return SendError(res, tenant.status());
     absl::StatusOr<std::vector<json>> models = ListModels(env, *tenant);
     if (!models.ok()) return SendError(res, models.status());
     SendJson(res, 200, {{"object", "list"}, {"data", *models}});
   });
   server.Get(R"(/v1/models/([^/]+))", [env](const httplib::Request& req, httplib::Response& res) {
-    absl::StatusOr<std::string> tenant = Authenticate(env, req);
+    absl::StatusOr<std::string> tenant = AuthenticateRequest(env, req);
     if (!tenant.ok()) return SendError(res, tenant.status());
     absl::StatusOr<std::vector<json>> models = ListModels(env, *tenant);
     if (!models.ok()) return SendError(res, models.status());
@@ -281,6 +267,7 @@ void RegisterOpenAiRoutes(httplib::Server& server, const OpenAiEnv& env) {
   server.Post("/v1/chat/completions", [env](const httplib::Request& req, httplib::Response& res) {
     Generate(env, OpenAiEndpoint::kChatCompletions, req, res);
   });
+  if (env.service != nullptr && env.jobs != nullptr) RegisterFineTuningRoutes(server, env);
 }
 
 }  // namespace oft

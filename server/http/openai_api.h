@@ -1,7 +1,8 @@
-// The OpenAI-compatible inference endpoints on an httplib::Server (issue 14):
+// The OpenAI-compatible endpoints on an httplib::Server (issue 14):
 //   GET  /v1/models, GET /v1/models/{id}
 //   POST /v1/completions, POST /v1/chat/completions (stream: true -> SSE "data:" chunks,
 //        then "data: [DONE]")
+//   /v1/files and /v1/fine_tuning/jobs: openai_fine_tuning_api.h (when service/jobs are set)
 // over the same InferenceBackend as the gRPC InferenceService, so a request with the same
 // model, prompt, sampling settings and seed produces the same tokens through either API.
 //
@@ -29,11 +30,16 @@ namespace oft {
 
 class AdapterStore;
 class InferenceBackend;
+class JobServiceImpl;
+struct ServiceEnv;
 
 struct OpenAiEnv {
   InferenceBackend* backend = nullptr;        // not owned; required
   const AdapterStore* adapters = nullptr;     // not owned; required (GET /v1/models)
   std::vector<std::string> base_models;       // served base model names, the default first
+  // Files and fine-tuning jobs (openai_fine_tuning_api.h); both null = those routes are off.
+  const ServiceEnv* service = nullptr;        // not owned
+  const JobServiceImpl* jobs = nullptr;       // not owned
   // The values of every Authorization header -> the caller's tenant, or UNAUTHENTICATED.
   std::function<absl::StatusOr<std::string>(const std::vector<std::string>& authorization)>
       authenticate;

@@ -9,6 +9,7 @@
 #include "absl/strings/str_replace.h"
 #include "server/common/echo.h"
 #include "server/common/status_macros.h"
+#include "server/http/json_fields.h"
 
 namespace oft {
 namespace {
@@ -18,43 +19,6 @@ using json = nlohmann::json;
 absl::Status Invalid(const std::string& message) { return absl::InvalidArgumentError(message); }
 
 const char* TypeName(const json& v) { return v.type_name(); }
-
-// A number field within [lo, hi]; absent or null leaves `out` unset.
-absl::Status OptionalNumber(const json& body, const char* field, double lo, double hi,
-                            std::optional<double>* out) {
-  auto it = body.find(field);
-  if (it == body.end() || it->is_null()) return absl::OkStatus();
-  if (!it->is_number()) return Invalid(absl::StrCat(field, " must be a number, got ", TypeName(*it)));
-  const double v = it->get<double>();
-  if (!(v >= lo && v <= hi)) return Invalid(absl::StrCat(field, " must be in [", lo, ", ", hi, "], got ", v));
-  *out = v;
-  return absl::OkStatus();
-}
-
-absl::Status OptionalInt(const json& body, const char* field, int64_t lo, int64_t hi,
-                         std::optional<int64_t>* out) {
-  auto it = body.find(field);
-  if (it == body.end() || it->is_null()) return absl::OkStatus();
-  if (!it->is_number_integer()) {
-    return Invalid(absl::StrCat(field, " must be an integer, got ", TypeName(*it)));
-  }
-  // Unsigned values above int64 come through as unsigned; compare in the right domain.
-  if (it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(hi)) {
-    return Invalid(absl::StrCat(field, " must be in [", lo, ", ", hi, "], got ", it->get<uint64_t>()));
-  }
-  const int64_t v = it->get<int64_t>();
-  if (v < lo || v > hi) return Invalid(absl::StrCat(field, " must be in [", lo, ", ", hi, "], got ", v));
-  *out = v;
-  return absl::OkStatus();
-}
-
-absl::Status OptionalBool(const json& body, const char* field, bool* out) {
-  auto it = body.find(field);
-  if (it == body.end() || it->is_null()) return absl::OkStatus();
-  if (!it->is_boolean()) return Invalid(absl::StrCat(field, " must be a boolean, got ", TypeName(*it)));
-  *out = it->get<bool>();
-  return absl::OkStatus();
-}
 
 // Fields of OpenAI's API that change the result in ways this server does not implement: a
 // request that sets them (to anything but their neutral value) is refused by name.
@@ -322,12 +286,17 @@ int HttpStatusFor(const absl::Status& s) {
 
 json ErrorBody(const absl::Status& s) {
   const char* type = "server_error";
+  // Errors of the request name the field they are about first (json_fields.h).
+  std::string param;
   switch (s.code()) {
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kFailedPrecondition:
     case absl::StatusCode::kOutOfRange:
     case absl::StatusCode::kNotFound:
-    case absl::StatusCode::kAlreadyExists: type = "invalid_request_error"; break;
+    case absl::StatusCode::kAlreadyExists:
+      type = "invalid_request_error";
+      param = ParamOfMessage(s.message());
+      break;
     case absl::StatusCode::kUnauthenticated: type = "authentication_error"; break;
     case absl::StatusCode::kPermissionDenied: type = "permission_error"; break;
     case absl::StatusCode::kResourceExhausted: type = "rate_limit_error"; break;
@@ -336,7 +305,7 @@ json ErrorBody(const absl::Status& s) {
   return {{"error",
            {{"message", Echo(s.message(), kMaxStatusMessageBytes)},
             {"type", type},
-            {"param", nullptr},
+            {"param", param.empty() ? json(nullptr) : json(param)},
             {"code", absl::StatusCodeToString(s.code())}}}};
 }
 

@@ -96,6 +96,11 @@ absl::StatusOr<DatasetRecord> DatasetStore::GetDataset(const std::string& tenant
   return ReadDatasetRow(s);
 }
 
+absl::StatusOr<std::string> DatasetStore::PageTokenAfter(const std::string& tenant, const std::string& id,
+                                                         absl::string_view field) const {
+  return PageToken("datasets", tenant, "").After(*db_, "datasets", tenant, id, field);
+}
+
 absl::StatusOr<DatasetPage> DatasetStore::ListDatasets(const std::string& tenant, int page_size,
                                                        const std::string& page_token) const {
   OFT_ASSIGN_OR_RETURN(const int limit, EffectivePageSize(page_size));

@@ -17,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "server/jobs/sqlite_db.h"
 
@@ -70,6 +71,10 @@ class DatasetStore {
   // (INVALID_ARGUMENT for a negative page_size or a foreign token).
   absl::StatusOr<DatasetPage> ListDatasets(const std::string& tenant, int page_size,
                                            const std::string& page_token) const;
+  // The ListDatasets page token that continues after the tenant's dataset `id`.
+  // NOT_FOUND naming `field` for an unknown id.
+  absl::StatusOr<std::string> PageTokenAfter(const std::string& tenant, const std::string& id,
+                                             absl::string_view field) const;
   // Deletes the record. The caller deletes the file when !path_still_referenced.
   // Errors: NOT_FOUND, FAILED_PRECONDITION naming a QUEUED or RUNNING job that uses it.
   absl::StatusOr<DeletedDataset> DeleteDataset(const std::string& tenant, const std::string& id);

@@ -269,6 +269,11 @@ absl::StatusOr<JobRecord> JobStore::GetJob(const std::string& tenant, const std:
   return ReadJobRow(s);
 }
 
+absl::StatusOr<std::string> JobStore::PageTokenAfter(const std::string& tenant, const std::string& id,
+                                                     absl::string_view field) const {
+  return PageToken("jobs", tenant, "").After(*db_, "jobs", tenant, id, field);
+}
+
 absl::StatusOr<JobPage> JobStore::ListJobs(const std::string& tenant,
                                            const std::vector<JobState>& states, int page_size,
                                            const std::string& page_token) const {

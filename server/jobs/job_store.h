@@ -161,6 +161,10 @@ class JobStore {
   // The tenant's jobs, newest first; `states` empty = every state.
   absl::StatusOr<JobPage> ListJobs(const std::string& tenant, const std::vector<JobState>& states,
                                    int page_size, const std::string& page_token) const;
+  // The ListJobs page token (no state filter) that continues after the tenant's job `id`.
+  // NOT_FOUND naming `field` for an unknown id.
+  absl::StatusOr<std::string> PageTokenAfter(const std::string& tenant, const std::string& id,
+                                             absl::string_view field) const;
 
   // Compare-and-set of the state, with the state_changed event, in one transaction.
   // Sets started_at (-> RUNNING), finished_at and eta 0 (-> terminal), clears

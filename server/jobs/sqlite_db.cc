@@ -299,6 +299,18 @@ std::string PageToken::Encode(int64_t last_seq) const {
   return absl::WebSafeBase64Escape(absl::StrCat("p1:", fingerprint_, ":", last_seq));
 }
 
+absl::StatusOr<std::string> PageToken::After(const SqliteDb& db, absl::string_view table,
+                                             const std::string& tenant, const std::string& id,
+                                             absl::string_view field) const {
+  SqliteDb::ReadLease lease(db);
+  OFT_ASSIGN_OR_RETURN(SqlStatement s,
+                       lease.Prepare(absl::StrCat("SELECT seq FROM ", table, " WHERE tenant = ? AND id = ?")));
+  s.Bind(1, tenant).Bind(2, id);
+  OFT_ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return absl::NotFoundError(absl::StrCat(field, ": no such id \"", id.substr(0, 80), "\""));
+  return Encode(s.Int(0));
+}
+
 absl::StatusOr<int64_t> PageToken::Decode(const std::string& token) const {
   if (token.empty()) return std::numeric_limits<int64_t>::max();
   const absl::Status bad = absl::InvalidArgumentError(

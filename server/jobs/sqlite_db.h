@@ -196,6 +196,12 @@ class PageToken {
   // The sequence number to continue below: INT64_MAX for "" (the first page).
   // INVALID_ARGUMENT for a malformed token or one issued for another listing.
   absl::StatusOr<int64_t> Decode(const std::string& token) const;
+  // The token that continues after the row of `table` with this tenant and id: a cursor
+  // given as an object id (OpenAI's `after`). NOT_FOUND naming `field` when the tenant has
+  // no such row. `table` is a constant of the caller, never user input.
+  absl::StatusOr<std::string> After(const SqliteDb& db, absl::string_view table,
+                                    const std::string& tenant, const std::string& id,
+                                    absl::string_view field) const;
 
  private:
   std::string fingerprint_;

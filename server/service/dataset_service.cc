@@ -4,32 +4,18 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <filesystem>
 #include <utility>
 
-#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
-#include "google/protobuf/util/time_util.h"
 #include "server/common/file_util.h"
 #include "server/common/names.h"
 #include "server/common/status_macros.h"
-#include "server/data/dataset.h"
+#include "server/service/dataset_ops.h"
 
 namespace oft {
 namespace {
 
-using oft::v1::DatasetFormat;
 using oft::v1::UploadDatasetRequest;
-
-DatasetFormat FormatOf(RowFormat f) {
-  switch (f) {
-    case RowFormat::kText: return oft::v1::DATASET_FORMAT_TEXT;
-    case RowFormat::kPromptCompletion: return oft::v1::DATASET_FORMAT_PROMPT_COMPLETION;
-    case RowFormat::kChat: return oft::v1::DATASET_FORMAT_CHAT;
-  }
-  return oft::v1::DATASET_FORMAT_UNSPECIFIED;
-}
 
 bool IsLowerHex64(const std::string& s) {
   if (s.size() != 64) return false;
@@ -98,8 +84,7 @@ class UploadReactor final : public grpc::ServerReadReactor<UploadDatasetRequest>
             absl::StrCat("header.size_bytes ", header_.size_bytes(), " is over the upload limit of ",
                          env_->limits.max_upload_bytes, " bytes"));
       }
-      const std::string dir = env_->data_dir + "/datasets";
-      temp_path_ = absl::StrFormat("%s/.upload-%016x", dir, absl::Uniform<uint64_t>(absl::BitGen()));
+      temp_path_ = NewUploadTempPath(*env_);
       fd_ = open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
       if (fd_ < 0) {
         const int err = errno;
@@ -163,35 +148,17 @@ class UploadReactor final : public grpc::ServerReadReactor<UploadDatasetRequest>
     if (fsync(fd_) != 0) return ErrnoStatus(errno, "fsync of the upload");
     close(fd_);
     fd_ = -1;
-    OFT_ASSIGN_OR_RETURN(std::string contents,
-                         ReadFile(temp_path_, static_cast<size_t>(env_->limits.max_upload_bytes)));
-    DatasetLimits limits;
-    limits.max_file_bytes = env_->limits.max_upload_bytes;
-    OFT_ASSIGN_OR_RETURN(DatasetSummary summary, ValidateJsonl(contents, limits));
-    const DatasetFormat format = FormatOf(summary.format);
-    if (header_.format() != oft::v1::DATASET_FORMAT_UNSPECIFIED && header_.format() != format) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("header.format is ", oft::v1::DatasetFormat_Name(header_.format()),
-                       " but the rows are ", oft::v1::DatasetFormat_Name(format)));
-    }
-    // Content-addressed: the same bytes uploaded twice share one file.
-    const std::string final_path = env_->data_dir + "/datasets/" + sha + ".jsonl";
-    if (rename(temp_path_.c_str(), final_path.c_str()) != 0) {
-      return ErrnoStatus(errno, "storing the upload");
-    }
-    temp_path_.clear();
-    OFT_RETURN_IF_ERROR(FsyncDirectory(env_->data_dir + "/datasets"));
-    NewDataset record;
-    record.tenant = tenant_;
-    record.name = header_.name();
-    record.sha256 = sha;
-    record.size_bytes = received_;
-    record.rows = summary.rows;
-    record.blank_lines = summary.blank_lines;
-    record.format = oft::v1::DatasetFormat_Name(format);
-    record.path = final_path;
-    OFT_ASSIGN_OR_RETURN(DatasetRecord stored, env_->datasets->CreateDataset(record));
-    *response_ = DatasetToProto(stored);
+    ReceivedUpload upload;
+    upload.tenant = tenant_;
+    upload.name = header_.name();
+    upload.temp_path = temp_path_;
+    upload.sha256 = sha;
+    upload.size_bytes = received_;
+    upload.requested_format = header_.format();
+    absl::StatusOr<DatasetRecord> stored = PublishUpload(*env_, upload);
+    if (upload.temp_path.empty()) temp_path_.clear();  // moved to its final path
+    OFT_RETURN_IF_ERROR(stored.status());
+    *response_ = DatasetToProto(*stored);
     return absl::OkStatus();
   }
 
@@ -220,22 +187,6 @@ absl::Status ValidateDatasetId(const std::string& id) {
 }
 
 }  // namespace
-
-oft::v1::Dataset DatasetToProto(const DatasetRecord& r) {
-  oft::v1::Dataset d;
-  d.set_id(r.id);
-  d.set_name(r.name);
-  d.set_sha256(r.sha256);
-  d.set_size_bytes(r.size_bytes);
-  DatasetFormat f = oft::v1::DATASET_FORMAT_UNSPECIFIED;
-  oft::v1::DatasetFormat_Parse(r.format, &f);
-  d.set_format(f);
-  *d.mutable_create_time() =
-      google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(r.created_at));
-  d.mutable_validation()->set_rows(r.rows);
-  d.mutable_validation()->set_blank_lines(r.blank_lines);
-  return d;
-}
 
 grpc::ServerReadReactor<UploadDatasetRequest>* DatasetServiceImpl::UploadDataset(
     grpc::CallbackServerContext* ctx, oft::v1::Dataset* response) {
@@ -278,12 +229,7 @@ grpc::ServerUnaryReactor* DatasetServiceImpl::DeleteDataset(
   FinishAsync(*env_, reactor, [this, ctx, request]() -> absl::Status {
     OFT_ASSIGN_OR_RETURN(std::string tenant, env_->auth->Authenticate(*ctx));
     OFT_RETURN_IF_ERROR(ValidateDatasetId(request->id()));
-    OFT_ASSIGN_OR_RETURN(DeletedDataset d, env_->datasets->DeleteDataset(tenant, request->id()));
-    if (!d.path_still_referenced) {
-      std::error_code ec;
-      std::filesystem::remove(d.record.path, ec);  // the record is gone; a leftover file is harmless
-    }
-    return absl::OkStatus();
+    return DeleteDatasetAndFile(*env_, tenant, request->id()).status();
   });
   return reactor;
 }

@@ -4,6 +4,7 @@
 #define OFT_SERVER_SERVICE_DATASET_SERVICE_H_
 
 #include "oft/v1/datasets.grpc.pb.h"
+#include "server/service/dataset_ops.h"
 #include "server/service/service_env.h"
 
 namespace oft {
@@ -27,8 +28,6 @@ class DatasetServiceImpl final : public oft::v1::DatasetService::CallbackService
  private:
   const ServiceEnv* env_;
 };
-
-oft::v1::Dataset DatasetToProto(const DatasetRecord& record);
 
 }  // namespace oft
 

@@ -277,6 +277,31 @@ absl::Status JobServiceImpl::DoCreateJob(const std::string& tenant,
   return absl::OkStatus();
 }
 
+absl::Status JobServiceImpl::DoCancelJob(const std::string& tenant, const std::string& id,
+                                         Job* response) const {
+  OFT_RETURN_IF_ERROR(ValidateJobId(id));
+  // Whether this call ends a queued job (for the log; a repeated cancel changes nothing).
+  const absl::StatusOr<JobRecord> before = env_->store->GetJob(tenant, id);
+  OFT_ASSIGN_OR_RETURN(JobRecord r, env_->store->RequestCancel(tenant, id));
+  if (r.state == JobState::kRunning) env_->cancel_running(r.id);
+  if (r.state == JobState::kCancelled && before.ok() && before->state == JobState::kQueued) {
+    LogEvent(LogLevel::kInfo, "job finished",
+             {{"job_id", r.id}, {"tenant", tenant}, {"state", "CANCELLED"},
+              {"reason", "cancelled while queued"}});
+  }
+  env_->wake_scheduler();
+  OFT_ASSIGN_OR_RETURN(*response, JobToProto(r, env_->busy_devices(), env_->devices));
+  return absl::OkStatus();
+}
+
+absl::Status JobServiceImpl::DoGetJob(const std::string& tenant, const std::string& id,
+                                      Job* response) const {
+  OFT_RETURN_IF_ERROR(ValidateJobId(id));
+  OFT_ASSIGN_OR_RETURN(JobRecord r, env_->store->GetJob(tenant, id));
+  OFT_ASSIGN_OR_RETURN(*response, JobToProto(r, env_->busy_devices(), env_->devices));
+  return absl::OkStatus();
+}
+
 grpc::ServerUnaryReactor* JobServiceImpl::CreateJob(grpc::CallbackServerContext* ctx,
                                                     const oft::v1::CreateJobRequest* request,
                                                     Job* response) {
@@ -294,10 +319,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJob(grpc::CallbackServerContext* ct
   auto* reactor = ctx->DefaultReactor();
   FinishAsync(*env_, reactor, [this, ctx, request, response]() -> absl::Status {
     OFT_ASSIGN_OR_RETURN(std::string tenant, env_->auth->Authenticate(*ctx));
-    OFT_RETURN_IF_ERROR(ValidateJobId(request->id()));
-    OFT_ASSIGN_OR_RETURN(JobRecord r, env_->store->GetJob(tenant, request->id()));
-    OFT_ASSIGN_OR_RETURN(*response, JobToProto(r, env_->busy_devices(), env_->devices));
-    return absl::OkStatus();
+    return DoGetJob(tenant, request->id(), response);
   });
   return reactor;
 }
@@ -337,19 +359,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext*
   auto* reactor = ctx->DefaultReactor();
   FinishAsync(*env_, reactor, [this, ctx, request, response]() -> absl::Status {
     OFT_ASSIGN_OR_RETURN(std::string tenant, env_->auth->Authenticate(*ctx));
-    OFT_RETURN_IF_ERROR(ValidateJobId(request->id()));
-    // Whether this call ends a queued job (for the log; a repeated cancel changes nothing).
-    const absl::StatusOr<JobRecord> before = env_->store->GetJob(tenant, request->id());
-    OFT_ASSIGN_OR_RETURN(JobRecord r, env_->store->RequestCancel(tenant, request->id()));
-    if (r.state == JobState::kRunning) env_->cancel_running(r.id);
-    if (r.state == JobState::kCancelled && before.ok() && before->state == JobState::kQueued) {
-      LogEvent(LogLevel::kInfo, "job finished",
-               {{"job_id", r.id}, {"tenant", tenant}, {"state", "CANCELLED"},
-                {"reason", "cancelled while queued"}});
-    }
-    env_->wake_scheduler();
-    OFT_ASSIGN_OR_RETURN(*response, JobToProto(r, env_->busy_devices(), env_->devices));
-    return absl::OkStatus();
+    return DoCancelJob(tenant, request->id(), response);
   });
   return reactor;
 }

@@ -28,8 +28,12 @@ class JobServiceImpl final : public oft::v1::JobService::CallbackService {
   grpc::ServerWriteReactor<oft::v1::JobEvent>* WatchJob(
       grpc::CallbackServerContext* ctx, const oft::v1::WatchJobRequest* request) override;
 
-  // The logic behind CreateJob (exposed for tests).
+  // The logic behind CreateJob, GetJob and CancelJob for an authenticated tenant: the HTTP
+  // fine-tuning API (server/http/openai_fine_tuning.h) calls these too.
   absl::Status DoCreateJob(const std::string& tenant, const oft::v1::CreateJobRequest& request,
+                           oft::v1::Job* response) const;
+  absl::Status DoGetJob(const std::string& tenant, const std::string& id, oft::v1::Job* response) const;
+  absl::Status DoCancelJob(const std::string& tenant, const std::string& id,
                            oft::v1::Job* response) const;
 
  private:

@@ -1,9 +1,11 @@
-// An OpenAI API request body (POST /v1/completions and /v1/chat/completions, untrusted bytes
-// from any HTTP client): parse for both endpoints; a parsed request must pass the serving
-// limits and produce response objects that serialize.
+// An OpenAI API request body (POST /v1/completions, /v1/chat/completions and
+// /v1/fine_tuning/jobs, untrusted bytes from any HTTP client): parse for every endpoint; a
+// parsed request must pass the serving limits and produce response objects that serialize;
+// a refused one is INVALID_ARGUMENT with an error object that serializes.
 #include <cstdint>
 #include <string>
 
+#include "server/http/openai_fine_tuning_types.h"
 #include "server/http/openai_types.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -24,6 +26,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const oft::FinishReason f = oft::FinishReason::kStop;
     (void)oft::CompletionChunk(*r, "id", 0, o.text, true, &f).dump(-1, ' ', false,
                                                                     nlohmann::json::error_handler_t::replace);
+  }
+  auto job = oft::ParseFineTuningJobCreate(text);
+  if (!job.ok()) {
+    if (job.status().code() != absl::StatusCode::kInvalidArgument) std::abort();
+    (void)oft::ErrorBody(oft::ToFineTuningError(job.status())).dump(-1, ' ', false,
+                                                                     nlohmann::json::error_handler_t::replace);
+  } else {
+    if (job->spec().base_model().empty() || job->spec().training_dataset_ids_size() != 1) std::abort();
+    oft::v1::Job j;
+    *j.mutable_spec() = job->spec();
+    (void)oft::FineTuningJobObject(j).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   }
   return 0;
 }

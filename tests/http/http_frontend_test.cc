@@ -7,10 +7,12 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "httplib.h"
 #include "prometheus/counter.h"
 #include "prometheus/registry.h"
+#include "prometheus/text_serializer.h"
 
 namespace oft {
 namespace {
@@ -25,9 +27,10 @@ TEST(HttpFrontend, HealthReadinessMetricsAndAccessLog) {
   o.listen = "127.0.0.1:0";
   o.registry = registry;
   o.ready = [&] { return ready.load(); };
-  o.log = [&](const std::string& l) {
+  o.request_metrics = true;
+  o.log = [&](const HttpAccess& a) {
     absl::MutexLock lock(&mu);
-    lines.push_back(l);
+    lines.push_back(absl::StrCat(a.method, " ", a.path, " ", a.route, " ", a.status, " ", a.bytes));
   };
   o.max_body_bytes = 1024;
   auto server = HttpFrontend::Start(o);
@@ -59,7 +62,25 @@ TEST(HttpFrontend, HealthReadinessMetricsAndAccessLog) {
   (*server)->Stop();
   absl::MutexLock lock(&mu);
   ASSERT_GE(lines.size(), 5u);
-  EXPECT_NE(lines[0].find("GET /healthz 200"), std::string::npos) << lines[0];
+  EXPECT_EQ(lines[0], "GET /healthz /healthz 200 3");
+  // Per-route counters, recorded after each answer: the next scrape shows the earlier requests.
+  const std::string text = prometheus::TextSerializer().Serialize(registry->Collect());
+  EXPECT_NE(text.find(R"(oft_http_requests_total{code="503",method="GET",route="/readyz"} 1)"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find(R"(oft_http_requests_total{code="404",method="GET",route="other"} 1)"), std::string::npos)
+      << text;
+}
+
+TEST(HttpFrontend, RoutesBoundLabelValues) {
+  EXPECT_EQ(HttpRoute("/v1/models"), "/v1/models");
+  EXPECT_EQ(HttpRoute("/v1/models/oai:3"), "/v1/models/{id}");
+  EXPECT_EQ(HttpRoute("/v1/files/ds-1"), "/v1/files/{id}");
+  EXPECT_EQ(HttpRoute("/v1/fine_tuning/jobs/job-1/events"), "/v1/fine_tuning/jobs/{id}/events");
+  EXPECT_EQ(HttpRoute("/v1/fine_tuning/jobs/job-1/cancel"), "/v1/fine_tuning/jobs/{id}/cancel");
+  EXPECT_EQ(HttpRoute("/v1/fine_tuning/jobs/job-1/other"), "other");
+  EXPECT_EQ(HttpRoute("/v1/files/"), "other");
+  EXPECT_EQ(HttpRoute("/v1/files//x"), "other");
+  EXPECT_EQ(HttpRoute("/random/path/123"), "other");
 }
 
 TEST(HttpFrontend, SecondServerCannotShareThePort) {

@@ -26,7 +26,12 @@ if(TARGET oft_server)
   add_test(NAME interop.openai_client
            COMMAND "${_oft_py}" "${_oft_itest}/python/openai_api_test.py"
                    "$<TARGET_FILE:oft_server>" "${PROJECT_SOURCE_DIR}")
-  set_tests_properties(interop.grpcio_client interop.prometheus_scrape interop.openai_client PROPERTIES
+  # Files and fine-tuning jobs through the same client: upload, train, events, chat with the result.
+  add_test(NAME interop.openai_fine_tuning
+           COMMAND "${_oft_py}" "${_oft_itest}/python/openai_fine_tuning_test.py"
+                   "$<TARGET_FILE:oft_server>" "${PROJECT_SOURCE_DIR}")
+  set_tests_properties(interop.grpcio_client interop.prometheus_scrape interop.openai_client
+                       interop.openai_fine_tuning PROPERTIES
                        LABELS "integration;interop" SKIP_RETURN_CODE 77 TIMEOUT 600
                        ENVIRONMENT "OMP_NUM_THREADS=1;MKL_NUM_THREADS=1")
 endif()
