@@ -56,6 +56,7 @@ ENV LD_LIBRARY_PATH=/opt/oft/python/torch/lib:/opt/oft/lib \
 USER 10001:10001
 WORKDIR /opt/oft
 VOLUME ["/data"]
-EXPOSE 50051 9464
+# 50051 gRPC, 8000 the OpenAI-compatible HTTP API, 9464 /metrics (internal).
+EXPOSE 50051 8000 9464
 # --model=default=models/default (the server's default) resolves under WORKDIR.
-ENTRYPOINT ["/opt/oft/bin/oft_server", "--listen=0.0.0.0:50051", "--metrics_listen=0.0.0.0:9464", "--data_dir=/data"]
+ENTRYPOINT ["/opt/oft/bin/oft_server", "--listen=0.0.0.0:50051", "--http_listen=0.0.0.0:8000", "--metrics_listen=0.0.0.0:9464", "--data_dir=/data"]

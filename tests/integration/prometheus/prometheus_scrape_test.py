@@ -3,12 +3,14 @@
 
   prometheus_scrape_test.py OFT_SERVER REPO_ROOT
 
-Starts oft_server with a metrics port (--metrics_listen=127.0.0.1:0, --metrics_port_file),
-starts Prometheus scraping it every second, runs one short CPU job through a grpcio client
+Starts oft_server with a metrics port (--metrics_listen=127.0.0.1:0, --metrics_port_file) and
+the HTTP API (--http_listen=127.0.0.1:0, whose /metrics serves the same registry), starts
+Prometheus scraping both every second (jobs oft-server and oft-http), runs one short CPU job through a grpcio client
 (stubs generated as in tests/integration/python/grpcio_client_test.py), then waits until
 Prometheus' query API returns our series: oft_rpcs_total (CreateJob, OK), oft_jobs,
 oft_rpc_duration_seconds_bucket, oft_train_step_seconds_count (one per step) and
-oft_jobs_finished_total{state="SUCCEEDED"}. Every process it starts is killed on exit.
+oft_jobs_finished_total{state="SUCCEEDED"}, and from the HTTP port the same series plus
+oft_http_requests_total for its own /metrics route. Every process it starts is killed on exit.
 Exit 77 (ctest SKIP_RETURN_CODE) only when prometheus is not installed.
 """
 import atexit
@@ -101,10 +103,13 @@ def main():
         from oft.v1 import datasets_pb2, datasets_pb2_grpc, jobs_pb2, jobs_pb2_grpc
 
         mport_file = os.path.join(tmp, "metrics_port")
+        hport_file = os.path.join(tmp, "http_port")
         proc, port, _ = g.start_server(server, repo, tmp, [
-            "--metrics_listen=127.0.0.1:0", f"--metrics_port_file={mport_file}"])
+            "--metrics_listen=127.0.0.1:0", f"--metrics_port_file={mport_file}",
+            "--http_listen=127.0.0.1:0", f"--http_port_file={hport_file}"])
         PROCS.append(proc)
         mport = wait_file(mport_file, proc, "oft_server (metrics port)")
+        hport = wait_file(hport_file, proc, "oft_server (HTTP port)")
         with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5) as r:
             text = r.read().decode()
         if "oft_queue_depth" not in text:
@@ -115,7 +120,9 @@ def main():
         with open(cfg, "w") as fh:
             fh.write("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
                      "scrape_configs:\n  - job_name: oft-server\n    static_configs:\n"
-                     f"      - targets: ['127.0.0.1:{mport}']\n")
+                     f"      - targets: ['127.0.0.1:{mport}']\n"
+                     "  - job_name: oft-http\n    static_configs:\n"
+                     f"      - targets: ['127.0.0.1:{hport}']\n")
         plog = open(prom_log, "wb")
         pproc = subprocess.Popen(
             [prom, f"--config.file={cfg}", f"--storage.tsdb.path={os.path.join(tmp, 'tsdb')}",
@@ -151,15 +158,19 @@ def main():
             return sum(float(r["value"][1]) for r in res)
         want = {
             'up{job="oft-server"}': lambda r: value(r) == 1,
+            'up{job="oft-http"}': lambda r: value(r) == 1,
+            'oft_jobs_finished_total{job="oft-http",state="SUCCEEDED"}': lambda r: value(r) == 1,
+            'oft_http_requests_total{job="oft-http",route="/metrics",method="GET",code="200"}':
+                lambda r: value(r) >= 1,
             'oft_rpcs_total{method="/oft.v1.JobService/CreateJob",code="OK"}':
                 lambda r: value(r) >= 1,
             'oft_rpc_duration_seconds_bucket{method="/oft.v1.JobService/GetJob",le="+Inf"}':
                 lambda r: value(r) >= 1,
-            'oft_jobs{state="SUCCEEDED"}': lambda r: value(r) == 1,
-            "oft_queue_depth": lambda r: len(r) == 1 and value(r) == 0,
+            'oft_jobs{job="oft-server",state="SUCCEEDED"}': lambda r: value(r) == 1,
+            'oft_queue_depth{job="oft-server"}': lambda r: len(r) == 1 and value(r) == 0,
             "oft_train_step_seconds_count": lambda r: value(r) >= STEPS,
-            'oft_jobs_finished_total{state="SUCCEEDED"}': lambda r: value(r) == 1,
-            "oft_jobs_created_total": lambda r: value(r) == 1,
+            'oft_jobs_finished_total{job="oft-server",state="SUCCEEDED"}': lambda r: value(r) == 1,
+            'oft_jobs_created_total{job="oft-server"}': lambda r: value(r) == 1,
         }
         last = {}
         deadline = time.time() + 60
@@ -177,7 +188,7 @@ def main():
         else:
             bad = {e: last.get(e) for e, pred in want.items() if e not in last or not pred(last[e])}
             fail(f"Prometheus query API never returned the expected series: {bad}", logs)
-        print(f"PASS: Prometheus scraped 127.0.0.1:{mport}; "
+        print(f"PASS: Prometheus scraped 127.0.0.1:{mport} and 127.0.0.1:{hport}; "
               + ", ".join(f"{e}={value(last[e]):g}" for e in want))
         return 0
     except Exception as e:  # noqa: BLE001

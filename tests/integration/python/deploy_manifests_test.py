@@ -5,7 +5,7 @@
 
 - Kubernetes manifests parse as YAML and hold what issue 5 asks for: a Deployment with a
   GPU request, native gRPC health probes, the PVC mounted at --data_dir, the API-key Secret,
-  the ConfigMap variables its args use, and Services for 50051 and 9464. When kubectl is on
+  the ConfigMap variables its args use, and Services for 50051, 8000 and 9464. When kubectl is on
   PATH, `kubectl kustomize` must also render the base and the TLS overlay.
 - The Grafana dashboard is valid dashboard JSON and every metric it (and every alert rule)
   queries is one the server exports (the list below, cross-checked against
@@ -141,7 +141,7 @@ class K8sManifestsTest(unittest.TestCase):
             self.assertEqual(c[probe]["grpc"]["port"], 50051, f"{probe} must be a gRPC probe")
         self.assertEqual(c["readinessProbe"]["grpc"].get("service"), "oft.v1.JobService")
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-        self.assertEqual(ports, {"grpc": 50051, "metrics": 9464})
+        self.assertEqual(ports, {"grpc": 50051, "http": 8000, "metrics": 9464})
         sel = dep["spec"]["selector"]["matchLabels"]
         labels = dep["spec"]["template"]["metadata"]["labels"]
         for k, v in sel.items():
@@ -186,7 +186,7 @@ class K8sManifestsTest(unittest.TestCase):
             for p in s["spec"]["ports"]:
                 self.assertIn(p["targetPort"], names)
                 ports.add(p["port"])
-        self.assertTrue({50051, 9464} <= ports, f"Services expose {ports}")
+        self.assertTrue({50051, 8000, 9464} <= ports, f"Services expose {ports}")
 
     def test_kubectl_kustomize_renders(self):
         kubectl = shutil.which("kubectl")
@@ -289,7 +289,8 @@ class DockerfileTest(unittest.TestCase):
         self.assertIsNotNone(m, "no exec-form ENTRYPOINT")
         ep = json.loads(m.group(1))
         self.assertTrue(ep[0].endswith("/oft_server"), ep)
-        for flag in ("--listen=0.0.0.0:50051", "--metrics_listen=0.0.0.0:9464", "--data_dir=/data"):
+        for flag in ("--listen=0.0.0.0:50051", "--http_listen=0.0.0.0:8000", "--metrics_listen=0.0.0.0:9464",
+                     "--data_dir=/data"):
             self.assertIn(flag, ep)
         self.assertIn("oftctl", text)
         self.assertIn("models/default", text)

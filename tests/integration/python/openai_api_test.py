@@ -106,6 +106,47 @@ def grpc_text(inference, md, chat=False, **kw):
     return "".join(r.text_delta for r in out), sum(len(r.token_ids) for r in out)
 
 
+def generated_tokens(port):
+    status, body = raw(port, "GET", "/metrics", key=None)
+    check(status == 200, f"/metrics {status}")
+    for line in body.splitlines():
+        if line.startswith("oft_generated_tokens_total"):
+            return float(line.split()[-1])
+    raise Failure("/metrics lacks oft_generated_tokens_total")
+
+
+def check_disconnect(client, port):
+    """A streamed completion whose client goes away after the first chunk is cancelled: the
+    engine produces far fewer tokens than the same request run to its end, and serves on."""
+    import http.client
+    for seed in range(1, 8):  # a sampled completion long enough to tell stopped from finished
+        full = client.completions.create(model="default", prompt=PROMPT, max_tokens=480, temperature=2.0,
+                                         seed=seed)
+        if full.usage.completion_tokens >= 200:
+            break
+    else:
+        raise Failure("no seed gives a completion of >= 200 tokens")
+    before = generated_tokens(port)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("POST", "/v1/completions", body=json.dumps(
+        {"model": "default", "prompt": PROMPT, "max_tokens": 480, "temperature": 2.0, "seed": seed,
+         "stream": True}), headers={"Authorization": f"Bearer {g.API_KEY}", "Content-Type": "application/json"})
+    resp = conn.getresponse()
+    check(resp.status == 200, f"stream status {resp.status}")
+    first = resp.read(6)  # de-chunked by http.client
+    check(first == b"data: ", f"first SSE bytes {first!r}")
+    conn.sock.shutdown(2)
+    conn.close()
+    time.sleep(1.0)
+    spent = generated_tokens(port) - before
+    time.sleep(0.5)
+    check(generated_tokens(port) - before == spent, "tokens still being generated 1.5 s after the disconnect")
+    check(spent < full.usage.completion_tokens / 2,
+          f"the disconnected stream produced {spent:g} of {full.usage.completion_tokens} tokens: not cancelled")
+    again = client.completions.create(model="default", prompt=PROMPT, max_tokens=4, temperature=0)
+    check(again.usage.completion_tokens >= 1, "serving after a disconnect")
+
+
 def run(server, repo, tmp):
     step = "start"
     g.generate_stubs(repo, tmp)
@@ -219,6 +260,9 @@ def run(server, repo, tmp):
         check(status == 400 and "messages[0].role" in body, f"bad role: {status} {body[:200]}")
         again = client.completions.create(model="default", prompt=PROMPT, max_tokens=12, temperature=0)
         check(again.choices[0].text == base.choices[0].text, "serving changed after bad requests")
+
+        step = "a streaming client disconnects: its generation stops"
+        check_disconnect(client, hport)
 
         step = "/healthz /readyz /metrics"
         check(raw(hport, "GET", "/healthz", key=None)[0] == 200, "/healthz")
