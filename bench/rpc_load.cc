@@ -17,12 +17,9 @@
 // embedded default model. Unless --job_id names an existing job, the sample dataset is
 // uploaded and a long CPU training job is submitted first; the measurement starts once it is
 // RUNNING, and the job is cancelled at the end. Uses the generated stubs (oft_proto) directly.
-#include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <openssl/sha.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -43,10 +40,10 @@
 #include "absl/synchronization/mutex.h"
 #include "oft/v1/datasets.grpc.pb.h"
 #include "bench/machine_info.h"
+#include "bench/spawned_server.h"
+#include "bench/stats.h"
 #include "oft/v1/jobs.grpc.pb.h"
 #include "server/common/flags.h"
-
-extern char** environ;
 
 namespace oft {
 namespace {
@@ -101,71 +98,6 @@ void SetUp(grpc::ClientContext* ctx, const Options& opt, int deadline_ms) {
 std::string StatusText(const grpc::Status& s) {
   return std::to_string(s.error_code()) + " " + s.error_message();
 }
-
-// A server process started by --spawn; SIGTERM + wait + temp dir removal on destruction.
-class SpawnedServer {
- public:
-  explicit SpawnedServer(const Options& opt) {
-    char tmpl[] = "/tmp/oft-rpc-load-XXXXXX";
-    if (mkdtemp(tmpl) == nullptr) Die("mkdtemp failed");
-    dir_ = tmpl;
-    const std::string port_file = dir_ + "/port";
-    std::vector<std::string> args = {
-        opt.spawn,
-        "--listen=127.0.0.1:0",
-        "--port_file=" + port_file,
-        "--metrics_listen=",
-        "--data_dir=" + dir_ + "/data",
-        "--model=default=" + std::filesystem::absolute(opt.model_dir).string(),
-        "--api_key=bench:" + opt.api_key,
-        "--devices=cpu",
-        "--train_threads=" + std::to_string(opt.train_threads)};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    const std::string log = dir_ + "/server.log";
-    posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    if (posix_spawn(&pid_, opt.spawn.c_str(), &fa, nullptr, argv.data(), environ) != 0) {
-      Die("cannot start " + opt.spawn);
-    }
-    posix_spawn_file_actions_destroy(&fa);
-    g_spawned_pid = pid_;
-    const auto give_up = Clock::now() + std::chrono::seconds(120);
-    while (Clock::now() < give_up) {
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = g_spawned_pid = -1;
-        Die("oft_server exited before serving; log: " + log);
-      }
-      std::ifstream in(port_file);
-      int port = 0;
-      if (in >> port && port > 0) {
-        address_ = "127.0.0.1:" + std::to_string(port);
-        return;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    Die("oft_server did not write its port file in 120 s");
-  }
-  ~SpawnedServer() {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      int status = 0;
-      waitpid(pid_, &status, 0);
-    }
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
-  const std::string& address() const { return address_; }
-
- private:
-  std::string dir_;
-  std::string address_;
-  pid_t pid_ = -1;
-};
 
 // Uploads opt.dataset and submits a long training job; returns its id once RUNNING.
 std::string SubmitTrainingJob(const Options& opt, const std::shared_ptr<grpc::Channel>& ch,
@@ -276,19 +208,13 @@ struct ThreadStats {
   std::map<std::string, int64_t> errors;  // "Method:code" -> count
 };
 
-double Percentile(std::vector<float>& v, double p) {
-  if (v.empty()) return 0;
-  const size_t k = std::min(v.size() - 1, static_cast<size_t>(p * (v.size() - 1) + 0.5));
-  std::nth_element(v.begin(), v.begin() + k, v.end());
-  return v[k];
-}
-
 // `v` holds every call's latency, failed calls at their deadline; `errors` of them failed.
 void Report(const Options& opt, const char* method, std::vector<float> v, int64_t errors,
             bool training, int64_t steps, int64_t store_jobs) {
   const double rps = (static_cast<double>(v.size()) - errors) / opt.seconds;
   const double max = v.empty() ? 0 : *std::max_element(v.begin(), v.end());
-  const double p50 = Percentile(v, 0.50), p90 = Percentile(v, 0.90), p99 = Percentile(v, 0.99);
+  const double p50 = bench::Percentile(v, 0.50), p90 = bench::Percentile(v, 0.90),
+               p99 = bench::Percentile(v, 0.99);
   std::printf(
       "{\"bench\":\"rpc_load\",%s,\"method\":\"%s\",\"clients\":%d,\"watchers\":%d,"
       "\"seconds\":%.1f,\"requests\":%zu,\"errors\":%lld,\"ok_rps\":%.1f,\"p50_ms\":%.3f,"
@@ -300,11 +226,20 @@ void Report(const Options& opt, const char* method, std::vector<float> v, int64_
 }
 
 int Run(Options opt) {
-  std::unique_ptr<SpawnedServer> spawned;
+  std::unique_ptr<bench::SpawnedServer> spawned;
   if (!opt.spawn.empty()) {
     if (opt.api_key.empty()) opt.api_key = "rpc-load-bench-key";
-    spawned = std::make_unique<SpawnedServer>(opt);
-    opt.server = spawned->address();
+    bench::SpawnOptions so;
+    so.binary = opt.spawn;
+    so.model_dir = opt.model_dir;
+    so.api_key = opt.api_key;
+    so.tag = "rpc-load";
+    so.extra_args = {"--train_threads=" + std::to_string(opt.train_threads)};
+    std::string error;
+    spawned = std::make_unique<bench::SpawnedServer>(so, &error);
+    if (!error.empty()) Die(error);
+    g_spawned_pid = spawned->pid();
+    opt.server = spawned->grpc_address();
   }
   grpc::ChannelArguments args;
   std::vector<std::shared_ptr<grpc::Channel>> channels;
@@ -461,7 +396,7 @@ int Run(Options opt) {
       "{\"bench\":\"rpc_load\",%s,\"method\":\"WatchJob\",\"watchers\":%d,\"streams\":%lld,"
       "\"events\":%lld,\"errors\":%lld,\"first_event_p50_ms\":%.3f,\"first_event_max_ms\":%.3f}\n",
       oft::bench::IsaCpuJsonFields().c_str(), opt.watchers, static_cast<long long>(streams.load()), static_cast<long long>(events.load()),
-      static_cast<long long>(watch_errors.load()), Percentile(first_event_ms, 0.5),
+      static_cast<long long>(watch_errors.load()), bench::Percentile(first_event_ms, 0.5),
       first_event_ms.empty() ? 0.0
                              : *std::max_element(first_event_ms.begin(), first_event_ms.end()));
 

@@ -45,6 +45,9 @@ absl::Status ParseHostPort(const std::string& address, std::string* host, int* p
   return absl::OkStatus();
 }
 
+// Pending connections the kernel queues before accept (SOMAXCONN caps it).
+constexpr int kListenBacklog = 1024;
+
 // Multipart headers and boundaries around an uploaded file, allowed beyond max_upload_bytes.
 constexpr int64_t kMultipartFramingBytes = 64 << 10;
 
@@ -118,7 +121,12 @@ absl::StatusOr<std::unique_ptr<HttpFrontend>> HttpFrontend::Start(const HttpFron
     impl->server = std::make_unique<httplib::Server>();
   }
   httplib::Server& svr = *impl->server;
-  svr.set_socket_options(ListenSocketOptions);
+  // The listening socket, kept to raise its backlog after bind (below).
+  auto listen_fd = std::make_shared<socket_t>(INVALID_SOCKET);
+  svr.set_socket_options([listen_fd](socket_t sock) {
+    ListenSocketOptions(sock);
+    *listen_fd = sock;
+  });
   const int threads = o.threads > 0 ? o.threads : 1;
   svr.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   // Bodies are capped before they are read: max_upload_bytes (plus room for the multipart
@@ -203,6 +211,12 @@ absl::StatusOr<std::unique_ptr<HttpFrontend>> HttpFrontend::Start(const HttpFron
   } else if (!svr.bind_to_port(host, port)) {
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", Echo(o.listen), " (address in use or not local)"));
+  }
+  // Debian's libcpp-httplib is built with a listen backlog of 5: a burst of new connections
+  // (64 streaming clients connecting at once) overflows it and the kernel drops SYNs, which
+  // clients retry after 1 s. listen() again on the bound socket raises the backlog.
+  if (*listen_fd != INVALID_SOCKET && ::listen(*listen_fd, kListenBacklog) != 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", Echo(o.listen), " (listen backlog)"));
   }
   impl->port = port;
   auto exited = std::make_shared<std::atomic<bool>>(false);
