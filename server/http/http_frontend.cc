@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -141,17 +142,31 @@ absl::StatusOr<std::unique_ptr<HttpFrontend>> HttpFrontend::Start(const HttpFron
     const int64_t limit = upload ? max_upload : max_body;
     const std::string length = req.get_header_value("Content-Length");
     int64_t n = 0;
-    if (length.empty() || !absl::SimpleAtoi(length, &n) || n <= limit) return httplib::Server::HandlerResponse::Unhandled;
-    res.status = 413;
-    const nlohmann::json body = {
-        {"error", {{"message", absl::StrCat("body is ", n, " bytes, over the limit of ", limit, " bytes",
-                                            upload ? " (--max_upload_bytes)" : " (--max_message_bytes)")},
-                   {"type", "invalid_request_error"}, {"param", nullptr}, {"code", "RESOURCE_EXHAUSTED"}}}};
+    std::string refusal, code = "INVALID_ARGUMENT";
+    if (!length.empty() && absl::SimpleAtoi(length, &n) && n > limit) {
+      res.status = 413;
+      code = "RESOURCE_EXHAUSTED";
+      refusal = absl::StrCat("body is ", n, " bytes, over the limit of ", limit, " bytes",
+                             upload ? " (--max_upload_bytes)" : " (--max_message_bytes)");
+    } else if (req.method == "POST" && absl::StartsWith(req.path, "/v1/") && !upload && n > 0 &&
+               req.has_header("Content-Type") &&
+               !absl::StartsWith(absl::AsciiStrToLower(req.get_header_value("Content-Type")), "application/json")) {
+      res.status = 400;
+      refusal = absl::StrCat("Content-Type must be application/json, got \"",
+                             Echo(req.get_header_value("Content-Type"), 80), "\"");
+    } else {
+      return httplib::Server::HandlerResponse::Unhandled;
+    }
+    const nlohmann::json body = {{"error", {{"message", refusal}, {"type", "invalid_request_error"},
+                                            {"param", nullptr}, {"code", code}}}};
     res.set_content(body.dump(), "application/json");
+    res.set_header("Connection", "close");  // the body was not read: never parse it as a request
     return httplib::Server::HandlerResponse::Handled;
   });
-  svr.set_read_timeout(30, 0);
-  svr.set_write_timeout(30, 0);
+  svr.set_read_timeout(o.io_timeout_seconds, 0);
+  svr.set_write_timeout(o.io_timeout_seconds, 0);
+  // An idle keep-alive connection waits at most this long for its next request.
+  svr.set_keep_alive_timeout(std::min(5, o.io_timeout_seconds));
 
   svr.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
     res.set_content("ok\n", "text/plain");

@@ -8,7 +8,9 @@
 // and per-route request counters when request_metrics is set.
 //
 // The listening socket sets SO_REUSEADDR only (never SO_REUSEPORT), so a second server cannot
-// bind a port in use. Bodies over max_body_bytes (uploads: max_upload_bytes) get 413. With tls_cert/tls_key the server
+// bind a port in use. Bodies over max_body_bytes (uploads: max_upload_bytes) get 413; a POST
+// body that is not JSON by its Content-Type gets 400 (uploads: multipart/form-data); header
+// lines over 8 KiB get 400; a connection idle for io_timeout_seconds is closed. With tls_cert/tls_key the server
 // speaks HTTPS (tls_client_ca: verified client certificates required).
 //
 // Thread-safe. The destructor (or Stop) stops accepting and joins the listener; in-flight
@@ -58,6 +60,9 @@ struct HttpFrontendOptions {
   // Count requests in `registry` as oft_http_requests_total{route, method, code} (one
   // frontend per registry may do so).
   bool request_metrics = false;
+  // A client that sends nothing (a slow or idle connection) for this long is disconnected;
+  // a response that cannot be written for this long is abandoned.
+  int io_timeout_seconds = 30;
   const OpenAiEnv* openai = nullptr;         // not owned; null = no /v1 routes
 };
 

@@ -3,7 +3,13 @@
 
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -69,6 +75,79 @@ TEST(HttpFrontend, HealthReadinessMetricsAndAccessLog) {
       << text;
   EXPECT_NE(text.find(R"(oft_http_requests_total{code="404",method="GET",route="other"} 1)"), std::string::npos)
       << text;
+}
+
+// A raw TCP connection to 127.0.0.1:port, for requests no HTTP client library would send.
+int Connect(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return -1;
+  }
+  timeval tv{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  return fd;
+}
+
+// Everything the server sends until it closes the connection (or 10 s pass).
+std::string ReadAll(int fd) {
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+TEST(HttpFrontend, HostileInputGetsCleanAnswers) {
+  HttpFrontendOptions o;
+  o.listen = "127.0.0.1:0";
+  o.max_body_bytes = 1024;
+  o.io_timeout_seconds = 1;
+  auto server = HttpFrontend::Start(o);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = (*server)->port();
+  httplib::Client client("127.0.0.1", port);
+
+  // A JSON endpoint with a form body: 400 naming the header.
+  auto form = client.Post("/v1/chat/completions", "model=x", "application/x-www-form-urlencoded");
+  ASSERT_TRUE(form);
+  EXPECT_EQ(form->status, 400);
+  EXPECT_NE(form->body.find("Content-Type must be application/json"), std::string::npos) << form->body;
+
+  // A header line of 64 KiB: refused, and the server goes on serving.
+  int fd = Connect(port);
+  ASSERT_GE(fd, 0);
+  const std::string huge = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(64 << 10, 'a') + "\r\n\r\n";
+  (void)send(fd, huge.data(), huge.size(), MSG_NOSIGNAL);
+  const std::string answer = ReadAll(fd);
+  close(fd);
+  EXPECT_EQ(answer.find("200 OK"), std::string::npos) << answer.substr(0, 200);
+
+  // A slow client that stops mid-headers is disconnected after io_timeout_seconds, while
+  // other clients are served meanwhile.
+  fd = Connect(port);
+  ASSERT_GE(fd, 0);
+  const std::string partial = "GET /healthz HTTP/1.1\r\nHost: x\r\n";
+  (void)send(fd, partial.data(), partial.size(), MSG_NOSIGNAL);
+  auto h = client.Get("/healthz");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+  const auto start = std::chrono::steady_clock::now();
+  const std::string slow = ReadAll(fd);
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  close(fd);
+  EXPECT_EQ(slow.find("200 OK"), std::string::npos) << slow;
+  EXPECT_LT(waited, 5.0) << "a stalled client held its connection past the 1 s timeout";
+  h = client.Get("/healthz");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
 }
 
 TEST(HttpFrontend, RoutesBoundLabelValues) {
