@@ -2,6 +2,7 @@
 //
 //   oft_server [--listen=127.0.0.1:50051] [--metrics_listen=127.0.0.1:9464]
 //              [--data_dir=./oft-data] [--model=NAME=DIR ...] [--devices=cpu,cuda:0]
+//              [--chat_template=MODEL=TEMPLATE ...]
 //              [--jobs_per_device=N] [--train_threads=N] [--api_key=TENANT:KEY ...] [--api_keys_file=FILE]
 //              [--allow_unauthenticated] [--tls_cert=PEM --tls_key=PEM [--tls_client_ca=PEM]]
 //              [--max_upload_bytes=N] [--max_message_bytes=N] [--max_active_jobs_per_tenant=N]
@@ -47,6 +48,7 @@ namespace {
 constexpr char kUsage[] =
     "usage: oft_server [--listen=127.0.0.1:50051] [--metrics_listen=127.0.0.1:9464]\n"
     "                  [--data_dir=./oft-data] [--model=NAME=DIR ...] [--devices=cpu,cuda:0]\n"
+    "                  [--chat_template=MODEL=TEMPLATE ...]\n"
     "                  [--jobs_per_device=N] [--train_threads=N] [--api_key=TENANT:KEY ...]\n"
     "                  [--api_keys_file=FILE] [--allow_unauthenticated]\n"
     "                  [--tls_cert=PEM --tls_key=PEM [--tls_client_ca=PEM]]\n"
@@ -123,6 +125,13 @@ int main(int argc, char** argv) {
       if (!models_given) o.models.clear();
       models_given = true;
       o.models[v.substr(0, e)] = v.substr(e + 1);
+    } else if (name == "chat_template") {
+      const size_t e = v.find('=');
+      if (e == std::string::npos || e == 0 || e + 1 == v.size()) {
+        return Usage("--chat_template must be MODEL=TEMPLATE (llama3, chatml, qwen2, qwen2.5, "
+                     "qwen3, gemma, phi3), got '" + v + "'");
+      }
+      o.chat_templates[v.substr(0, e)] = v.substr(e + 1);
     } else if (name == "devices") {
       o.devices = absl::StrSplit(v, ',', absl::SkipEmpty());
     } else if (name == "train_threads") {

@@ -402,7 +402,7 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
   if (int64_t swept = SweepTemporaryFiles(options.data_dir); swept > 0) {
     Log(absl::StrCat("removed ", swept, " partial upload(s) and temporary file(s) from ", options.data_dir));
   }
-  OFT_ASSIGN_OR_RETURN(s.catalog, ModelCatalog::Create(options.models));
+  OFT_ASSIGN_OR_RETURN(s.catalog, ModelCatalog::Create(options.models, options.chat_templates));
   s.redactor.Add(options.data_dir, "<data_dir>");
   for (const CatalogModel& m : s.catalog.models()) s.redactor.Add(m.dir, "<model " + m.name + ">");
   JobStoreOptions store_options;

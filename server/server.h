@@ -32,6 +32,7 @@ struct ServerOptions {
   int http_threads = 16;                           // HTTP handler threads
   std::string data_dir = "./oft-data";             // jobs.db, datasets/, jobs/, adapters/
   std::map<std::string, std::string> models;       // base model name -> HF directory
+  std::map<std::string, std::string> chat_templates;  // model name -> built-in template name
   std::vector<std::string> devices = {"cpu"};      // one training worker per entry
   int jobs_per_device = 1;                         // concurrent jobs per device worker
   int train_threads = 1;                           // torch intra-op threads per CPU job

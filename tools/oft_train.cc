@@ -254,13 +254,6 @@ int Main(int argc, char** argv) {
   if (!model.ok()) return PrintError(model.status()), 1;
   auto tokenizer = oft::Tokenizer::FromFile(model_dir + "/tokenizer.json");
   if (!tokenizer.ok()) return PrintError(tokenizer.status()), 1;
-  if (job.contains("chat_template")) {
-    auto kind = oft::ParseTemplateName(job["chat_template"].get<std::string>());
-    if (!kind.ok()) return PrintError(kind.status()), 2;
-    p.chat_template = *kind;
-  } else if (auto cfg = oft::ReadFile(model_dir + "/tokenizer_config.json"); cfg.ok()) {
-    if (auto kind = oft::DetectTemplate(*cfg); kind.ok()) p.chat_template = *kind;
-  }
   auto train = oft::ParseJsonlFile(train_path);
   if (!train.ok()) return PrintError(train.status()), 1;
   p.train = std::move(*train);
@@ -268,6 +261,17 @@ int Main(int argc, char** argv) {
     auto valid = oft::ParseJsonlFile(valid_path);
     if (!valid.ok()) return PrintError(valid.status()), 1;
     p.valid = std::move(*valid);
+  }
+  {
+    bool has_chat = false;
+    for (const auto* rows : {&p.train, &p.valid}) {
+      for (const oft::Example& e : *rows) has_chat = has_chat || e.format == oft::RowFormat::kChat;
+    }
+    std::optional<std::string> named;
+    if (job.contains("chat_template")) named = job["chat_template"].get<std::string>();
+    auto kind = oft::ResolveTrainingTemplate(named, model_dir, has_chat);
+    if (!kind.ok()) return PrintError(kind.status()), 2;
+    p.chat_template = *kind;
   }
   p.model = model->get();
   p.tokenizer = tokenizer->get();

@@ -94,6 +94,11 @@ absl::StatusOr<TokenizedExample> TokenizeExample(const Example& example, const T
     return absl::InvalidArgumentError(
         absl::StrCat("max_seq_len must be at least 2, got ", options.max_seq_len));
   }
+  if (example.format == RowFormat::kChat) {
+    if (absl::Status st = ValidateChat(options.chat_template, example.messages); !st.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("line ", example.line, ": ", st.message()));
+    }
+  }
   const RenderedExample rendered = RenderExample(example, options.chat_template);
   TokenizedExample out;
   out.line = example.line;

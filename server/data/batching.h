@@ -80,7 +80,8 @@ struct TokenizeStats {
 // supply it, EOS (trained) last for text and prompt/completion rows. Tokens of
 // trained segments get loss_mask 1 (except a document's first token). The
 // result is cut to `options.max_seq_len` tokens, keeping the start.
-// Errors: INVALID_ARGUMENT "line N: ..." when no trainable token is left
+// Errors: INVALID_ARGUMENT "line N: ..." for a chat row the template refuses
+// (ValidateChat, e.g. gemma's alternating turns), and when no trainable token is left
 // (typically a prompt that fills max_seq_len): such a row would silently
 // train nothing, so it fails validation rather than being dropped.
 // INVALID_ARGUMENT also when options.max_seq_len < 2.

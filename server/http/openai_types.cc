@@ -165,6 +165,17 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, const 
     std::vector<Message> messages;
     OFT_RETURN_IF_ERROR(ParseMessages(body, &messages));
     p.chat = std::move(messages);
+    // vLLM's extension: arguments of the chat template; only Qwen3's enable_thinking.
+    if (auto kw = body.find("chat_template_kwargs"); kw != body.end() && !kw->is_null()) {
+      if (!kw->is_object()) return Invalid("chat_template_kwargs must be an object");
+      for (const auto& [key, value] : kw->items()) {
+        if (key != "enable_thinking") {
+          return Invalid(absl::StrCat("chat_template_kwargs.", Echo(key),
+                                      " is not supported (only enable_thinking)"));
+        }
+      }
+      OFT_RETURN_IF_ERROR(OptionalBool(*kw, "enable_thinking", &p.enable_thinking));
+    }
   }
 
   // max_tokens: OpenAI's default for completions is 16; chat has no limit but the context,

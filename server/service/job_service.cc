@@ -231,9 +231,12 @@ absl::Status JobServiceImpl::DoCreateJob(const std::string& tenant,
       return ds.status();
     }
     if (ds->format == "DATASET_FORMAT_CHAT" && !resolved.model->chat_template) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(field, ": dataset '", id, "' holds chat rows but base model '",
-                       spec.base_model(), "' has no chat template"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          field, ": dataset '", id, "' holds chat rows but base model '", spec.base_model(),
+          "' has no chat template",
+          resolved.model->chat_template_problem.empty()
+              ? ""
+              : absl::StrCat(" (", resolved.model->chat_template_problem, ")")));
     }
     *path = ds->path;
     dataset_ids.push_back(id);

@@ -2,6 +2,8 @@
 
 #include <utility>
 
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "server/common/file_util.h"
 #include "server/common/names.h"
@@ -24,8 +26,15 @@ int64_t ParameterCount(const ModelConfig& c) {
 }
 
 absl::StatusOr<ModelCatalog> ModelCatalog::Create(
-    const std::map<std::string, std::string>& models) {
+    const std::map<std::string, std::string>& models,
+    const std::map<std::string, std::string>& chat_templates) {
   if (models.empty()) return absl::InvalidArgumentError("no base model configured (--model)");
+  for (const auto& [name, tmpl] : chat_templates) {
+    if (!models.count(name)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--chat_template names model '", name, "', which no --model configures"));
+    }
+  }
   ModelCatalog catalog;
   for (const auto& [name, dir] : models) {
     OFT_RETURN_IF_ERROR(ValidateName("--model name", name));
@@ -38,8 +47,17 @@ absl::StatusOr<ModelCatalog> ModelCatalog::Create(
                                                       "): " + std::string(config.status().message()));
     }
     m.config = *config;
-    if (absl::StatusOr<std::string> tc = ReadFile(dir + "/tokenizer_config.json"); tc.ok()) {
-      if (auto kind = DetectTemplate(*tc); kind.ok()) m.chat_template = std::string(TemplateName(*kind));
+    if (auto named = chat_templates.find(name); named != chat_templates.end()) {
+      absl::StatusOr<ChatTemplateKind> kind = ParseTemplateName(named->second);
+      if (!kind.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("--chat_template for model '", name,
+                                                       "': ", kind.status().message()));
+      }
+      m.chat_template = std::string(TemplateName(*kind));
+    } else if (absl::StatusOr<ChatTemplateKind> kind = DetectTemplateInDir(dir); kind.ok()) {
+      m.chat_template = std::string(TemplateName(*kind));
+    } else if (absl::IsInvalidArgument(kind.status())) {
+      m.chat_template_problem = std::string(kind.status().message());
     }
     OFT_ASSIGN_OR_RETURN(std::string sha, Sha256File(dir + "/config.json"));
     oft::v1::BaseModel& info = m.info;

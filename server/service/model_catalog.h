@@ -20,14 +20,22 @@ struct CatalogModel {
   std::string dir;
   ModelConfig config;
   std::optional<std::string> chat_template;  // built-in template name; nullopt = none found
+  // Why there is none when the model ships a template that is not a built-in one (the
+  // detection error: the known names and how to name one); empty otherwise.
+  std::string chat_template_problem;
   oft::v1::BaseModel info;                   // what ListBaseModels reports
 };
 
 class ModelCatalog {
  public:
-  // `models`: name -> HF model directory. Errors: INVALID_ARGUMENT (bad name, no models),
-  // NOT_FOUND / INVALID_ARGUMENT from reading a config.json (naming the directory).
-  static absl::StatusOr<ModelCatalog> Create(const std::map<std::string, std::string>& models);
+  // `models`: name -> HF model directory. `chat_templates`: model name -> built-in chat
+  // template name (--chat_template), which replaces detection from the model's files
+  // (DetectTemplateInDir). Errors: INVALID_ARGUMENT (bad name, no models, an unknown
+  // template name or a template for a model not configured), NOT_FOUND / INVALID_ARGUMENT
+  // from reading a config.json (naming the directory).
+  static absl::StatusOr<ModelCatalog> Create(
+      const std::map<std::string, std::string>& models,
+      const std::map<std::string, std::string>& chat_templates = {});
 
   // nullptr when unknown.
   const CatalogModel* Find(const std::string& name) const;

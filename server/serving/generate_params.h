@@ -21,6 +21,7 @@ struct GenerateParams {
   std::optional<std::string> alias;    // instead of adapter
   std::optional<std::string> text;     // exactly one of text / chat
   std::optional<std::vector<Message>> chat;
+  bool enable_thinking = true;         // chat with the qwen3 template: false = no thinking block
   int32_t max_tokens = 0;              // 0 = 256; else [1, 4096]
   std::optional<double> temperature;   // [0, 2]; unset = 1.0
   std::optional<double> top_p;         // (0, 1]; unset = 1.0

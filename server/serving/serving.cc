@@ -10,6 +10,7 @@
 #include "server/model/packed_linear.h"
 #include "server/model/tokenizer.h"
 #include "server/serving/engine.h"
+#include "server/serving/prompt_ids.h"
 
 namespace oft {
 
@@ -144,20 +145,8 @@ absl::StatusOr<GenerateStart> InferenceBackend::StartGenerate(
   }
   Base& base = *bases_[base_index];
   const Tokenizer& tok = *base.spec.tokenizer;
-  std::vector<int32_t> ids;
-  if (p.text) {
-    ids = tok.Encode(*p.text, /*add_special_tokens=*/true);
-    if (tok.bos_id() && (ids.empty() || ids[0] != *tok.bos_id())) ids.insert(ids.begin(), *tok.bos_id());
-  } else {
-    if (!base.spec.chat_template) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "base model \"", base.spec.name, "\" has no chat template: send the prompt as text"));
-    }
-    std::string rendered;
-    for (const auto& seg : RenderChat(*base.spec.chat_template, *p.chat, true)) rendered += seg.text;
-    ids = tok.Encode(rendered, /*add_special_tokens=*/false);
-  }
-  if (ids.empty()) return absl::InvalidArgumentError("the prompt encodes to no tokens");
+  OFT_ASSIGN_OR_RETURN(std::vector<int32_t> ids,
+                       PromptIds(tok, base.spec.chat_template, base.spec.name, p));
   GenerationRequest r;
   r.prompt = ids;
   r.sampling.max_tokens = p.max_tokens == 0 ? 256 : p.max_tokens;

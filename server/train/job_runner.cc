@@ -185,13 +185,6 @@ absl::StatusOr<TrainingJobResult> RunTrainingJobImpl(const TrainingJob& job, Ada
   if (job.valid_path.empty()) p.options.eval_fraction = job.validation_fraction;
   p.checkpoint_dir = (fs::path(job.work_dir) / "checkpoints").string();
   p.base_model_name = job.base_model_name;
-  if (job.chat_template.has_value()) {
-    absl::StatusOr<ChatTemplateKind> kind = ParseTemplateName(*job.chat_template);
-    if (!kind.ok()) return Tag(kind.status(), "INVALID_ARGUMENT", "chat_template");
-    p.chat_template = *kind;
-  } else if (auto cfg = ReadFile(job.model_dir + "/tokenizer_config.json"); cfg.ok()) {
-    if (auto kind = DetectTemplate(*cfg); kind.ok()) p.chat_template = *kind;
-  }
 
   // ---- data ----
   for (const std::string& path : job.train_paths) {
@@ -211,6 +204,16 @@ absl::StatusOr<TrainingJobResult> RunTrainingJobImpl(const TrainingJob& job, Ada
                  "validation_dataset_id");
     }
     p.valid = std::move(*rows);
+  }
+  {
+    bool has_chat = false;
+    for (const auto* rows : {&p.train, &p.valid}) {
+      for (const Example& e : *rows) has_chat = has_chat || e.format == RowFormat::kChat;
+    }
+    absl::StatusOr<ChatTemplateKind> kind =
+        ResolveTrainingTemplate(job.chat_template, job.model_dir, has_chat);
+    if (!kind.ok()) return Tag(kind.status(), "INVALID_ARGUMENT", "chat_template");
+    p.chat_template = *kind;
   }
 
   // ---- train ----

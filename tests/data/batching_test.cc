@@ -134,6 +134,16 @@ TEST(TokenizeExampleTest, ChatmlChatGetsTheEncoderBos) {
   EXPECT_EQ(TrainedText(*t), "yo<|im_end|>");
 }
 
+TEST(TokenizeExampleTest, GemmaChatWithTwoUserTurnsInARowIsRefused) {
+  FakeByteEncoder encoder;
+  TokenizeOptions options;
+  options.chat_template = ChatTemplateKind::kGemma;
+  absl::StatusOr<TokenizedExample> t = TokenizeExample(
+      Chat({{"user", "a"}, {"user", "b"}, {"assistant", "c"}}, 7), encoder, options);
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(t.status().message()), ::testing::HasSubstr("line 7: messages[1]"));
+}
+
 TEST(TokenizeExampleTest, TruncationKeepsTheStart) {
   FakeByteEncoder encoder(kBos, kEos);
   TokenizeOptions options;

@@ -146,14 +146,16 @@ TEST(RenderExampleTest, TextAndPromptCompletion) {
   r = RenderExample(chat, ChatTemplateKind::kLlama3);
   EXPECT_TRUE(r.template_adds_bos);
   EXPECT_FALSE(r.append_eos);
+  r = RenderExample(chat, ChatTemplateKind::kGemma);  // "<bos>" is the template's own
+  EXPECT_TRUE(r.template_adds_bos);
   r = RenderExample(chat, ChatTemplateKind::kChatml);
   EXPECT_FALSE(r.template_adds_bos);
   EXPECT_FALSE(r.append_eos);
 }
 
 TEST(TemplateNameTest, RoundTrips) {
-  for (ChatTemplateKind kind : {ChatTemplateKind::kLlama3, ChatTemplateKind::kChatml,
-                                ChatTemplateKind::kQwen2, ChatTemplateKind::kQwen2_5}) {
+  ASSERT_EQ(AllTemplateKinds().size(), 7u);
+  for (ChatTemplateKind kind : AllTemplateKinds()) {
     absl::StatusOr<ChatTemplateKind> parsed = ParseTemplateName(TemplateName(kind));
     ASSERT_TRUE(parsed.ok());
     EXPECT_EQ(*parsed, kind);
@@ -161,7 +163,8 @@ TEST(TemplateNameTest, RoundTrips) {
   absl::StatusOr<ChatTemplateKind> bad = ParseTemplateName("vicuna");
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(bad.status().message(),
-            "unknown chat template \"vicuna\"; known: llama3, chatml, qwen2, qwen2.5");
+            "unknown chat template \"vicuna\"; known: llama3, chatml, qwen2, qwen2.5, qwen3, gemma, "
+            "phi3");
 }
 
 // Templates in the shape the models ship (abridged, written for this test).
@@ -212,18 +215,24 @@ TEST(DetectTemplateTest, ErrorsTellTheUserToNameATemplate) {
   absl::StatusOr<ChatTemplateKind> kind = DetectTemplate(R"({"bos_token": "<s>"})");
   EXPECT_EQ(kind.status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(kind.status().message(),
-            "tokenizer_config.json has no chat_template; name a template explicitly (llama3, "
-            "chatml, qwen2, qwen2.5)");
+            "tokenizer_config.json has no chat_template (known templates: llama3, chatml, qwen2, "
+            "qwen2.5, qwen3, gemma, phi3); name one with \"chat_template\" in the training job, "
+            "or oft_server --chat_template=MODEL=TEMPLATE");
 
   const std::string unrecognised =
-      "the chat_template in tokenizer_config.json matches no built-in template; name one "
-      "explicitly (llama3, chatml, qwen2, qwen2.5)";
+      "the chat template in tokenizer_config.json matches no built-in template (known: llama3, "
+      "chatml, qwen2, qwen2.5, qwen3, gemma, phi3); name one with \"chat_template\" in the "
+      "training job, or oft_server --chat_template=MODEL=TEMPLATE";
   kind = DetectTemplate(R"({"chat_template": "{{ bos_token }}[INST] {{ m }} [/INST]"})");
   EXPECT_EQ(kind.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(kind.status().message(), unrecognised);
 
-  // Reasoning templates rewrite assistant turns: not one of ours.
+  // A ChatML reasoning template is Qwen3's; markers of two families are refused.
   kind = DetectTemplate(R"({"chat_template": "<|im_start|>{{ m }}<think>\n</think><|im_end|>"})");
+  ASSERT_TRUE(kind.ok()) << kind.status();
+  EXPECT_EQ(*kind, ChatTemplateKind::kQwen3);
+  kind = DetectTemplate(
+      R"({"chat_template": "<start_of_turn>{{ m }}<end_of_turn><|im_start|>x<|im_end|>"})");
   EXPECT_EQ(kind.status().message(), unrecognised);
 
   kind = DetectTemplate("{not json");
@@ -234,6 +243,54 @@ TEST(DetectTemplateTest, ErrorsTellTheUserToNameATemplate) {
   EXPECT_EQ(kind.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(kind.status().message(),
             "tokenizer_config.json chat_template must be a string or a list, got number");
+}
+
+TEST(DetectTemplateTest, RecognisesGemmaAndPhi3) {
+  absl::StatusOr<ChatTemplateKind> kind = DetectTemplate(
+      R"({"chat_template": "{{ bos_token }}<start_of_turn>{{ r }}\n{{ c }}<end_of_turn>\n"})");
+  ASSERT_TRUE(kind.ok()) << kind.status();
+  EXPECT_EQ(*kind, ChatTemplateKind::kGemma);
+  kind = DetectTemplate(R"({"chat_template": "<|user|>\n{{ c }}<|end|>\n<|assistant|>\n"})");
+  ASSERT_TRUE(kind.ok()) << kind.status();
+  EXPECT_EQ(*kind, ChatTemplateKind::kPhi3);
+  // No model directory files: NOT_FOUND that says how to name a template.
+  kind = DetectTemplateInDir("/nonexistent/model/dir");
+  EXPECT_EQ(kind.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(kind.status().message()), HasSubstr("name one with \"chat_template\""));
+}
+
+TEST(RenderChatTest, GemmaFoldsTheSystemMessageAndNeedsAlternatingTurns) {
+  const std::vector<Segment> segments = RenderChat(ChatTemplateKind::kGemma, kConversation, true);
+  EXPECT_EQ(Concat(segments),
+            "<bos><start_of_turn>user\nYou are terse.\n\nWhat is 2+2?<end_of_turn>\n"
+            "<start_of_turn>model\n4<end_of_turn>\n<start_of_turn>user\nAnd 3+3?<end_of_turn>\n"
+            "<start_of_turn>model\n6<end_of_turn>\n<start_of_turn>model\n");
+  EXPECT_EQ(Trained(segments), "4<end_of_turn>6<end_of_turn>");
+  EXPECT_TRUE(ValidateChat(ChatTemplateKind::kGemma, kConversation).ok());
+  const std::vector<Message> two_users = {{"user", "a"}, {"user", "b"}};
+  const absl::Status st = ValidateChat(ChatTemplateKind::kGemma, two_users);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(st.message()), HasSubstr("messages[1]"));
+  EXPECT_TRUE(ValidateChat(ChatTemplateKind::kChatml, two_users).ok());
+}
+
+TEST(RenderChatTest, Qwen3KeepsThinkingOnlyAfterTheLastQuery) {
+  const std::vector<Message> messages = {{"user", "q1"},
+                                         {"assistant", "<think>\nplan\n</think>\n\nanswer one"},
+                                         {"user", "q2"},
+                                         {"assistant", "<think>r2</think>answer two"}};
+  const std::vector<Segment> segments = RenderChat(ChatTemplateKind::kQwen3, messages, false);
+  EXPECT_EQ(Concat(segments),
+            "<|im_start|>user\nq1<|im_end|>\n<|im_start|>assistant\nanswer one<|im_end|>\n"
+            "<|im_start|>user\nq2<|im_end|>\n"
+            "<|im_start|>assistant\n<think>\nr2\n</think>\n\nanswer two<|im_end|>\n");
+  EXPECT_EQ(Trained(segments),
+            "answer one<|im_end|><think>\nr2\n</think>\n\nanswer two<|im_end|>");
+  ChatRenderOptions no_thinking;
+  no_thinking.add_generation_prompt = true;
+  no_thinking.enable_thinking = false;
+  EXPECT_EQ(Concat(RenderChat(ChatTemplateKind::kQwen3, {{"user", "hi"}}, no_thinking)),
+            "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n");
 }
 
 }  // namespace

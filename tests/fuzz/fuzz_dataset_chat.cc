@@ -14,8 +14,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (rows.ok() != summary.ok()) std::abort();  // one validation rule for both entry points
   if (!rows.ok()) return 0;
   for (const oft::Example& e : *rows) {
-    for (auto kind : {oft::ChatTemplateKind::kLlama3, oft::ChatTemplateKind::kChatml,
-                      oft::ChatTemplateKind::kQwen2, oft::ChatTemplateKind::kQwen2_5}) {
+    for (auto kind : oft::AllTemplateKinds()) {
+      (void)oft::ValidateChat(kind, e.messages);
       (void)oft::RenderExample(e, kind);
     }
   }

@@ -65,6 +65,24 @@ TEST(OpenAiTypes, ChatMessagesAndNewerFieldNames) {
   auto unlimited = Chat({{"model", "m"}, {"messages", {{{"role", "user"}, {"content", "x"}}}}});
   ASSERT_TRUE(unlimited.ok());
   EXPECT_EQ(unlimited->params.max_tokens, 0);  // the server's default
+  EXPECT_TRUE(unlimited->params.enable_thinking);  // Qwen3's default
+}
+
+// vLLM's chat_template_kwargs: only enable_thinking (the qwen3 template's switch).
+TEST(OpenAiTypes, ChatTemplateKwargsEnableThinking) {
+  auto off = Chat({{"model", "m"},
+                   {"messages", {{{"role", "user"}, {"content", "x"}}}},
+                   {"chat_template_kwargs", {{"enable_thinking", false}}}});
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_FALSE(off->params.enable_thinking);
+  ExpectInvalid(Chat({{"model", "m"},
+                      {"messages", {{{"role", "user"}, {"content", "x"}}}},
+                      {"chat_template_kwargs", {{"tools", true}}}}),
+                "chat_template_kwargs.tools is not supported");
+  ExpectInvalid(Chat({{"model", "m"},
+                      {"messages", {{{"role", "user"}, {"content", "x"}}}},
+                      {"chat_template_kwargs", 3}}),
+                "chat_template_kwargs must be an object");
 }
 
 TEST(OpenAiTypes, RefusalsNameTheirField) {
