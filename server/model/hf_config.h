@@ -1,4 +1,7 @@
-// config.json of a Hugging Face Llama-family decoder (Llama, Qwen2, Mistral).
+// config.json of a Hugging Face decoder-only model of a supported family: Llama, Qwen2,
+// Mistral, Qwen3, OLMo 2, Granite, Gemma 2, Gemma 3 (text), Phi-3. What sets a family apart
+// from Llama (norms, activation, scalings, attention pattern, fused projections) is parsed
+// into ModelConfig::family (model_family.h), which the decoder reads.
 //
 // ParseModelConfig() accepts what transformers 4.x and 5.x write: rope settings either as
 // top-level "rope_theta" + "rope_scaling" (4.x) or as "rope_parameters" (5.x), the dtype
@@ -18,24 +21,28 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "server/model/model_family.h"
 
 namespace oft {
 
-enum class ModelArch { kLlama, kQwen2, kMistral };
+enum class ModelArch {
+  kLlama, kQwen2, kMistral, kQwen3, kOlmo2, kGranite, kGemma2, kGemma3, kPhi3
+};
 
-// Llama 3.1-style frequency-dependent RoPE scaling (rope_type "llama3").
+// RoPE scaling: "llama3" (Llama 3.1's frequency-dependent rule) or "linear" (positions
+// divided by `factor`, as Gemma 3 uses on its global layers).
 struct RopeScaling {
-  std::string rope_type = "llama3";              // the only non-default type supported
+  std::string rope_type = "llama3";              // "llama3" or "linear"
   double factor = 8.0;                            // > 0
-  double low_freq_factor = 1.0;                   // > 0
-  double high_freq_factor = 4.0;                  // > low_freq_factor
-  int64_t original_max_position_embeddings = 8192;  // > 0
+  double low_freq_factor = 1.0;                   // > 0 (llama3 only)
+  double high_freq_factor = 4.0;                  // > low_freq_factor (llama3 only)
+  int64_t original_max_position_embeddings = 8192;  // > 0 (llama3 only)
 };
 
 struct ModelConfig {
   std::string architecture = "LlamaForCausalLM";  // architectures[0]
   ModelArch arch = ModelArch::kLlama;             // follows `architecture`
-  std::string model_type = "llama";               // "llama", "qwen2", "mistral"
+  std::string model_type = "llama";               // "llama", "qwen2", "gemma3_text", ...
   int64_t vocab_size = 0;                         // > 0
   int64_t hidden_size = 0;                        // > 0
   int64_t intermediate_size = 0;                  // > 0 (MLP width)
@@ -56,9 +63,11 @@ struct ModelConfig {
   std::optional<int64_t> bos_token_id;            // nullopt when absent or null
   std::vector<int64_t> eos_token_ids;             // "eos_token_id": int or list; may be empty
   std::optional<int64_t> pad_token_id;            // nullopt when absent or null
-  std::optional<int64_t> sliding_window;          // active attention window (Mistral);
-                                                  //   nullopt: full causal attention
-  std::string hidden_act = "silu";                // only "silu" is supported
+  std::optional<int64_t> sliding_window;          // attention window of the sliding layers
+                                                  //   (family.sliding_layers); nullopt: none
+  std::string hidden_act = "silu";                // "silu" or "gelu_pytorch_tanh"; sets
+                                                  //   family.activation
+  ModelFamily family;                             // what the architecture changes
 
   // Checks ranges and the invariants listed per field; the error names the field.
   absl::Status Validate() const;
@@ -70,7 +79,8 @@ const std::vector<std::string>& SupportedArchitectures();
 // Parses config.json text. `source` names the file in error messages.
 // Errors: INVALID_ARGUMENT (not a JSON object; unsupported architecture, naming it and
 // the supported ones; missing/mistyped/out-of-range field; unsupported rope type or
-// hidden_act; Qwen2 use_sliding_window=true).
+// hidden_act; Qwen2/Qwen3 use_sliding_window=true; Phi-3 longrope; Gemma 3
+// use_bidirectional_attention=true).
 absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text,
                                              absl::string_view source = "config.json");
 

@@ -1,5 +1,7 @@
 #include "server/model/kv_pool.h"
 
+#include "server/model/decoder_ops.h"
+
 #include <algorithm>
 #include <utility>
 
@@ -138,7 +140,8 @@ PooledDecode PlanPooledDecode(KvPool* pool, std::vector<int64_t> slots, std::vec
 }
 
 at::Tensor PooledDecodeAttention(const PooledDecode& plan, int64_t layer, const at::Tensor& q,
-                                 const at::Tensor& k, const at::Tensor& v) {
+                                 const at::Tensor& k, const at::Tensor& v,
+                                 std::optional<double> scale, std::optional<double> softcap) {
   using at::indexing::Slice;
   const int64_t B = static_cast<int64_t>(plan.slots.size());
   TORCH_CHECK(plan.pool != nullptr && q.dim() == 4 && q.size(0) == B && q.size(2) == 1 &&
@@ -165,9 +168,7 @@ at::Tensor PooledDecodeAttention(const PooledDecode& plan, int64_t layer, const 
       plan.identity ? q
                     : at::zeros({plan.span, q.size(1), 1, q.size(3)}, q.options())
                           .index_copy_(0, plan.slot_index, q);
-  at::Tensor out = at::scaled_dot_product_attention(
-      qq, kk, vv, plan.mask, /*dropout_p=*/0.0, /*is_causal=*/false, /*scale=*/std::nullopt,
-      /*enable_gqa=*/q.size(1) != k.size(1));
+  at::Tensor out = Attend(qq, kk, vv, plan.mask, /*causal=*/false, scale, softcap);
   return plan.identity ? out : out.index_select(0, plan.slot_index);
 }
 

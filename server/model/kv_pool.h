@@ -90,11 +90,14 @@ PooledDecode PlanPooledDecode(KvPool* pool, std::vector<int64_t> slots, std::vec
                               std::optional<int64_t> window, const c10::Device& device);
 
 // Layer `layer` of the step: writes k / v [B, kv_heads, 1, head_dim] into the rows' slots
-// and returns softmax(q K^T / sqrt(d)) V over each row's own (unmasked) keys,
+// and returns softmax(q K^T * scale) V over each row's own (unmasked) keys,
 // [B, heads, 1, head_dim] for q [B, heads, 1, head_dim] (grouped-query attention when
-// heads > kv_heads). One scaled_dot_product_attention call whatever B is.
+// heads > kv_heads). `scale` nullopt: 1/sqrt(d); `softcap`: the family's attention logit
+// soft-cap (decoder_ops.h Attend). One attention call whatever B is.
 at::Tensor PooledDecodeAttention(const PooledDecode& plan, int64_t layer, const at::Tensor& q,
-                                 const at::Tensor& k, const at::Tensor& v);
+                                 const at::Tensor& k, const at::Tensor& v,
+                                 std::optional<double> scale = std::nullopt,
+                                 std::optional<double> softcap = std::nullopt);
 
 }  // namespace oft
 

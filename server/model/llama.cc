@@ -10,6 +10,7 @@
 #include "server/common/status_macros.h"
 #include "server/common/torch_boundary.h"
 #include "server/model/checkpoint.h"
+#include "server/model/decoder_ops.h"
 #include "server/model/host_upload.h"
 #include "server/model/kv_pool.h"
 #include "server/model/safetensors_torch.h"
@@ -85,15 +86,17 @@ OftRotation* AdaptedLinear::Rotation(const std::string& adapter) const {
 // ---------------------------------------------------------------------------------------
 // RoPE
 
-at::Tensor RopeInverseFrequencies(const ModelConfig& c) {
-  const int64_t dim = c.head_dim;
+at::Tensor RopeInverseFrequencies(const ModelConfig& c, bool local) {
+  const int64_t dim = static_cast<int64_t>(c.head_dim * c.family.partial_rotary_factor);
+  const double theta = local ? c.family.local_rope_theta.value_or(c.rope_theta) : c.rope_theta;
   auto exponents = at::arange(0, dim, 2, at::TensorOptions().dtype(at::kLong)).to(at::kFloat) /
                    static_cast<double>(dim);
-  auto inv = 1.0 / at::pow(c.rope_theta, exponents);
-  if (!c.rope_scaling) return inv;
+  auto inv = 1.0 / at::pow(theta, exponents);
+  if (local || !c.rope_scaling) return inv;
+  const auto& s = *c.rope_scaling;
+  if (s.rope_type == "linear") return inv / s.factor;  // positions divided by factor
   // llama3: long wavelengths are divided by `factor`, short ones kept, the band between
   // interpolated smoothly.
-  const auto& s = *c.rope_scaling;
   const double old_ctx = static_cast<double>(s.original_max_position_embeddings);
   const double low_wavelen = old_ctx / s.low_freq_factor;
   const double high_wavelen = old_ctx / s.high_freq_factor;
@@ -104,21 +107,6 @@ at::Tensor RopeInverseFrequencies(const ModelConfig& c) {
   auto medium = at::logical_not(wavelen < high_wavelen) & at::logical_not(wavelen > low_wavelen);
   return at::where(medium, smoothed, scaled);
 }
-
-namespace {
-
-at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
-  auto xf = x.to(at::kFloat);
-  auto var = xf.pow(2).mean({-1}, /*keepdim=*/true);
-  return weight * (xf * at::rsqrt(var + eps)).to(x.scalar_type());
-}
-
-at::Tensor RotateHalf(const at::Tensor& x) {
-  const int64_t half = x.size(-1) / 2;
-  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
-}
-
-}  // namespace
 
 // ---------------------------------------------------------------------------------------
 // Loading
@@ -196,20 +184,55 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::FromSource(const ModelCo
     return std::make_unique<AdaptedLinear>(name, std::move(w), std::move(b));
   };
 
+  const ModelFamily& fam = c.family;
+  LinearSlots& slots = m->slots_;
+  // (slot, module name under model.layers.N., out, in, bias) in Layer::linears order.
+  struct Spec {
+    int* slot;
+    const char* name;
+    int64_t out, in;
+    bool bias;
+  };
+  std::vector<Spec> specs;
+  if (fam.fused_qkv) {
+    specs.push_back({&slots.qkv, "self_attn.qkv_proj", q_out + 2 * kv_out, H, c.attention_bias});
+  } else {
+    specs.push_back({&slots.q, "self_attn.q_proj", q_out, H, c.attention_bias});
+    specs.push_back({&slots.k, "self_attn.k_proj", kv_out, H, c.attention_bias});
+    specs.push_back({&slots.v, "self_attn.v_proj", kv_out, H, c.attention_bias});
+  }
+  specs.push_back({&slots.o, "self_attn.o_proj", H, q_out, c.o_proj_bias});
+  if (fam.fused_gate_up) {
+    specs.push_back({&slots.gate_up, "mlp.gate_up_proj", 2 * I, H, c.mlp_bias});
+  } else {
+    specs.push_back({&slots.gate, "mlp.gate_proj", I, H, c.mlp_bias});
+    specs.push_back({&slots.up, "mlp.up_proj", I, H, c.mlp_bias});
+  }
+  specs.push_back({&slots.down, "mlp.down_proj", H, I, c.mlp_bias});
+  for (size_t i = 0; i < specs.size(); ++i) *specs[i].slot = static_cast<int>(i);
+  slots.per_layer = static_cast<int>(specs.size());
+
   OFT_ASSIGN_OR_RETURN(m->embed_, get("model.embed_tokens.weight", {c.vocab_size, H}));
   OFT_ASSIGN_OR_RETURN(m->final_norm_, get("model.norm.weight", {H}));
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const std::string p = absl::StrCat("model.layers.", i, ".");
     Layer l;
-    OFT_ASSIGN_OR_RETURN(l.input_norm, get(p + "input_layernorm.weight", {H}));
-    OFT_ASSIGN_OR_RETURN(l.post_norm, get(p + "post_attention_layernorm.weight", {H}));
-    OFT_ASSIGN_OR_RETURN(l.q, linear(p + "self_attn.q_proj", q_out, H, c.attention_bias));
-    OFT_ASSIGN_OR_RETURN(l.k, linear(p + "self_attn.k_proj", kv_out, H, c.attention_bias));
-    OFT_ASSIGN_OR_RETURN(l.v, linear(p + "self_attn.v_proj", kv_out, H, c.attention_bias));
-    OFT_ASSIGN_OR_RETURN(l.o, linear(p + "self_attn.o_proj", H, q_out, c.o_proj_bias));
-    OFT_ASSIGN_OR_RETURN(l.gate, linear(p + "mlp.gate_proj", I, H, c.mlp_bias));
-    OFT_ASSIGN_OR_RETURN(l.up, linear(p + "mlp.up_proj", I, H, c.mlp_bias));
-    OFT_ASSIGN_OR_RETURN(l.down, linear(p + "mlp.down_proj", H, I, c.mlp_bias));
+    for (auto [norm, name] : {std::pair<at::Tensor*, const std::string*>{&l.pre_attn_norm, &fam.pre_attn_norm},
+                              {&l.post_attn_norm, &fam.post_attn_norm},
+                              {&l.pre_ffn_norm, &fam.pre_ffn_norm},
+                              {&l.post_ffn_norm, &fam.post_ffn_norm}}) {
+      if (name->empty()) continue;
+      OFT_ASSIGN_OR_RETURN(*norm, get(p + *name + ".weight", {H}));
+    }
+    if (fam.qk_norm != QkNorm::kNone) {
+      const bool per_head = fam.qk_norm == QkNorm::kPerHead;
+      OFT_ASSIGN_OR_RETURN(l.q_norm, get(p + "self_attn.q_norm.weight", {per_head ? hd : q_out}));
+      OFT_ASSIGN_OR_RETURN(l.k_norm, get(p + "self_attn.k_norm.weight", {per_head ? hd : kv_out}));
+    }
+    for (const Spec& spec : specs) {
+      OFT_ASSIGN_OR_RETURN(auto lin, linear(p + spec.name, spec.out, spec.in, spec.bias));
+      l.linears.push_back(std::move(lin));
+    }
     m->layers_.push_back(std::move(l));
   }
   if (c.tie_word_embeddings) {
@@ -217,7 +240,10 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::FromSource(const ModelCo
   } else {
     OFT_ASSIGN_OR_RETURN(m->lm_head_, linear("lm_head", c.vocab_size, H, false));
   }
-  OFT_RETURN_IF_ERROR(TorchCall("rope", [&] { m->inv_freq_ = RopeInverseFrequencies(c).to(device); }));
+  OFT_RETURN_IF_ERROR(TorchCall("rope", [&] {
+    m->inv_freq_ = RopeInverseFrequencies(c).to(device);
+    if (fam.local_rope_theta) m->local_inv_freq_ = RopeInverseFrequencies(c, /*local=*/true).to(device);
+  }));
   return m;
 }
 
@@ -246,20 +272,49 @@ at::Tensor LlamaModel::Project(const AdaptedLinear& lin, int64_t linear_index,
   return lin.Forward(x2.view(x.sizes()), kNone, oft_compute_);
 }
 
+at::Tensor LlamaModel::Norm(const at::Tensor& x, const at::Tensor& w) const {
+  return RmsNorm(x, w, config_.rms_norm_eps, config_.family.norm);
+}
+
 at::Tensor LlamaModel::Attention(const Layer& layer, int64_t index, const at::Tensor& h,
-                                 const at::Tensor& cos, const at::Tensor& sin,
-                                 const at::Tensor& mask, bool causal, KvCache* cache,
+                                 const RopeTables& rope, const LayerMask& mask, KvCache* cache,
                                  const RowState& rows) const {
   const auto& c = config_;
+  const ModelFamily& fam = c.family;
   const int64_t B = h.size(0), T = h.size(1), hd = c.head_dim;
   const int64_t nh = c.num_attention_heads, nkv = c.num_key_value_heads;
-  const int64_t li = 7 * index;  // Linear indices of this layer: q k v o gate up down
+  const int64_t li = slots_.per_layer * index;  // Linear index of this layer's first
   const at::Tensor& tpr = rows.tokens_per_row;
-  auto q = Project(*layer.q, li, h, rows, tpr).view({B, T, nh, hd}).transpose(1, 2);
-  auto k = Project(*layer.k, li + 1, h, rows, tpr).view({B, T, nkv, hd}).transpose(1, 2);
-  auto v = Project(*layer.v, li + 2, h, rows, tpr).view({B, T, nkv, hd}).transpose(1, 2);
-  q = q * cos + RotateHalf(q) * sin;
-  k = k * cos + RotateHalf(k) * sin;
+  auto proj = [&](int slot, const at::Tensor& x) {
+    return Project(*layer.linears[slot], li + slot, x, rows, tpr);
+  };
+  at::Tensor q, k, v;
+  if (slots_.qkv >= 0) {
+    auto qkv = proj(slots_.qkv, h);  // [B, T, (nh + 2 nkv) hd]
+    q = qkv.narrow(-1, 0, nh * hd);
+    k = qkv.narrow(-1, nh * hd, nkv * hd);
+    v = qkv.narrow(-1, (nh + nkv) * hd, nkv * hd);
+  } else {
+    q = proj(slots_.q, h);
+    k = proj(slots_.k, h);
+    v = proj(slots_.v, h);
+  }
+  if (fam.qk_norm == QkNorm::kFullProjection) {
+    q = Norm(q, layer.q_norm);
+    k = Norm(k, layer.k_norm);
+  }
+  q = q.reshape({B, T, nh, hd});
+  k = k.reshape({B, T, nkv, hd});
+  v = v.reshape({B, T, nkv, hd}).transpose(1, 2);
+  if (fam.qk_norm == QkNorm::kPerHead) {
+    q = Norm(q, layer.q_norm);
+    k = Norm(k, layer.k_norm);
+  }
+  const bool local = rope.local_cos.defined() && Slides(index);
+  const at::Tensor& cos = local ? rope.local_cos : rope.cos;
+  const at::Tensor& sin = local ? rope.local_sin : rope.sin;
+  q = ApplyRope(q.transpose(1, 2), cos, sin);
+  k = ApplyRope(k.transpose(1, 2), cos, sin);
   // Writes the new keys/values at positions [length, length + t) of the layer's cache
   // (growing its capacity geometrically) and returns views of the first length + t.
   auto append = [index](KvCache* kc, at::Tensor& kk, at::Tensor& vv) {
@@ -289,15 +344,18 @@ at::Tensor LlamaModel::Attention(const Layer& layer, int64_t index, const at::Te
       *fresh = store->narrow(2, 0, need);
     }
   };
+  const std::optional<double> scale = fam.attention_scale;
+  const std::optional<double> softcap = fam.attn_logit_softcap;
   at::Tensor out;
-  if (rows.pooled != nullptr) {
-    out = PooledDecodeAttention(*rows.pooled, index, q, k, v);  // one call for every row
+  if (const PooledDecode* plan = rows.pooled[Slides(index) ? 1 : 0]; plan != nullptr) {
+    out = PooledDecodeAttention(*plan, index, q, k, v, scale, softcap);  // one call, every row
   } else if (rows.caches != nullptr) {
     // Prefill (or rows outside a pool): each row attends to its own cache (lengths differ),
     // exactly as it would alone. A row is a batch entry, or a slice of the one packed
     // sequence.
     const bool packed = !rows.lengths.empty();
     const int64_t n_rows = static_cast<int64_t>(rows.caches->size());
+    const int kind = Slides(index) ? 1 : 0;
     auto slice = [&](const at::Tensor& t, int64_t r) {
       return packed ? t.narrow(2, rows.offsets[r], rows.lengths[r]) : t.narrow(0, r, 1);
     };
@@ -306,21 +364,47 @@ at::Tensor LlamaModel::Attention(const Layer& layer, int64_t index, const at::Te
     for (int64_t r = 0; r < n_rows; ++r) {
       at::Tensor kb = slice(k, r), vb = slice(v, r);
       append((*rows.caches)[r], kb, vb);
-      const at::Tensor& mb = (*rows.masks)[r];
-      outs.push_back(at::scaled_dot_product_attention(
-          slice(q, r), kb, vb, mb.defined() ? std::optional<at::Tensor>(mb) : std::nullopt,
-          /*dropout_p=*/0.0, /*is_causal=*/(*rows.causal)[r] != 0, /*scale=*/std::nullopt,
-          /*enable_gqa=*/nkv != nh));
+      outs.push_back(Attend(slice(q, r), kb, vb, (*rows.masks[kind])[r],
+                            (*rows.causal[kind])[r] != 0, scale, softcap));
     }
     out = n_rows == 1 ? outs[0] : at::cat(outs, packed ? 2 : 0);
   } else {
     if (cache != nullptr) append(cache, k, v);
-    out = at::scaled_dot_product_attention(
-        q, k, v, mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt,
-        /*dropout_p=*/0.0, /*is_causal=*/causal, /*scale=*/std::nullopt, /*enable_gqa=*/nkv != nh);
+    out = Attend(q, k, v, mask.additive, mask.causal, scale, softcap);
   }
-  return Project(*layer.o, li + 3, out.transpose(1, 2).reshape({B, T, nh * hd}), rows,
-                 tpr);
+  return proj(slots_.o, out.transpose(1, 2).reshape({B, T, nh * hd}));
+}
+
+at::Tensor LlamaModel::Mlp(const Layer& layer, int64_t index, const at::Tensor& x,
+                           const RowState& rows) const {
+  const int64_t li = slots_.per_layer * index;
+  const at::Tensor& tpr = rows.tokens_per_row;
+  auto proj = [&](int slot, const at::Tensor& in) {
+    return Project(*layer.linears[slot], li + slot, in, rows, tpr);
+  };
+  at::Tensor gate, up;
+  if (slots_.gate_up >= 0) {
+    auto gu = proj(slots_.gate_up, x);  // [B, T, 2 I]: gate | up
+    const int64_t I = config_.intermediate_size;
+    gate = gu.narrow(-1, 0, I);
+    up = gu.narrow(-1, I, I);
+  } else {
+    gate = proj(slots_.gate, x);
+    up = proj(slots_.up, x);
+  }
+  return proj(slots_.down, GatedActivation(gate, up, config_.family.activation));
+}
+
+at::Tensor LlamaModel::Head(const at::Tensor& h, const RowState& rows,
+                            const at::Tensor& tokens_per_row) const {
+  const ModelFamily& fam = config_.family;
+  auto logits = Project(*lm_head_, slots_.per_layer * static_cast<int64_t>(layers_.size()), h,
+                        rows, tokens_per_row);
+  if (fam.logits_divisor != 1.0) logits = logits / fam.logits_divisor;
+  if (fam.final_logit_softcap) {
+    logits = at::tanh(logits / *fam.final_logit_softcap) * *fam.final_logit_softcap;
+  }
+  return logits;
 }
 
 at::Tensor LlamaModel::Embed(const at::Tensor& ids) const {
@@ -332,26 +416,42 @@ at::Tensor LlamaModel::Embed(const at::Tensor& ids) const {
   }
   // Host ids (the decode loop's) go up through pinned memory without blocking the host.
   const auto dev = embed_.device();
-  return at::embedding(embed_, ids.device().is_cpu() ? UploadToDevice(ids, dev) : ids.to(dev));
+  auto h = at::embedding(embed_, ids.device().is_cpu() ? UploadToDevice(ids, dev) : ids.to(dev));
+  const double scale = config_.family.embedding_scale;
+  if (scale == 1.0) return h;
+  // The multiplier rounded to the compute dtype first, as transformers' embed_scale buffer.
+  return h * at::scalar_tensor(scale, at::TensorOptions().dtype(dtype_).device(dev));
 }
 
-std::pair<at::Tensor, at::Tensor> LlamaModel::Rope(const at::Tensor& positions) const {
-  auto freqs = positions.unsqueeze(-1) * inv_freq_.view({1, 1, -1});  // [B, T, hd/2]
-  auto emb = at::cat({freqs, freqs}, -1);
-  return {emb.cos().to(dtype_).unsqueeze(1), emb.sin().to(dtype_).unsqueeze(1)};  // [B, 1, T, hd]
+LlamaModel::RopeTables LlamaModel::Rope(const at::Tensor& positions) const {
+  auto tables = [&](const at::Tensor& inv_freq) {
+    auto freqs = positions.unsqueeze(-1) * inv_freq.view({1, 1, -1});  // [B, T, r/2]
+    auto emb = at::cat({freqs, freqs}, -1);
+    return std::make_pair(emb.cos().to(dtype_).unsqueeze(1), emb.sin().to(dtype_).unsqueeze(1));
+  };
+  RopeTables r;
+  std::tie(r.cos, r.sin) = tables(inv_freq_);
+  if (local_inv_freq_.defined()) std::tie(r.local_cos, r.local_sin) = tables(local_inv_freq_);
+  return r;
 }
 
-at::Tensor LlamaModel::Allowed(int64_t p, int64_t t) const {
+bool LlamaModel::Slides(int64_t index) const {
+  return config_.sliding_window.has_value() && config_.family.LayerSlides(index);
+}
+
+at::Tensor LlamaModel::Allowed(int64_t p, int64_t t, bool sliding) const {
   const auto opt_long = at::TensorOptions().dtype(at::kLong).device(embed_.device());
   auto qpos = at::arange(p, p + t, opt_long).view({t, 1});
   auto kpos = at::arange(0, p + t, opt_long).view({1, p + t});
   auto allowed = (kpos <= qpos);
-  if (config_.sliding_window) allowed = allowed & (kpos > qpos - *config_.sliding_window);
+  if (sliding && config_.sliding_window) {
+    allowed = allowed & (kpos > qpos - *config_.sliding_window);
+  }
   return allowed;  // [t, p + t]
 }
 
-bool LlamaModel::WindowBites(int64_t p, int64_t t) const {
-  return config_.sliding_window.has_value() && p + t > *config_.sliding_window;
+bool LlamaModel::WindowBites(int64_t p, int64_t t, bool sliding) const {
+  return sliding && config_.sliding_window.has_value() && p + t > *config_.sliding_window;
 }
 
 at::Tensor LlamaModel::AdditiveMask(const at::Tensor& allowed) const {
@@ -365,28 +465,32 @@ at::Tensor LlamaModel::AdditiveMask(const at::Tensor& allowed) const {
       .masked_fill(at::logical_not(allowed), lowest);
 }
 
-at::Tensor LlamaModel::Layers(at::Tensor h, const at::Tensor& cos, const at::Tensor& sin,
-                              const at::Tensor& mask, bool is_causal, KvCache* cache,
-                              const RowState& rows, const LayerRunner& runner) const {
+at::Tensor LlamaModel::Layers(at::Tensor h, const RopeTables& rope, const LayerMask masks[2],
+                              KvCache* cache, const RowState& rows,
+                              const LayerRunner& runner) const {
+  const double rm = config_.family.residual_multiplier;
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer* l = &layers_[i];
     const int64_t index = static_cast<int64_t>(i);
+    const LayerMask mask = masks[Slides(index) ? 1 : 0];
     // Captures by value: a layer runner may call it again after Forward returns (only
     // training passes one, and its RowState points at nothing but active_).
-    auto body = [this, l, index, cos, sin, mask, is_causal, cache, rows](const at::Tensor& hin) {
-      const double eps = config_.rms_norm_eps;
-      auto hh = hin + Attention(*l, index, RmsNorm(hin, l->input_norm, eps), cos, sin, mask,
-                                is_causal, cache, rows);
-      auto x = RmsNorm(hh, l->post_norm, eps);
-      const int64_t li = 7 * index;
-      const at::Tensor& tpr = rows.tokens_per_row;
-      auto g = Project(*l->gate, li + 4, x, rows, tpr);
-      return hh + Project(*l->down, li + 6, at::silu(g) * Project(*l->up, li + 5, x, rows, tpr),
-                          rows, tpr);
+    auto body = [this, l, index, rope, mask, cache, rows, rm](const at::Tensor& hin) {
+      auto branch = [&](const at::Tensor& pre, const at::Tensor& post, const at::Tensor& x,
+                        auto&& fn) {
+        auto y = fn(pre.defined() ? Norm(x, pre) : x);
+        if (post.defined()) y = Norm(y, post);
+        return rm == 1.0 ? x + y : x + y * rm;
+      };
+      auto hh = branch(l->pre_attn_norm, l->post_attn_norm, hin, [&](const at::Tensor& x) {
+        return Attention(*l, index, x, rope, mask, cache, rows);
+      });
+      return branch(l->pre_ffn_norm, l->post_ffn_norm, hh,
+                    [&](const at::Tensor& x) { return Mlp(*l, index, x, rows); });
     };
     h = (runner && cache == nullptr) ? runner(index, body, h) : body(h);
   }
-  return RmsNorm(h, final_norm_, config_.rms_norm_eps);
+  return Norm(h, final_norm_);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -408,19 +512,20 @@ at::Tensor LlamaModel::Forward(const at::Tensor& ids, const ForwardOptions& opts
           : at::arange(past, total, at::TensorOptions().dtype(at::kFloat).device(dev))
                 .unsqueeze(0)
                 .expand({B, T});
-  const auto [cos, sin] = Rope(pos);
+  const RopeTables rope = Rope(pos);
 
   // Without padding, packing or a biting window no dense mask is built (it would rule out
   // the fused attention kernels): one query attends to every key, and t > 1 queries over an
   // empty cache are SDPA's is_causal. Only t > 1 queries after cached tokens need a mask.
-  at::Tensor mask;
-  bool is_causal = false;
-  if (!opts.attention_mask.defined() && !opts.document_ids.defined() && !WindowBites(past, T) &&
-      (T == 1 || past == 0)) {
-    is_causal = T > 1;
-  } else {
+  auto build = [&](bool sliding) {
+    LayerMask m;
+    if (!opts.attention_mask.defined() && !opts.document_ids.defined() &&
+        !WindowBites(past, T, sliding) && (T == 1 || past == 0)) {
+      m.causal = T > 1;
+      return m;
+    }
     // Additive mask [B, 1, T, total]: causal (by absolute position), padding, sliding window.
-    auto allowed = Allowed(past, T).view({1, 1, T, total}).expand({B, 1, T, total});
+    auto allowed = Allowed(past, T, sliding).view({1, 1, T, total}).expand({B, 1, T, total});
     if (opts.attention_mask.defined()) {
       TORCH_CHECK(opts.attention_mask.dim() == 2 && opts.attention_mask.size(0) == B &&
                       opts.attention_mask.size(1) == total,
@@ -435,15 +540,23 @@ at::Tensor LlamaModel::Forward(const at::Tensor& ids, const ForwardOptions& opts
       auto doc = opts.document_ids.to(dev).to(at::kLong);
       allowed = allowed & (doc.unsqueeze(2) == doc.unsqueeze(1)).unsqueeze(1);  // [B, 1, T, T]
     }
-    mask = AdditiveMask(allowed);
+    m.additive = AdditiveMask(allowed);
+    return m;
+  };
+  bool any_full = false, any_sliding = false;
+  for (int64_t i = 0; i < static_cast<int64_t>(layers_.size()); ++i) {
+    (Slides(i) ? any_sliding : any_full) = true;
   }
+  LayerMask masks[2];
+  if (any_full) masks[0] = build(false);
+  if (any_sliding) masks[1] = build(true);
 
   RowState rows;
   rows.active = &active_;
-  h = Layers(h, cos, sin, mask, is_causal, opts.cache, rows, opts.layer_runner);
+  h = Layers(h, rope, masks, opts.cache, rows, opts.layer_runner);
   if (opts.cache) opts.cache->length = total;
   if (opts.logits_for_last_only) h = h.narrow(1, T - 1, 1);
-  return Project(*lm_head_, 7 * static_cast<int64_t>(layers_.size()), h, rows);
+  return Head(h, rows);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -452,9 +565,7 @@ at::Tensor LlamaModel::Forward(const at::Tensor& ids, const ForwardOptions& opts
 std::vector<AdaptedLinear*> LlamaModel::AllLinears() const {
   std::vector<AdaptedLinear*> out;
   for (const auto& l : layers_) {
-    for (auto* p : {l.q.get(), l.k.get(), l.v.get(), l.o.get(), l.gate.get(), l.up.get(), l.down.get()}) {
-      out.push_back(p);
-    }
+    for (const auto& p : l.linears) out.push_back(p.get());
   }
   out.push_back(lm_head_.get());
   return out;
@@ -550,10 +661,18 @@ std::map<std::string, at::Tensor> LlamaModel::BaseTensors() const {
   std::map<std::string, at::Tensor> out;
   out["model.embed_tokens.weight"] = embed_;
   out["model.norm.weight"] = final_norm_;
+  const ModelFamily& fam = config_.family;
   for (size_t i = 0; i < layers_.size(); ++i) {
     const std::string p = absl::StrCat("model.layers.", i, ".");
-    out[p + "input_layernorm.weight"] = layers_[i].input_norm;
-    out[p + "post_attention_layernorm.weight"] = layers_[i].post_norm;
+    const Layer& l = layers_[i];
+    for (auto [norm, name] : {std::pair<const at::Tensor*, const std::string*>{&l.pre_attn_norm, &fam.pre_attn_norm},
+                              {&l.post_attn_norm, &fam.post_attn_norm},
+                              {&l.pre_ffn_norm, &fam.pre_ffn_norm},
+                              {&l.post_ffn_norm, &fam.post_ffn_norm}}) {
+      if (norm->defined()) out[p + *name + ".weight"] = *norm;
+    }
+    if (l.q_norm.defined()) out[p + "self_attn.q_norm.weight"] = l.q_norm;
+    if (l.k_norm.defined()) out[p + "self_attn.k_norm.weight"] = l.k_norm;
   }
   for (auto* l : AllLinears()) {
     if (l == lm_head_.get() && config_.tie_word_embeddings) continue;
@@ -566,7 +685,12 @@ std::map<std::string, at::Tensor> LlamaModel::BaseTensors() const {
 int64_t LlamaModel::BaseWeightBytes() const {
   auto bytes = [](const at::Tensor& t) { return t.numel() * static_cast<int64_t>(t.element_size()); };
   int64_t total = bytes(embed_) + bytes(final_norm_);
-  for (const auto& l : layers_) total += bytes(l.input_norm) + bytes(l.post_norm);
+  for (const auto& l : layers_) {
+    for (const at::Tensor* t : {&l.pre_attn_norm, &l.post_attn_norm, &l.pre_ffn_norm,
+                                &l.post_ffn_norm, &l.q_norm, &l.k_norm}) {
+      if (t->defined()) total += bytes(*t);
+    }
+  }
   for (auto* l : AllLinears()) {
     if (l == lm_head_.get() && config_.tie_word_embeddings) continue;
     total += l->BaseWeightBytes();

@@ -1,14 +1,19 @@
-// A Llama-family decoder (LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM) in
-// LibTorch, with OFTv2 adapters attached to its Linear layers by PEFT's rules.
+// The decoder of every supported family (hf_config.h: Llama, Qwen2, Mistral, Qwen3, OLMo 2,
+// Granite, Gemma 2, Gemma 3 text, Phi-3) in LibTorch, with OFTv2 adapters attached to its
+// Linear layers by PEFT's rules.
 //
-// Architecture (matches transformers): token embedding; per layer RMSNorm -> grouped-query
-// self-attention with RoPE (plain or llama3-scaled; q/k/v bias for Qwen2; sliding window for
-// Mistral) -> residual -> RMSNorm -> SwiGLU MLP -> residual; final RMSNorm; lm_head (tied or
-// untied). Attention takes causal, padding and sliding-window masks; an optional KvCache
+// Architecture (matches transformers): scaled token embedding; per layer grouped-query
+// self-attention with RoPE (plain, llama3- or linear-scaled, possibly partial; optional q/k
+// RMSNorm; optional logit soft-cap) and a gated MLP (SwiGLU or tanh-GeGLU), each branch
+// between the family's pre/post RMSNorms and added to the residual; final RMSNorm; lm_head
+// (tied or untied), optionally scaled and soft-capped. What varies per family is read from
+// ModelConfig::family (model_family.h) only. Attention takes causal, padding and
+// sliding-window masks (the window on the layers the family marks); an optional KvCache
 // makes incremental decoding O(T) per token.
 //
-// Module names follow the HF checkpoint ("model.layers.3.self_attn.q_proj", "lm_head"), so
-// adapters saved from here carry PEFT's key names.
+// Module names follow the HF checkpoint ("model.layers.3.self_attn.q_proj", "lm_head"; Phi-3's
+// fused "self_attn.qkv_proj" and "mlp.gate_up_proj"), so adapters saved from here carry
+// PEFT's key names; an adapter on a fused module rotates the fused Linear's input, as PEFT's.
 //
 // Two ways to apply adapters, one per pass: training attaches adapters to the model
 // (AddAdapter, SetActiveAdapters) and runs Forward; serving prepares adapters without
@@ -212,8 +217,27 @@ class LlamaModel {
 
  private:
   struct Layer {
-    at::Tensor input_norm, post_norm;  // [H]
-    std::unique_ptr<AdaptedLinear> q, k, v, o, gate, up, down;
+    // [H], undefined where the family has no such norm (ModelFamily's names).
+    at::Tensor pre_attn_norm, post_attn_norm, pre_ffn_norm, post_ffn_norm;
+    at::Tensor q_norm, k_norm;  // [head_dim] or [heads * head_dim]; undefined: none
+    std::vector<std::unique_ptr<AdaptedLinear>> linears;  // in slots_ order
+  };
+  // Where each projection sits in Layer::linears (-1: absent). Unfused: q k v o gate up
+  // down; Phi-3: qkv o gate_up down.
+  struct LinearSlots {
+    int q = -1, k = -1, v = -1, qkv = -1, o = -1, gate = -1, up = -1, gate_up = -1, down = -1;
+    int per_layer = 0;
+  };
+  // The attention mask of one kind of layer: additive [B or 1, 1, T, total], or undefined
+  // with `causal` selecting SDPA's is_causal (queries start at key 0) or no mask at all.
+  struct LayerMask {
+    at::Tensor additive;
+    bool causal = false;
+  };
+  // RoPE tables [B or 1, 1, T, rotary dims] of the full-attention layers and, when the
+  // family has a local RoPE base, of the sliding layers (else undefined).
+  struct RopeTables {
+    at::Tensor cos, sin, local_cos, local_sin;
   };
   LlamaModel() = default;
   // How one pass applies adapters and attention. Forward (training) sets `active`: the
@@ -223,38 +247,48 @@ class LlamaModel {
     const std::vector<std::string>* active = nullptr;  // null: no attached adapter applied
     const AdapterBatch* adapters = nullptr;             // per-row rotations, or null
     const std::vector<KvCache*>* caches = nullptr;      // one per row, or null
-    const std::vector<at::Tensor>* masks = nullptr;     // per row; undefined = no mask ...
-    const std::vector<uint8_t>* causal = nullptr;       // ... or, when 1, SDPA's is_causal
+    // Per row, for full [0] and sliding-window [1] layers: an additive mask, or undefined =
+    // no mask, or, when causal is 1, SDPA's is_causal.
+    const std::vector<at::Tensor>* masks[2] = {nullptr, nullptr};
+    const std::vector<uint8_t>* causal[2] = {nullptr, nullptr};
     // Packed rows (ServingBatch::lengths): row i is tokens [offsets[i], +lengths[i]) of the
     // one sequence; tokens_per_row expands per-row adapter indices to tokens.
     std::vector<int64_t> offsets, lengths;
     at::Tensor tokens_per_row;
-    // A decode step whose rows are all in one KvPool: one attention per layer (kv_pool.h).
-    const PooledDecode* pooled = nullptr;
+    // A decode step whose rows are all in one KvPool: one attention per layer (kv_pool.h),
+    // with the plan of full [0] or sliding-window [1] layers.
+    const PooledDecode* pooled[2] = {nullptr, nullptr};
   };
   using LayerRunner = decltype(ForwardOptions::layer_runner);
   // ids [B, T] -> hidden states [B, T, H]; checks the ids as Forward documents.
   at::Tensor Embed(const at::Tensor& ids) const;
-  // RoPE tables cos, sin [B or 1, 1, T, head_dim] (model dtype) for positions [B or 1, T].
-  std::pair<at::Tensor, at::Tensor> Rope(const at::Tensor& positions) const;
+  // RoPE tables (model dtype) for positions [B or 1, T].
+  RopeTables Rope(const at::Tensor& positions) const;
   // [t, p + t] bool: which keys each of t queries after p cached tokens may attend to
-  // (causal by absolute position, and the sliding window).
-  at::Tensor Allowed(int64_t p, int64_t t) const;
-  // Whether the sliding window excludes some key of p cached + t new tokens.
-  bool WindowBites(int64_t p, int64_t t) const;
+  // (causal by absolute position, and the sliding window when `sliding`).
+  at::Tensor Allowed(int64_t p, int64_t t, bool sliding) const;
+  // Whether the sliding window (on a `sliding` layer) excludes some key of p + t tokens.
+  bool WindowBites(int64_t p, int64_t t, bool sliding) const;
+  // Whether layer `index` attends within the sliding window.
+  bool Slides(int64_t index) const;
   // 0 where `allowed`, the most negative finite value of the model dtype elsewhere.
   at::Tensor AdditiveMask(const at::Tensor& allowed) const;
-  // Every decoder layer over h [B, T, H]; each through `runner` when set and no cache is used.
-  at::Tensor Layers(at::Tensor h, const at::Tensor& cos, const at::Tensor& sin,
-                    const at::Tensor& mask, bool causal, KvCache* cache, const RowState& rows,
-                    const LayerRunner& runner) const;
-  // `mask`: additive [B or 1, 1, T, total], or undefined; then `causal` selects SDPA's
-  // is_causal (queries start at key 0) or no mask at all. With rows.pooled, every row
-  // attends to its own slot in one call; with rows.caches, each row attends to its own
-  // cache with its own mask instead.
+  // Every decoder layer over h [B, T, H]; each through `runner` when set and no cache is
+  // used. masks[0] serves full-attention layers, masks[1] sliding-window ones.
+  at::Tensor Layers(at::Tensor h, const RopeTables& rope, const LayerMask masks[2],
+                    KvCache* cache, const RowState& rows, const LayerRunner& runner) const;
+  // One layer's attention. With rows.pooled, every row attends to its own pool slot in one
+  // call; with rows.caches, each row attends to its own cache with its own mask; else
+  // `mask` serves the batch.
   at::Tensor Attention(const Layer& layer, int64_t index, const at::Tensor& h,
-                       const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& mask,
-                       bool causal, KvCache* cache, const RowState& rows) const;
+                       const RopeTables& rope, const LayerMask& mask, KvCache* cache,
+                       const RowState& rows) const;
+  // One layer's gated MLP.
+  at::Tensor Mlp(const Layer& layer, int64_t index, const at::Tensor& x, const RowState& rows) const;
+  // Final norm'd hidden states -> logits (lm_head, logits scaling and soft-cap).
+  at::Tensor Head(const at::Tensor& h, const RowState& rows,
+                  const at::Tensor& tokens_per_row = {}) const;
+  at::Tensor Norm(const at::Tensor& x, const at::Tensor& w) const;
   // lin(x), with per-row adapter rotations when rows.adapters is set, else rows.active.
   // Row i owns tokens_per_row[i] consecutive tokens of x (undefined: an equal share each).
   at::Tensor Project(const AdaptedLinear& lin, int64_t linear_index, const at::Tensor& x,
@@ -267,7 +301,9 @@ class LlamaModel {
   at::Tensor final_norm_;  // [H]
   std::vector<Layer> layers_;
   std::unique_ptr<AdaptedLinear> lm_head_;  // shares embed_ when tied
-  at::Tensor inv_freq_;    // [head_dim / 2] fp32, with llama3 scaling applied
+  LinearSlots slots_;
+  at::Tensor inv_freq_;        // [rotary dims / 2] fp32, with rope scaling applied
+  at::Tensor local_inv_freq_;  // the sliding layers' (family.local_rope_theta), or undefined
   std::map<std::string, OftConfig> adapters_;
   std::vector<std::string> active_;
   OftCompute oft_compute_ = OftCompute::kInputCentric;
@@ -277,8 +313,10 @@ class LlamaModel {
 // checkpoint's bfloat16 / float16 when config.json names one, else fp32.
 at::ScalarType DeviceComputeDtype(const ModelConfig& config, const std::string& device);
 
-// RoPE inverse frequencies for `config` (transformers' default and llama3 rules), fp32.
-at::Tensor RopeInverseFrequencies(const ModelConfig& config);
+// RoPE inverse frequencies for `config` (transformers' default, linear and llama3 rules,
+// over the rotary dims head_dim * partial_rotary_factor), fp32. `local`: the sliding
+// layers' plain RoPE with family.local_rope_theta.
+at::Tensor RopeInverseFrequencies(const ModelConfig& config, bool local = false);
 
 }  // namespace oft
 

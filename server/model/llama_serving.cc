@@ -66,56 +66,66 @@ at::Tensor LlamaModel::ForwardBatch(const at::Tensor& ids, const ServingBatch& b
     pos = UploadToDevice(starts, dev).view({B, 1}) +
           at::arange(0, T, at::TensorOptions().dtype(at::kFloat).device(dev)).view({1, T});
   }
-  const auto [cos, sin] = Rope(pos);
+  const RopeTables rope = Rope(pos);
 
   // A decode step (one new token per row) whose rows are all in one KvPool attends once per
-  // layer over the pool's slots, each row masked to its own keys and sliding window
-  // (kv_pool.h). Otherwise (prefill, rows outside a pool) each row attends on its own:
-  // per-row additive masks [1, 1, t, length + t] (t: the row's new tokens) only where needed
-  // (as in Forward: one query, or t queries over an empty cache, need none).
+  // layer over the pool's slots, each row masked to its own keys (and, on sliding layers,
+  // the window; kv_pool.h). Otherwise (prefill, rows outside a pool) each row attends on its
+  // own: per-row additive masks [1, 1, t, length + t] (t: the row's new tokens) for full [0]
+  // and sliding-window [1] layers, only where needed (as in Forward: one query, or t
+  // queries over an empty cache, need none).
+  bool kinds[2] = {false, false};  // which kinds of layer the model has
+  for (int64_t i = 0; i < static_cast<int64_t>(layers_.size()); ++i) kinds[Slides(i) ? 1 : 0] = true;
   KvPool* pool = batch.caches[0]->pool;
   bool pooled = pool != nullptr && !packed && T == 1;
   for (int64_t r = 1; r < n_rows && pooled; ++r) pooled = batch.caches[r]->pool == pool;
-  PooledDecode plan;
+  PooledDecode plans[2];
   if (pooled) {
     std::vector<int64_t> slots, past;
     for (const KvCache* kc : batch.caches) {
       slots.push_back(kc->slot);
       past.push_back(kc->length);
     }
-    plan = PlanPooledDecode(pool, std::move(slots), std::move(past), config_.sliding_window, dev);
-    rows.pooled = &plan;
-  }
-  std::vector<at::Tensor> row_masks;
-  std::vector<uint8_t> row_causal;
-  for (int64_t r = 0; r < n_rows && !pooled; ++r) {
-    const KvCache* kc = batch.caches[r];
-    const int64_t t = packed ? batch.lengths[r] : T;
-    if (!WindowBites(kc->length, t) && (t == 1 || kc->length == 0)) {
-      row_masks.emplace_back();
-      row_causal.push_back(t > 1);
-      continue;
+    for (int kind = 0; kind < 2; ++kind) {
+      if (!kinds[kind]) continue;
+      plans[kind] = PlanPooledDecode(pool, slots, past,
+                                     kind == 1 ? config_.sliding_window : std::nullopt, dev);
+      rows.pooled[kind] = &plans[kind];
     }
-    row_causal.push_back(0);
-    row_masks.push_back(AdditiveMask(Allowed(kc->length, t).view({1, 1, t, kc->length + t})));
+  }
+  std::vector<at::Tensor> row_masks[2];
+  std::vector<uint8_t> row_causal[2];
+  for (int kind = 0; kind < 2 && !pooled; ++kind) {
+    const bool sliding = kind == 1;
+    for (int64_t r = 0; r < n_rows; ++r) {
+      const KvCache* kc = batch.caches[r];
+      const int64_t t = packed ? batch.lengths[r] : T;
+      if (!WindowBites(kc->length, t, sliding) && (t == 1 || kc->length == 0)) {
+        row_masks[kind].emplace_back();
+        row_causal[kind].push_back(t > 1);
+        continue;
+      }
+      row_causal[kind].push_back(0);
+      row_masks[kind].push_back(
+          AdditiveMask(Allowed(kc->length, t, sliding).view({1, 1, t, kc->length + t})));
+    }
+    rows.masks[kind] = &row_masks[kind];
+    rows.causal[kind] = &row_causal[kind];
   }
   rows.caches = &batch.caches;
-  rows.masks = &row_masks;
-  rows.causal = &row_causal;
 
-  h = Layers(h, cos, sin, /*mask=*/{}, /*is_causal=*/false, /*cache=*/nullptr, rows,
-             /*runner=*/{});
+  const LayerMask unused[2];
+  h = Layers(h, rope, unused, /*cache=*/nullptr, rows, /*runner=*/{});
   for (int64_t r = 0; r < n_rows; ++r) batch.caches[r]->length += packed ? batch.lengths[r] : T;
-  const int64_t lm_index = 7 * static_cast<int64_t>(layers_.size());
   if (packed && batch.logits_for_last_only) {
     std::vector<int64_t> last;
     for (int64_t r = 0; r < n_rows; ++r) last.push_back(rows.offsets[r] + rows.lengths[r] - 1);
     h = h.index_select(1, UploadToDevice(last, at::kLong, dev));  // [1, rows, H]
-    auto logits = Project(*lm_head_, lm_index, h, rows);
+    auto logits = Head(h, rows);
     return logits.view({n_rows, 1, logits.size(-1)});
   }
   if (batch.logits_for_last_only) h = h.narrow(1, T - 1, 1);
-  return Project(*lm_head_, lm_index, h, rows, packed ? rows.tokens_per_row : at::Tensor());
+  return Head(h, rows, packed ? rows.tokens_per_row : at::Tensor());
 }
 
 absl::StatusOr<std::shared_ptr<const ServingAdapter>> LlamaModel::PrepareServingAdapter(
@@ -171,11 +181,11 @@ absl::StatusOr<std::shared_ptr<const ServingAdapter>> LlamaModel::PrepareServing
 }
 
 AdapterBatch LlamaModel::MakeAdapterBatch(const std::vector<const ServingAdapter*>& rows) const {
-  const size_t num_linears = 7 * layers_.size() + 1;
+  const std::vector<AdaptedLinear*> linears = AllLinears();
+  const size_t num_linears = linears.size();
   AdapterBatch batch;
   batch.rows_ = static_cast<int64_t>(rows.size());
   batch.per_linear_.resize(num_linears);
-  const std::vector<AdaptedLinear*> linears = AllLinears();
   // Every group's row index goes up in one upload after the loop (host_upload.h).
   std::vector<AdapterBatch::Group*> groups;
   std::vector<int64_t> all_index;

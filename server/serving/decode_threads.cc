@@ -15,7 +15,7 @@ int64_t ForwardLinearFlops(const ModelConfig& c, int64_t tokens, int64_t logit_r
 int ForwardThreads(const ModelConfig& c, int64_t tokens, int64_t logit_rows, int max_threads,
                    int64_t min_flops_per_thread) {
   const int cap = std::max(1, max_threads);
-  const int64_t calls = 7 * c.num_hidden_layers + 1;
+  const int64_t calls = c.family.linears_per_layer() * c.num_hidden_layers + 1;
   const int64_t mean = ForwardLinearFlops(c, tokens, logit_rows) / calls;
   const int64_t want = mean / std::max<int64_t>(1, min_flops_per_thread);
   return static_cast<int>(std::clamp<int64_t>(want, 1, cap));

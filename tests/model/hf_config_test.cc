@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <string>
@@ -242,9 +243,9 @@ TEST(HfConfig, BadConfigsNameTheField) {
       {"float layers", edit(kLlama31, "\"num_hidden_layers\": 32", "\"num_hidden_layers\": 32.5"),
        "num_hidden_layers must be an integer"},
       {"rope yarn", edit(kLlama31, "\"rope_type\": \"llama3\"", "\"rope_type\": \"yarn\""),
-       "rope_scaling.rope_type 'yarn' is not supported; supported: default, llama3"},
-      {"legacy type linear", edit(kLlama31, "\"rope_type\": \"llama3\"", "\"type\": \"linear\""),
-       "rope_scaling.rope_type 'linear' is not supported"},
+       "rope_scaling.rope_type 'yarn' is not supported; supported: default, linear, llama3"},
+      {"legacy type dynamic", edit(kLlama31, "\"rope_type\": \"llama3\"", "\"type\": \"dynamic\""),
+       "rope_scaling.rope_type 'dynamic' is not supported"},
       {"llama3 missing factor", edit(kLlama31, "\"factor\": 8.0,", ""),
        "rope_scaling.factor is required for rope_type llama3"},
       {"llama3 bad freq", edit(kLlama31, "\"high_freq_factor\": 4.0", "\"high_freq_factor\": 0.5"),
@@ -326,6 +327,129 @@ TEST(HfConfig, ValidateChecksHandBuiltConfigs) {
   ModelConfig m = MustParse(kMistral7B);
   m.head_dim = 7;
   EXPECT_THAT(std::string(m.Validate().message()), HasSubstr("head_dim must be even"));
+}
+
+// ---- The families beyond Llama (transformers 4.x layouts; 5.x ones come from the parity
+// fixtures, which transformers writes) ----
+
+std::string Family(const std::string& arch, const std::string& extra) {
+  return absl::StrCat(R"({"architectures": [")", arch, R"("], "vocab_size": 96, "hidden_size": 32,
+    "intermediate_size": 64, "num_hidden_layers": 4, "num_attention_heads": 4,
+    "num_key_value_heads": 2)", extra, "}");
+}
+
+void ExpectSameFamily(const ModelFamily& a, const ModelFamily& b) {
+  EXPECT_EQ(a.norm, b.norm);
+  EXPECT_EQ(a.qk_norm, b.qk_norm);
+  EXPECT_EQ(a.activation, b.activation);
+  EXPECT_EQ(a.pre_attn_norm, b.pre_attn_norm);
+  EXPECT_EQ(a.post_attn_norm, b.post_attn_norm);
+  EXPECT_EQ(a.pre_ffn_norm, b.pre_ffn_norm);
+  EXPECT_EQ(a.post_ffn_norm, b.post_ffn_norm);
+  EXPECT_DOUBLE_EQ(a.embedding_scale, b.embedding_scale);
+  EXPECT_EQ(a.attention_scale.has_value(), b.attention_scale.has_value());
+  if (a.attention_scale && b.attention_scale) {
+    EXPECT_DOUBLE_EQ(*a.attention_scale, *b.attention_scale);
+  }
+  EXPECT_EQ(a.residual_multiplier, b.residual_multiplier);
+  EXPECT_EQ(a.logits_divisor, b.logits_divisor);
+  EXPECT_EQ(a.attn_logit_softcap, b.attn_logit_softcap);
+  EXPECT_EQ(a.final_logit_softcap, b.final_logit_softcap);
+  EXPECT_EQ(a.sliding_layers, b.sliding_layers);
+  EXPECT_EQ(a.local_rope_theta, b.local_rope_theta);
+  EXPECT_EQ(a.fused_qkv, b.fused_qkv);
+  EXPECT_EQ(a.fused_gate_up, b.fused_gate_up);
+  EXPECT_EQ(a.partial_rotary_factor, b.partial_rotary_factor);
+}
+
+TEST(HfConfig, FamiliesFillTheirDescription) {
+  ModelConfig q3 = MustParse(Family("Qwen3ForCausalLM", R"(, "attention_bias": true)"));
+  EXPECT_EQ(q3.head_dim, 128);  // Qwen3Config default, not hidden / heads
+  EXPECT_EQ(q3.family.qk_norm, QkNorm::kPerHead);
+  EXPECT_TRUE(q3.attention_bias && q3.o_proj_bias);
+
+  ModelConfig o2 = MustParse(Family("Olmo2ForCausalLM", ""));
+  EXPECT_EQ(o2.family.qk_norm, QkNorm::kFullProjection);
+  EXPECT_EQ(o2.family.pre_attn_norm, "");
+  EXPECT_EQ(o2.family.post_ffn_norm, "post_feedforward_layernorm");
+
+  ModelConfig gr = MustParse(Family("GraniteForCausalLM", R"(, "embedding_multiplier": 12.0,
+      "attention_multiplier": 0.015625, "residual_multiplier": 0.22, "logits_scaling": 8.0)"));
+  EXPECT_EQ(gr.family.embedding_scale, 12.0);
+  EXPECT_EQ(gr.family.attention_scale, 0.015625);
+  EXPECT_EQ(gr.family.residual_multiplier, 0.22);
+  EXPECT_EQ(gr.family.logits_divisor, 8.0);
+
+  ModelConfig g2 = MustParse(Family("Gemma2ForCausalLM", R"(, "head_dim": 8,
+      "query_pre_attn_scalar": 144, "final_logit_softcapping": null)"));
+  EXPECT_EQ(g2.family.norm, NormKind::kOnePlusWeight);
+  EXPECT_EQ(g2.family.activation, Activation::kGeluTanh);
+  EXPECT_DOUBLE_EQ(*g2.family.attention_scale, 1.0 / 12);
+  EXPECT_DOUBLE_EQ(g2.family.embedding_scale, std::sqrt(32.0));
+  EXPECT_EQ(g2.family.attn_logit_softcap, 50.0);                 // default
+  EXPECT_FALSE(g2.family.final_logit_softcap.has_value());       // null: none
+  EXPECT_EQ(g2.sliding_window, 4096);
+  EXPECT_EQ(g2.family.sliding_layers, (std::vector<bool>{true, false, true, false}));
+  EXPECT_TRUE(g2.tie_word_embeddings);
+
+  ModelConfig g3 = MustParse(Family("Gemma3ForCausalLM", R"(, "head_dim": 8,
+      "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0, "sliding_window": 512,
+      "sliding_window_pattern": 2, "rope_scaling": {"rope_type": "linear", "factor": 8.0})"));
+  EXPECT_EQ(g3.family.qk_norm, QkNorm::kPerHead);
+  EXPECT_EQ(g3.family.local_rope_theta, 10000.0);
+  EXPECT_EQ(g3.rope_theta, 1e6);
+  ASSERT_TRUE(g3.rope_scaling.has_value());
+  EXPECT_EQ(g3.rope_scaling->rope_type, "linear");
+  EXPECT_FALSE(g3.family.attn_logit_softcap.has_value());
+  EXPECT_EQ(g3.family.sliding_layers, (std::vector<bool>{true, false, true, false}));
+
+  ModelConfig p3 = MustParse(Family("Phi3ForCausalLM", R"(, "partial_rotary_factor": 0.75,
+      "sliding_window": 2047)"));
+  EXPECT_TRUE(p3.family.fused_qkv && p3.family.fused_gate_up);
+  EXPECT_EQ(p3.family.linears_per_layer(), 4);
+  EXPECT_EQ(p3.family.partial_rotary_factor, 0.75);
+  EXPECT_EQ(p3.sliding_window, 2047);
+
+  for (const ModelConfig* c : {&q3, &o2, &gr, &g2, &g3, &p3}) {
+    SCOPED_TRACE(c->architecture);
+    ModelConfig back = MustParse(ToJson(*c));
+    ExpectSameConfig(back, *c);
+    ExpectSameFamily(back.family, c->family);
+  }
+}
+
+TEST(HfConfig, FamilyErrorsNameTheField) {
+  struct Case {
+    std::string text, want;
+  };
+  const Case cases[] = {
+      {Family("Phi3ForCausalLM", R"(, "rope_scaling": {"type": "longrope", "short_factor": [1],
+          "long_factor": [1]})"),
+       "rope_scaling.rope_type 'longrope' is not supported; supported: default, linear, llama3"},
+      {Family("Gemma3ForCausalLM", R"(, "use_bidirectional_attention": true)"),
+       "use_bidirectional_attention = true is not supported"},
+      {Family("Gemma2ForCausalLM", R"(, "layer_types": ["sliding_attention", "chunked"])"),
+       "layer_types[1] must be \"sliding_attention\" or \"full_attention\""},
+      {Family("Gemma2ForCausalLM", R"(, "layer_types": ["sliding_attention"])"),
+       "layer_types has 1 entries for num_hidden_layers=4"},
+      {Family("GraniteForCausalLM", R"(, "logits_scaling": 0)"),
+       "logits_scaling must be a finite number > 0, got 0"},
+      {Family("Phi3ForCausalLM", R"(, "partial_rotary_factor": 0.1)"),
+       "partial_rotary_factor gives 0 rotary dims of head_dim 8"},
+      {Family("Qwen3ForCausalLM", R"(, "use_sliding_window": true)"),
+       "use_sliding_window = true is not supported"},
+      {Family("GPTNeoXForCausalLM", ""),
+       "'GPTNeoXForCausalLM' is not supported; supported: LlamaForCausalLM, Qwen2ForCausalLM, "
+       "MistralForCausalLM, Qwen3ForCausalLM, Olmo2ForCausalLM, GraniteForCausalLM, "
+       "Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.text);
+    auto parsed = ParseModelConfig(c.text);
+    ASSERT_FALSE(parsed.ok());
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(parsed.status().message()), HasSubstr(c.want));
+  }
 }
 
 // ---- Interop: configs transformers wrote; what we write must load back (python check) ----
