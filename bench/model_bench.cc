@@ -7,7 +7,10 @@
 //    "tokens_per_s":...,"ms_per_step":...,"isa":"avx512"|"avx2"|"generic","cpu":"<model>"}
 //   {"bench":"model","mode":"base_weight_bytes","bf16":...,"nf4":...,"nf4_double_quant":...}
 // Usage: model_bench [--model_dir=models/default] [--device=cpu] [--batch=4] [--seq=256]
-//                    [--reps=5] [--threads=N] [--block=32]
+//                    [--reps=5] [--threads=N] [--block=32] [--bases=fp32,bf16,nf4]
+// --bases limits the timed bases (the byte counts are always printed); each line also
+// names the model's architecture, so one run per family directory
+// (bench/make_family_models.py) compares families at equal size.
 #include <algorithm>
 #include <cstdlib>
 #include <chrono>
@@ -35,12 +38,12 @@ namespace {
 int main(int argc, char** argv) {
   if (oft::AnswerHelp(argc, argv,
       "usage: model_bench [--model_dir=models/default] [--device=cpu] [--batch=4] [--seq=256]\n"
-      "                   [--reps=5] [--threads=N] [--block=32]\n"
+      "                   [--reps=5] [--threads=N] [--block=32] [--bases=fp32,bf16,nf4]\n"
       "Forward and forward+backward tokens/s of a model, and its base-weight bytes (bf16 vs\n"
       "NF4); JSON lines on stdout.\n")) {
     return 0;
   }
-  std::string model_dir = "models/default", device = "cpu", v;
+  std::string model_dir = "models/default", device = "cpu", bases = "fp32,bf16,nf4", v;
   int64_t batch = 4, seq = 256, block = 32;
   int reps = 5, threads = 0;
   for (int i = 1; i < argc; ++i) {
@@ -51,6 +54,7 @@ int main(int argc, char** argv) {
     else if (oft::ParseFlag(argv[i], "--reps", &v)) reps = std::max(1, std::stoi(v));
     else if (oft::ParseFlag(argv[i], "--threads", &v)) threads = std::stoi(v);
     else if (oft::ParseFlag(argv[i], "--block", &v)) block = std::stoll(v);
+    else if (oft::ParseFlag(argv[i], "--bases", &v)) bases = v;
     else {
       std::fprintf(stderr, "unknown argument %s\n", argv[i]);
       return 2;
@@ -88,6 +92,7 @@ int main(int argc, char** argv) {
     auto& m = **model;
     bytes[vi] = m.BaseWeightBytes();
     if (var.dq) continue;  // timing of double quant equals nf4 up to the absmax decode
+    if (("," + bases + ",").find(std::string(",") + var.base + ",") == std::string::npos) continue;
     oft::OftConfig cfg;
     cfg.oft_block_size = block;
     oft::TargetSpec t;
@@ -127,10 +132,10 @@ int main(int argc, char** argv) {
       }
       const double ms = oft::bench::Median(times);
       std::printf(
-          "{\"bench\":\"model\",\"mode\":\"%s\",\"base\":\"%s\",\"device\":\"%s\",\"batch\":%lld,"
+          "{\"bench\":\"model\",\"arch\":\"%s\",\"mode\":\"%s\",\"base\":\"%s\",\"device\":\"%s\",\"batch\":%lld,"
           "\"seq\":%lld,\"adapter_block_size\":%lld,\"ms_per_step\":%.2f,\"tokens_per_s\":%.1f,"
           "\"threads\":%d,\"reps\":%d,%s}\n",
-          mode, var.base, device.c_str(), (long long)batch, (long long)seq, (long long)block, ms,
+          m.config().architecture.c_str(), mode, var.base, device.c_str(), (long long)batch, (long long)seq, (long long)block, ms,
           1000.0 * static_cast<double>(batch * seq) / ms, at::get_num_threads(), reps, machine.c_str());
       std::fflush(stdout);
     }

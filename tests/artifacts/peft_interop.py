@@ -30,6 +30,10 @@ CASES = {
     "layers_mistral": ("mistral", dict(oft_block_size=32, target_modules=["gate_proj", "down_proj"],
                                        layers_to_transform=[1])),
 }
+# Every family beyond Llama, all-linear (Phi-3: the fused qkv_proj and gate_up_proj).
+FAMILIES = ["qwen3", "olmo2", "granite", "gemma2", "gemma3", "phi3"]
+for fam in FAMILIES:
+    CASES[f"family_{fam}"] = (fam, dict(oft_block_size=16, target_modules="all-linear"))
 
 
 def inputs(model_dir):
@@ -81,6 +85,6 @@ elif mode == "check":
         if not err <= TOL:
             sys.exit(f"FAIL {name}: max abs error {err} > {TOL}")
         checked += 1
-    if checked < 5:
+    if checked < 5 + 2 * len(FAMILIES):
         sys.exit(f"FAIL: only {checked} outputs of the C++ side found in {OUT}")
     print(f"{checked} checked")

@@ -8,6 +8,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -27,6 +30,10 @@ std::string Env(const char* k) {
   const char* v = std::getenv(k);
   return v ? v : "";
 }
+
+// The families beyond Llama (tests/model/make_llama_fixtures.py), one all-linear case each
+// both ways (peft_interop.py's FAMILIES).
+constexpr const char* kFamilies[] = {"qwen3", "olmo2", "granite", "gemma2", "gemma3", "phi3"};
 
 struct Inputs {
   torch::Tensor ids, mask;
@@ -80,7 +87,7 @@ TEST(PeftInterop, PeftAdaptersGivePeftLogits) {
     EXPECT_GT(MaskedMaxErr(Logits(**model, in), want, in.mask), 1e-3) << name;
     ++seen;
   }
-  EXPECT_EQ(seen, 4);
+  EXPECT_EQ(seen, 4 + static_cast<int>(std::size(kFamilies)));
 }
 
 struct OurCase {
@@ -120,6 +127,18 @@ std::vector<OurCase> OurCases() {
     c.oft.oft_block_size = 32;
     c.targets.target_modules = {"gate_proj", "down_proj"};
     c.targets.layers_to_transform = {1};
+    cases.push_back(c);
+  }
+  // Names are kept alive by the static storage of kFamilies and these strings.
+  static const std::vector<std::string>* const kNames = [] {
+    auto* v = new std::vector<std::string>();
+    for (const char* f : kFamilies) v->push_back(std::string("family_") + f);
+    return v;
+  }();
+  for (size_t i = 0; i < std::size(kFamilies); ++i) {
+    OurCase c{(*kNames)[i].c_str(), kFamilies[i], {}, {}, true};
+    c.oft.oft_block_size = 16;
+    c.targets.target_modules = {"all-linear"};
     cases.push_back(c);
   }
   return cases;
