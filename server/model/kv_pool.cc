@@ -1,12 +1,11 @@
 #include "server/model/kv_pool.h"
 
-#include "server/model/decoder_ops.h"
-
 #include <algorithm>
 #include <utility>
 
 #include "ATen/ATen.h"
 #include "ATen/TensorIndexing.h"
+#include "server/model/decoder_ops.h"
 #include "server/model/host_upload.h"
 
 namespace oft {

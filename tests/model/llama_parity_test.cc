@@ -138,7 +138,7 @@ TEST_P(LlamaParity, AllLinearSelectsPeftsModules) {
 }
 
 // Rows with adapters a, b and none in one ForwardBatch (a 13-token prefill, then one decode
-// step on each row's cache) give each row's solo Forward logits.
+// step on each row's cache, plain or in a KvPool) give each row's solo Forward logits.
 TEST_P(LlamaParity, MixedAdapterBatchEqualsSolo) {
   if (FixtureDir().empty()) GTEST_SKIP() << "OFT_LLAMA_FIXTURES not set";
   torch::set_num_threads(2);
@@ -175,6 +175,21 @@ TEST_P(LlamaParity, MixedAdapterBatchEqualsSolo) {
   sb.adapters = &adapters;
   auto prefill = m.ForwardBatch(ids.repeat({3, 1}), sb);
   auto decode = m.ForwardBatch(next.repeat({3, 1}), sb);
+  // The same rows with their caches in slots of one KvPool (the engine's layout): the decode
+  // step attends once per layer kind over the pool.
+  KvPool pool;
+  std::vector<KvCache> pooled(3);
+  ServingBatch pb;
+  for (auto& c : pooled) {
+    c.pool = &pool;
+    c.slot = pool.Acquire();
+    pb.caches.push_back(&c);
+  }
+  pb.adapters = &adapters;
+  auto pooled_prefill = m.ForwardBatch(ids.repeat({3, 1}), pb);
+  auto pooled_decode = m.ForwardBatch(next.repeat({3, 1}), pb);
+  EXPECT_LT((pooled_prefill - prefill).abs().max().item<double>(), 1e-4) << GetParam();
+  EXPECT_LT((pooled_decode - decode).abs().max().item<double>(), 1e-4) << GetParam();
   const std::vector<std::vector<std::string>> solo{{"a"}, {"b"}, {}};
   for (int r = 0; r < 3; ++r) {
     ASSERT_TRUE(m.SetActiveAdapters(solo[r]).ok());
