@@ -9,13 +9,17 @@
 // Usage: model_bench [--model_dir=models/default] [--device=cpu] [--batch=4] [--seq=256]
 //                    [--reps=5] [--threads=N] [--block=32] [--bases=fp32,bf16,nf4]
 // --bases limits the timed bases (the byte counts are always printed); each line also
-// names the model's architecture, so one run per family directory
-// (bench/make_family_models.py) compares families at equal size.
+// names the model's architecture. Several directories (--model_dir=a,b,...; e.g. the
+// families of bench/make_family_models.py at equal size) run side by side instead: fp32,
+// reps interleaved across the models, JSON lines {"bench":"model_families",...,
+// "tokens_per_s_vs_first":...} per model and mode.
 #include <algorithm>
 #include <cstdlib>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <map>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -33,6 +37,84 @@
 
 namespace {
 
+// Several model directories side by side (--model_dir=a,b,...): each loaded in fp32 with an
+// all-linear adapter of block `block`; every rep times one step of each model in turn, so
+// load changes on a shared machine hit all of them alike. One JSON line per model and mode:
+// its median and its ratio to the first model's.
+int RunInterleaved(const std::vector<std::string>& dirs, const std::string& device, int64_t batch,
+                   int64_t seq, int64_t block, int reps, const std::string& machine) {
+  struct Entry {
+    std::unique_ptr<oft::LlamaModel> model;
+    at::Tensor ids;
+    std::map<std::string, at::Tensor> params;
+  };
+  std::vector<Entry> entries;
+  for (const auto& dir : dirs) {
+    oft::LoadOptions lo;
+    lo.device = device;
+    auto model = oft::LlamaModel::Load(dir, lo);
+    if (!model.ok()) {
+      std::fprintf(stderr, "%s: %s\n", dir.c_str(), std::string(model.status().message()).c_str());
+      return 1;
+    }
+    oft::OftConfig cfg;
+    cfg.oft_block_size = block;
+    oft::TargetSpec t;
+    t.target_modules = {"all-linear"};
+    auto& m = **model;
+    if (auto st = m.AddAdapter("bench", cfg, t); !st.ok()) {
+      std::fprintf(stderr, "%s: %s\n", dir.c_str(), std::string(st.message()).c_str());
+      return 1;
+    }
+    (void)m.SetActiveAdapters({"bench"});
+    at::manual_seed(0);
+    Entry e;
+    e.ids = at::randint(0, m.config().vocab_size, {batch, seq}, at::TensorOptions().dtype(at::kLong))
+                .to(m.device());
+    e.params = m.AdapterParameters("bench").value();
+    e.model = std::move(*model);
+    entries.push_back(std::move(e));
+  }
+  for (const char* mode : {"forward", "forward_backward"}) {
+    const bool bwd = std::strcmp(mode, "forward_backward") == 0;
+    auto step = [&](Entry& e) {
+      if (bwd) {
+        auto logits = e.model->Forward(e.ids);
+        logits.to(at::kFloat).logsumexp(-1).mean().backward();
+        for (auto& [n, p] : e.params) p.mutable_grad() = at::Tensor();
+      } else {
+        at::NoGradGuard ng;
+        e.model->Forward(e.ids);
+      }
+      oft::bench::SyncDevice(e.model->device());
+    };
+    for (auto& e : entries) step(e);  // warm-up
+    std::vector<std::vector<double>> times(entries.size());
+    for (int r = 0; r < reps; ++r) {
+      for (size_t i = 0; i < entries.size(); ++i) {
+        const double t0 = oft::bench::NowMs();
+        step(entries[i]);
+        times[i].push_back(oft::bench::NowMs() - t0);
+      }
+    }
+    const double first = oft::bench::Median(times[0]);
+    for (size_t i = 0; i < entries.size(); ++i) {
+      const double ms = oft::bench::Median(times[i]);
+      std::printf(
+          "{\"bench\":\"model_families\",\"arch\":\"%s\",\"model_dir\":\"%s\",\"mode\":\"%s\","
+          "\"base\":\"fp32\",\"device\":\"%s\",\"batch\":%lld,\"seq\":%lld,"
+          "\"adapter_block_size\":%lld,\"ms_per_step\":%.2f,\"tokens_per_s\":%.1f,"
+          "\"tokens_per_s_vs_first\":%.3f,\"threads\":%d,\"reps\":%d,%s}\n",
+          entries[i].model->config().architecture.c_str(), dirs[i].c_str(), mode, device.c_str(),
+          (long long)batch, (long long)seq, (long long)block, ms,
+          1000.0 * static_cast<double>(batch * seq) / ms, first / ms, at::get_num_threads(), reps,
+          machine.c_str());
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -40,7 +122,8 @@ int main(int argc, char** argv) {
       "usage: model_bench [--model_dir=models/default] [--device=cpu] [--batch=4] [--seq=256]\n"
       "                   [--reps=5] [--threads=N] [--block=32] [--bases=fp32,bf16,nf4]\n"
       "Forward and forward+backward tokens/s of a model, and its base-weight bytes (bf16 vs\n"
-      "NF4); JSON lines on stdout.\n")) {
+      "NF4); JSON lines on stdout. --model_dir=a,b,... times several models side by side\n"
+      "(fp32, reps interleaved) and reports each one's tokens/s relative to the first.\n")) {
     return 0;
   }
   std::string model_dir = "models/default", device = "cpu", bases = "fp32,bf16,nf4", v;
@@ -63,6 +146,16 @@ int main(int argc, char** argv) {
   if (!oft::bench::InitCpuIsa("model_bench")) return 2;
   const std::string machine = oft::bench::IsaCpuJsonFields();
   oft::ConfigureCpuRuntime(threads);
+  if (model_dir.find(',') != std::string::npos) {
+    std::vector<std::string> dirs;
+    for (size_t start = 0;;) {
+      const size_t comma = model_dir.find(',', start);
+      dirs.push_back(model_dir.substr(start, comma - start));
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+    return RunInterleaved(dirs, device, batch, seq, block, reps, machine);
+  }
 
   struct Variant {
     const char* base;
