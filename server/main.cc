@@ -60,6 +60,9 @@ constexpr char kUsage[] =
     "                  [--shutdown_timeout_seconds=S] [--checkpoint_retention=none|last|all]\n"
     "                  [--http_listen=HOST:PORT [--http_port_file=FILE] [--http_threads=N]]\n"
     "                  [--log_format=text|json] [--log_level=debug|info|warn|error]\n"
+    "                  [--job_isolation=thread|process [--worker_binary=PATH]\n"
+    "                   [--worker_grace_seconds=S] [--worker_heartbeat_seconds=S]\n"
+    "                   [--worker_max_restarts=N]]\n"
     "The OFTv2 adapter training and serving service (gRPC oft.v1; with --http_listen also the\n"
     "OpenAI-compatible HTTP API /v1/models, /v1/completions, /v1/chat/completions, and /metrics,\n"
     "/healthz, /readyz). SIGTERM / SIGINT: graceful\n"
@@ -74,6 +77,10 @@ constexpr char kUsage[] =
     "a finished job is never resumed and its adapter is published), last (the newest kept,\n"
     "optimizer state included) or all. Applied when a job ends and, at start, to every job\n"
     "that is not queued.\n"
+    "--job_isolation=process: each job trains in its own oft_train_worker process (events over\n"
+    "a pipe, SIGTERM then SIGKILL after --worker_grace_seconds on cancel, killed when silent for\n"
+    "--worker_heartbeat_seconds, restarted from its checkpoint up to --worker_max_restarts times\n"
+    "after a crash); a worker never outlives the server. Default thread: in this process.\n"
     "Exit status: 0 after shutdown or --help, 2 bad flags, 1 the server could not start.\n";
 
 int Usage(const std::string& error) {
@@ -212,6 +219,18 @@ int main(int argc, char** argv) {
       o.checkpoint_retention = v;
     } else if (name == "device_memory_bytes") {
       if (!ParseInt(name, v, &o.device_memory_bytes, &err)) return Usage(err);
+    } else if (name == "job_isolation") {
+      if (v != "thread" && v != "process") return Usage("--job_isolation must be thread or process, got '" + v + "'");
+      o.job_isolation = v;
+    } else if (name == "worker_binary") {
+      o.worker_binary = v;
+    } else if (name == "worker_grace_seconds" || name == "worker_heartbeat_seconds") {
+      double d = 0;
+      if (!absl::SimpleAtod(v, &d) || !(d > 0 && d <= 86400)) return Usage("--" + name + " must be in (0, 86400]");
+      (name == "worker_grace_seconds" ? o.worker_grace_seconds : o.worker_heartbeat_seconds) = d;
+    } else if (name == "worker_max_restarts") {
+      if (!ParseInt(name, v, &n, &err) || n < 0 || n > 100) return Usage("--worker_max_restarts must be in [0, 100]");
+      o.worker_max_restarts = static_cast<int>(n);
     } else {
       return Usage("unknown flag --" + name);
     }

@@ -53,6 +53,7 @@
 #include "server/service/inference_service.h"
 #include "server/train/checkpoint_retention.h"
 #include "server/train/job_runner.h"
+#include "server/train/worker_process.h"
 
 namespace oft {
 namespace {
@@ -115,6 +116,7 @@ struct OftServer::Impl {
   // What tenants see (job events, failures, job-check errors) never holds the data dir's or a
   // model directory's path.
   PathRedactor redactor;
+  WorkerOptions worker;  // --job_isolation=process; empty binary: jobs train in this process
   std::shared_ptr<prometheus::Registry> registry;
   std::atomic<bool> ready{false};  // /readyz: serving and not saturated (before its readers)
   std::unique_ptr<ServiceMetrics> metrics;
@@ -291,7 +293,9 @@ JobOutcome OftServer::Impl::Execute(const JobRecord& job, const std::string& dev
     absl::StatusOr<int64_t> id = store->AppendEvent(job.id, *encoded);
     if (!id.ok()) Warn(absl::StrCat("job ", job.id, ": event not stored: ", id.status().ToString()));
   };
-  absl::StatusOr<TrainingJobResult> result = RunTrainingJob(*tj, adapters.get(), sink, &control.stop);
+  absl::StatusOr<TrainingJobResult> result =
+      worker.binary.empty() ? RunTrainingJob(*tj, adapters.get(), sink, &control.stop)
+                            : RunTrainingJobInWorker(*tj, worker, *adapters, sink, &control.stop);
   if (metrics) metrics->ForgetJob(job.id);
   if (result.ok()) {
     out.kind = JobOutcome::Kind::kSucceeded;
@@ -412,6 +416,21 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
   s.datasets = std::make_unique<DatasetStore>(db);
   s.api_keys = std::make_unique<ApiKeyStore>(db);
   OFT_ASSIGN_OR_RETURN(s.adapters, AdapterStore::Open(options.data_dir));
+  if (options.job_isolation == "process") {
+    std::error_code ec;
+    s.worker.binary = !options.worker_binary.empty()
+                          ? options.worker_binary
+                          : DefaultWorkerBinary(std::filesystem::read_symlink("/proc/self/exe", ec).string());
+    if (s.worker.binary.empty() || access(s.worker.binary.c_str(), X_OK) != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--job_isolation=process: no executable training worker at \"", s.worker.binary,
+          "\" (build oft_train_worker, or name it with --worker_binary)"));
+    }
+    s.worker.data_dir = options.data_dir;
+    s.worker.grace = absl::Seconds(options.worker_grace_seconds);
+    s.worker.heartbeat_timeout = absl::Seconds(options.worker_heartbeat_seconds);
+    s.worker.max_restarts = options.worker_max_restarts;
+  }
   for (const auto& [tenant, key] : options.api_keys) {
     absl::Status st = s.api_keys->AddApiKey(key, tenant);
     if (absl::IsAlreadyExists(st)) {

@@ -163,9 +163,21 @@ absl::StatusOr<AdapterManifest> AdapterStore::Publish(const std::string& tenant,
     if (auto s = WriteFileAtomic((tmp / f).string(), *bytes, 0444); !s.ok()) return cleanup(s);
   }
   if (auto s = WriteFileAtomic((tmp / kManifest).string(), m.ToJson(), 0444); !s.ok()) return cleanup(s);
-  const fs::path final_dir = parent / std::to_string(m.version);
-  fs::rename(tmp, final_dir, ec);
-  if (ec) return cleanup(absl::InternalError(absl::StrCat("rename to ", final_dir.string(), ": ", ec.message())));
+  // The rename claims the version. Another process (a training worker publishing into the
+  // same store) may have claimed it first: then take the next free one.
+  fs::path final_dir = parent / std::to_string(m.version);
+  for (int attempt = 0;; ++attempt) {
+    fs::rename(tmp, final_dir, ec);
+    if (!ec) break;
+    const bool taken = ec == std::errc::directory_not_empty || ec == std::errc::file_exists;
+    if (!taken || attempt == 100) {
+      return cleanup(absl::InternalError(absl::StrCat("rename to ", final_dir.string(), ": ", ec.message())));
+    }
+    const auto now = Versions(tenant, name);
+    m.version = std::max(m.version, now.empty() ? int64_t{0} : now.back()) + 1;
+    if (auto s = WriteFileAtomic((tmp / kManifest).string(), m.ToJson(), 0444); !s.ok()) return cleanup(s);
+    final_dir = parent / std::to_string(m.version);
+  }
   ::chmod(final_dir.c_str(), 0555);
   OFT_RETURN_IF_ERROR(FsyncDirectory(parent.string()));
   return m;

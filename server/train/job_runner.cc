@@ -422,6 +422,10 @@ absl::StatusOr<TrainingJobResult> RunTrainingJob(const TrainingJob& job, Adapter
   return r;
 }
 
+absl::Status WithFailureReason(absl::Status status, absl::string_view reason, absl::string_view field) {
+  return Tag(std::move(status), reason, field);
+}
+
 TrainingFailure ClassifyFailure(const absl::Status& status) {
   TrainingFailure info;
   info.message = std::string(status.message());

@@ -20,6 +20,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "server/artifacts/store.h"
 #include "server/model/targeting.h"
 #include "server/oft/config.h"
@@ -98,6 +99,10 @@ struct TrainingFailure {
   std::string field;    // offending JobSpec field path, "" if none
 };
 TrainingFailure ClassifyFailure(const absl::Status& status);
+
+// Tags `status` with a failure reason (and JobSpec field) for ClassifyFailure, unless it is OK
+// or tagged already: for errors that crossed a process boundary (a training worker's).
+absl::Status WithFailureReason(absl::Status status, absl::string_view reason, absl::string_view field = "");
 
 // Memory of a training device: total bytes (the CheckTrainingJob limit) and bytes in use now
 // (for the oft_device_memory_bytes metric). "cpu": physical RAM and this process's resident

@@ -8,6 +8,9 @@
 #include <functional>
 #include <string>
 
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
 namespace oft {
 
 // The kind of a warning event (oft.v1.JobEvent.Warning.Code).
@@ -38,8 +41,11 @@ struct TrainEvent {
 
 // "step", "eval", "checkpoint", "warning", "done".
 const char* TrainEventKindName(TrainEvent::Kind kind);
-// One-line JSON object with every field (kind as its name).
+// One-line JSON object with every field (kind as its name, warning as its number).
 std::string TrainEventToJson(const TrainEvent& event);
+// Parses TrainEventToJson's form (a training worker's event lines). INVALID_ARGUMENT naming
+// the field for anything else.
+absl::StatusOr<TrainEvent> TrainEventFromJson(absl::string_view json);
 
 // Receives events on the thread that calls Run(); must not block for long.
 using EventSink = std::function<void(const TrainEvent&)>;

@@ -30,8 +30,12 @@ if(TARGET oft_server)
   add_test(NAME interop.openai_fine_tuning
            COMMAND "${_oft_py}" "${_oft_itest}/python/openai_fine_tuning_test.py"
                    "$<TARGET_FILE:oft_server>" "${PROJECT_SOURCE_DIR}")
+  # Jobs in supervised worker processes (issue 12): crash/restart, cancel, orphans.
+  add_test(NAME interop.worker_process
+           COMMAND "${_oft_py}" "${_oft_itest}/python/worker_process_test.py"
+                   "$<TARGET_FILE:oft_server>" "${PROJECT_SOURCE_DIR}")
   set_tests_properties(interop.grpcio_client interop.prometheus_scrape interop.openai_client
-                       interop.openai_fine_tuning PROPERTIES
+                       interop.openai_fine_tuning interop.worker_process PROPERTIES
                        LABELS "integration;interop" SKIP_RETURN_CODE 77 TIMEOUT 600
                        ENVIRONMENT "OMP_NUM_THREADS=1;MKL_NUM_THREADS=1")
 endif()
