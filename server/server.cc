@@ -725,6 +725,9 @@ void OftServer::Shutdown() {
     h->Shutdown();
   }
   s.ready = false;
+  // Running jobs checkpoint while the API winds down (waiting for in-flight calls first
+  // could let a short job run to its end instead of being checkpointed and requeued).
+  s.scheduler->StopRunning();
   // HTTP handlers end first: their streams end when the engines stop (UNAVAILABLE).
   if (s.http) {
     s.openai.stopping->store(true);

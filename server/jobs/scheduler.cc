@@ -103,18 +103,20 @@ void Scheduler::Cancel(const std::string& job_id) {
   }
 }
 
+void Scheduler::StopRunning() {
+  absl::MutexLock lock(&mu_);
+  stopping_ = true;
+  for (auto& slot : slots_) {
+    if (slot->running == nullptr) continue;
+    // shutting_down first: an executor that sees stop must also see why.
+    slot->running->control.shutting_down.store(true);
+    slot->running->control.stop.store(true);
+  }
+}
+
 void Scheduler::Shutdown() {
   absl::MutexLock shutdown_lock(&shutdown_mu_);
-  {
-    absl::MutexLock lock(&mu_);
-    stopping_ = true;
-    for (auto& slot : slots_) {
-      if (slot->running == nullptr) continue;
-      // shutting_down first: an executor that sees stop must also see why.
-      slot->running->control.shutting_down.store(true);
-      slot->running->control.stop.store(true);
-    }
-  }
+  StopRunning();
   if (dispatcher_.joinable()) dispatcher_.join();
   // slots_ no longer changes once started; the worker threads exit after their job.
   std::vector<Slot*> slots;

@@ -115,6 +115,10 @@ class Scheduler {
   // to return, Transitions kInterrupted ones RUNNING -> QUEUED ("requeued at shutdown").
   // Idempotent; blocks until every scheduler thread has exited.
   void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);
+  // Shutdown's first half, without waiting: no job starts any more and every running job is
+  // told to checkpoint and stop (as shutting down). For a server that must stop its jobs
+  // before it waits for in-flight calls.
+  void StopRunning() ABSL_LOCKS_EXCLUDED(mu_);
 
   // Ids of the jobs this scheduler is running now (in slot order).
   std::vector<std::string> RunningJobIds() const ABSL_LOCKS_EXCLUDED(mu_);
