@@ -153,7 +153,8 @@ absl::StatusOr<oft::v1::CreateJobRequest> ParseFineTuningJobCreate(const std::st
   if (!j.is_object()) return Invalid("body must be a JSON object");
   static const char* const kKnown[] = {"model", "training_file", "validation_file", "suffix", "seed",
                                        "hyperparameters", "method", "integrations", "metadata"};
-  for (const auto& [k, v] : j.items()) {
+  for (const auto& item : j.items()) {
+    const std::string k = item.key();  // a named copy: clang cannot capture structured bindings
     if (std::find_if(std::begin(kKnown), std::end(kKnown), [&](const char* f) { return k == f; }) ==
         std::end(kKnown)) {
       return Invalid(absl::StrCat(k.substr(0, 64), " is not a field of a fine-tuning job (fields: ",
