@@ -43,7 +43,7 @@ LAYERS = [
     ["common"],
     ["oft"],
     ["quant"],
-    ["model", "data"],
+    ["model", "data", "dist"],  # dist: torchrun env + the c10d process group
     ["artifacts"],          # PEFT files and the adapter store; the trainer writes them
     ["train"],
     ["jobs", "serving", "metrics"],

@@ -3,7 +3,7 @@
 #   - Debian packages: gRPC, protobuf, Abseil, prometheus-cpp, SQLite, GoogleTest, Google Benchmark,
 #     OpenBLAS, PCRE2, RE2 (client regexes), nlohmann-json, spdlog (the server's structured log),
 #     ccache, ninja, Prometheus (for the scrape test), clang (the -Wthread-safety contract check),
-#     cpp-httplib (the HTTP API).
+#     cpp-httplib (the HTTP API), gloo's headers (libgloo-dev: ProcessGroupGloo.hpp, server/dist).
 #   - LibTorch from the PyPI `torch` wheel, pinned below, into the project-local venv .venv/.
 # Re-running it does nothing when everything is present.
 set -euo pipefail
@@ -16,7 +16,7 @@ APT_PACKAGES=(
   prometheus-cpp-dev libsqlite3-dev sqlite3 libgtest-dev libgmock-dev libbenchmark-dev
   libopenblas0-pthread libpcre2-dev libicu-dev nlohmann-json3-dev libssl-dev prometheus
   libyaml-cpp-dev openssl libre2-dev clang libclang-rt-14-dev libspdlog-dev
-  libcpp-httplib-dev
+  libcpp-httplib-dev libgloo-dev
 )
 
 SUDO=""

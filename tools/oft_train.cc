@@ -20,17 +20,29 @@
 // --dtype defaults to the trainer's precision policy (precision.h: fp32 on the CPU, bf16 on
 // CUDA unless bf16_autocast is off). Individual flags override job.json. Exit status: 0 done, 1 error, 2 usage, 3 cancelled
 // (SIGINT/SIGTERM: a checkpoint is written, a rerun resumes).
+//
+// Data parallel: launched with torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR,
+// MASTER_PORT, LOCAL_RANK, LOCAL_WORLD_SIZE, TORCHELASTIC_USE_AGENT_STORE; server/dist/
+// launch_env.h), each process is one rank of a c10d group (TCPStore + Gloo); --batch_size is
+// the per-rank micro-batch (trainer.h). Only rank 0 prints events and writes --out and the
+// checkpoints (--checkpoint_dir must be shared by the ranks); every rank prints its errors.
+// --dist_timeout_seconds (default 300) bounds every wait for a peer.
 #include <algorithm>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <cstdlib>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "ATen/Parallel.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
 #include "server/common/flags.h"
@@ -39,6 +51,8 @@
 #include "server/oft/cpu_isa.h"
 #include "server/data/chat_template.h"
 #include "server/data/dataset.h"
+#include "server/dist/c10d_collective.h"
+#include "server/dist/launch_env.h"
 #include "server/model/hf_config.h"
 #include "server/model/llama.h"
 #include "server/model/tokenizer.h"
@@ -125,7 +139,7 @@ constexpr char kUsage[] =
     "                 [--adapter_name=NAME] [--target_modules=q_proj,v_proj|all-linear]\n"
     "                 [--oft_block_size=32] [--r=0] [--<any TrainOptions field>=VALUE ...]\n"
     "                 [--block_share] [--use_cayley_neumann=BOOL] [--num_cayley_neumann_terms=N]\n"
-    "                 [--coft] [--eps=E] [--module_dropout=P]\n"
+    "                 [--coft] [--eps=E] [--module_dropout=P] [--dist_timeout_seconds=300]\n"
     "Trains one OFTv2 adapter, one JSON line per training event on stdout; resumes from\n"
     "--checkpoint_dir. job.json: {\"train_options\": {...}, \"oft_block_size\": 32, \"r\": 0,\n"
     "\"target_modules\": [...], \"module_dropout\": 0.0, \"chat_template\": \"chatml\",\n"
@@ -134,6 +148,9 @@ constexpr char kUsage[] =
     "Length: give one of --max_steps / --epochs (the other becomes 0); both non-zero: an error.\n"
     "A block size (or r) that does not divide a module's input width is adjusted as PEFT does\n"
     "and announced on stderr and as a warning event.\n"
+    "Data parallel: run one process per rank with torchrun's environment (RANK, WORLD_SIZE,\n"
+    "MASTER_ADDR, MASTER_PORT; LOCAL_RANK, LOCAL_WORLD_SIZE, TORCHELASTIC_USE_AGENT_STORE);\n"
+    "--batch_size is then per rank, rank 0 prints the events and writes --out and checkpoints.\n"
     "Exit status: 0 done, 1 error, 2 usage, 3 cancelled.\n";
 
 int Main(int argc, char** argv) {
@@ -162,6 +179,7 @@ int Main(int argc, char** argv) {
   const int threads = std::stoi(take("threads", "0"));
   const std::string device = take("device", "cpu"), dtype = take("dtype", "");
   const bool nf4 = take("nf4", "false") == "true";
+  const std::string dist_timeout = take("dist_timeout_seconds", "300");
   if (model_dir.empty() || train_path.empty()) {
     std::cerr << "oft_train: --model_dir and --train are required\n" << kUsage;
     return 2;
@@ -169,6 +187,24 @@ int Main(int argc, char** argv) {
   if (absl::Status isa = oft::cpu::CheckCpuIsaEnvironment(); !isa.ok()) {
     return PrintError(isa), 2;
   }
+  // Data parallel: join the group first, so a misconfigured launch fails before loading.
+  auto launch = oft::LaunchEnvFromEnvironment([](const char* n) { return std::getenv(n); });
+  if (!launch.ok()) return PrintError(launch.status()), 2;
+  std::unique_ptr<oft::Collective> group;
+  if (launch->has_value()) {
+    double seconds = 0;
+    if (!absl::SimpleAtod(dist_timeout, &seconds) || !(seconds > 0) || seconds > 86400) {
+      return PrintError(absl::InvalidArgumentError(absl::StrCat(
+                 "--dist_timeout_seconds must be in (0, 86400], got \"", dist_timeout, "\""))),
+             2;
+    }
+    oft::C10dOptions dist;
+    dist.timeout = std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+    auto connected = oft::ConnectC10d(**launch, dist);
+    if (!connected.ok()) return PrintError(connected.status()), 1;
+    group = std::move(*connected);
+  }
+  const bool rank0 = group == nullptr || group->rank() == 0;
   oft::ConfigureCpuRuntime(threads);
   {
     // The custom kernels of the training device (and the CPU) checked against their
@@ -275,6 +311,7 @@ int Main(int argc, char** argv) {
   }
   p.model = model->get();
   p.tokenizer = tokenizer->get();
+  p.collective = group.get();
 
   // Announce what PEFT's divisor rule changes (the trainer applies it silently).
   {
@@ -293,7 +330,7 @@ int Main(int argc, char** argv) {
       e.kind = oft::TrainEvent::Kind::kWarning;
       e.warning = oft::WarningCode::kBlockSizeAdjusted;
       e.message = w;
-      std::cout << oft::TrainEventToJson(e) << std::endl;
+      if (rank0) std::cout << oft::TrainEventToJson(e) << std::endl;
     }
   }
   auto trainer = oft::Trainer::Create(std::move(p));
@@ -301,11 +338,13 @@ int Main(int argc, char** argv) {
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
   absl::Status st = (*trainer)->Run(
-      [](const oft::TrainEvent& e) { std::cout << oft::TrainEventToJson(e) << std::endl; },
+      [rank0](const oft::TrainEvent& e) {
+        if (rank0) std::cout << oft::TrainEventToJson(e) << std::endl;
+      },
       &g_cancel);
   if (absl::IsCancelled(st)) return PrintError(st), 3;
   if (!st.ok()) return PrintError(st), 1;
-  if (!out_dir.empty()) {
+  if (!out_dir.empty() && rank0) {
     st = (*trainer)->SaveAdapter(out_dir);
     if (!st.ok()) return PrintError(st), 1;
   }

@@ -63,6 +63,7 @@ struct TrainMetrics {
   int64_t train_sequences = 0;   // sequences in one training epoch
   int64_t eval_sequences = 0;    // sequences in the eval set (0: no eval)
   double seconds = 0;            // wall time of Run() in this process
+  int64_t allreduce_bytes_per_step = 0;  // gradient bucket all-reduced per step (0: one process)
 };
 
 }  // namespace oft

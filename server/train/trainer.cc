@@ -12,6 +12,7 @@
 #include "server/common/file_util.h"
 #include "server/common/status_macros.h"
 #include "server/common/torch_boundary.h"
+#include "server/train/data_parallel.h"
 #include "server/train/precision.h"
 #include "server/train/text_encoder.h"
 #include "server/train/trainer_checkpoint.h"
@@ -159,7 +160,9 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainerParams p) {
   t->metrics_.eval_sequences = static_cast<int64_t>(eval_seqs.size());
 
   BatchIteratorOptions bo;
-  bo.batch_size = o.batch_size;
+  // One iterator over global batches, alike on every rank; each rank trains its shard of
+  // every batch (data_parallel.h).
+  bo.batch_size = o.batch_size * t->WorldSize();
   bo.seed = o.seed;
   bo.shuffle = true;
   bo.drop_last = false;
@@ -224,8 +227,10 @@ absl::Status Trainer::Run(const EventSink& sink, const std::atomic<bool>* cancel
   absl::Status st = TorchCall("Trainer.Run", [&]() -> absl::Status {
     OFT_RETURN_IF_ERROR(ResumeOrStart(emit));
     const ForwardOptions forward = TrainForwardOptions();
+    if (params_.collective != nullptr) OFT_RETURN_IF_ERROR(CheckRanksAgree());
     while (s.step < total_steps_ && !s.stopped_early) {
-      if (cancel != nullptr && cancel->load()) {
+      OFT_ASSIGN_OR_RETURN(const bool cancelled, AnyRankCancelled(cancel));
+      if (cancelled) {
         if (s.last_checkpoint_step != s.step) OFT_RETURN_IF_ERROR(WriteCheckpoint(emit));
         return absl::CancelledError(absl::StrCat("training cancelled after step ", s.step, " of ",
                                                  total_steps_));
@@ -269,6 +274,26 @@ absl::Status Trainer::ResumeOrStart(const Emit& emit) {
   s.pending_warnings.clear();
   params_.model->SetTraining(true);
   return absl::OkStatus();
+}
+
+absl::StatusOr<bool> Trainer::AnyRankCancelled(const std::atomic<bool>* cancel) {
+  const bool mine = cancel != nullptr && cancel->load();
+  if (params_.collective == nullptr) return mine;
+  OFT_ASSIGN_OR_RETURN(const std::vector<double> any,
+                       AllReduceScalars(*params_.collective, {mine ? 1.0 : 0.0}));
+  return any[0] > 0;
+}
+
+absl::Status Trainer::CheckRanksAgree() {
+  State& s = *state_;
+  Json id;
+  id["world_size"] = params_.collective->world_size();
+  id["train_options"] = Json::parse(TrainOptionsToJson(params_.options));
+  id["data_sha256"] = s.data_sha256;
+  id["adapter"] = s.adapter_identity;
+  id["base_model"] = params_.base_model_name;
+  id["resume_step"] = s.step;  // a rank that did not see rank 0's checkpoint differs here
+  return params_.collective->CheckAgreement("the training job", id.dump());
 }
 
 ForwardOptions Trainer::TrainForwardOptions() {

@@ -39,6 +39,19 @@
 // process-wide generators are not touched. Trainers of different models may therefore run
 // concurrently in different threads, each giving the result it gives alone.
 //
+// Data parallel (params.collective set; data_parallel.h has the semantics): every rank builds
+// a Trainer from the same data and options; options.batch_size is the per-rank micro-batch,
+// so a step's global batch is world_size x batch_size x grad_accum_steps sequences, each rank
+// training its own shard. Run() first checks through the group that every rank has the same
+// options, data, adapter, world size and resume step (FAILED_PRECONDITION naming what differs,
+// on every rank). Gradients are summed over ranks before clipping, so every rank takes the
+// same AdamW step; the step's loss, tokens/s and eval loss in events are global. Only rank 0
+// writes checkpoints (all ranks resume from the newest one, so checkpoint_dir must be shared
+// storage); a cancel seen by any rank stops every rank after the same step. A peer that dies
+// or hangs makes Run() fail with the group's error (UNAVAILABLE / DEADLINE_EXCEEDED) within
+// the group's timeout. A checkpoint resumes only at the world size that wrote it
+// (FAILED_PRECONDITION otherwise).
+//
 // Thread-compatibility: one thread calls Run(); `cancel` may be set from any thread.
 #ifndef OFT_SERVER_TRAIN_TRAINER_H_
 #define OFT_SERVER_TRAIN_TRAINER_H_
@@ -56,6 +69,7 @@
 #include "server/data/batching.h"
 #include "server/data/chat_template.h"
 #include "server/data/dataset.h"
+#include "server/dist/collective.h"
 #include "server/model/llama.h"
 #include "server/model/targeting.h"
 #include "server/model/tokenizer.h"
@@ -77,6 +91,7 @@ struct TrainerParams {
   TrainOptions options;                 // validated by Create()
   std::string checkpoint_dir;           // "" : no checkpoints and no resume
   std::string base_model_name;          // base_model_name_or_path in adapter_config.json
+  Collective* collective = nullptr;     // not owned; this rank's data-parallel group; null: alone
   // Test hook: when set and it returns true for a (1-based) step, that step's loss is
   // made NaN before backward. Never set in production.
   std::function<bool(int64_t step)> inject_nan_for_testing;
@@ -138,8 +153,15 @@ class Trainer {
   absl::Status Step(const ForwardOptions& forward, const Emit& emit);
   // Evaluates when due after a step; tracks the best eval and early stopping (kEval).
   absl::Status MaybeEvaluate(const Emit& emit);
-  // Mean masked loss over the eval set, dropout off, no grad.
+  // Mean masked loss over the eval set, dropout off, no grad (sharded over ranks by batch).
   absl::StatusOr<double> Evaluate();
+  // Data parallel: whether any rank's `cancel` is set (false when alone: Run() checks itself).
+  absl::StatusOr<bool> AnyRankCancelled(const std::atomic<bool>* cancel);
+  // Data parallel: every rank runs the same job from the same step (see above).
+  absl::Status CheckRanksAgree();
+
+  // Ranks in the data-parallel group (1 when alone).
+  int WorldSize() const { return params_.collective != nullptr ? params_.collective->world_size() : 1; }
 
   // trainer_checkpoint.cc.
   // Writes <checkpoint_dir>/step-<step>/ atomically, prunes old ones, emits kCheckpoint.

@@ -77,6 +77,12 @@ absl::Status Trainer::WriteCheckpoint(const Emit& emit) {
   const std::string name = absl::StrCat("step-", s.step);
   const fs::path final_dir = fs::path(root) / name;
   const fs::path tmp = fs::path(root) / absl::StrCat(".tmp-", name, "-", ::getpid());
+  if (params_.collective != nullptr && params_.collective->rank() != 0) {
+    // Rank 0 writes the group's checkpoint (every rank holds the same state).
+    s.last_checkpoint_step = s.step;
+    s.last_checkpoint_dir = final_dir.string();
+    return absl::OkStatus();
+  }
   std::error_code ec;
   fs::create_directories(root, ec);
   if (ec) return absl::InternalError(absl::StrCat("cannot create checkpoint_dir ", root, ": ", ec.message()));
@@ -122,6 +128,7 @@ absl::Status Trainer::WriteCheckpoint(const Emit& emit) {
   j["adapter"] = s.adapter_identity;
   j["adapter_name"] = params_.adapter_name;
   j["device"] = s.device.str();
+  j["world_size"] = WorldSize();
   OFT_RETURN_IF_ERROR(WriteFileAtomic((tmp / "state.json").string(), j.dump(2)));
   OFT_RETURN_IF_ERROR(FsyncDirectory(tmp.string()));
 
@@ -167,6 +174,12 @@ absl::Status Trainer::LoadCheckpoint(const std::string& dir) {
   if (auto diff = JsonDiff(j["adapter"], s.adapter_identity); !diff.empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "checkpoint ", dir, " was written for a different adapter: ", absl::StrJoin(diff, ", ")));
+  }
+  if (const int64_t written = j.value("world_size", int64_t{1}); written != WorldSize()) {
+    // Its data cursor counts global batches of world_size x batch_size sequences.
+    return absl::FailedPreconditionError(absl::StrCat(
+        "checkpoint ", dir, " was written by ", written, " data-parallel ranks, this run has ",
+        WorldSize(), "; resume with WORLD_SIZE=", written, " or use a new checkpoint_dir"));
   }
 
   OFT_ASSIGN_OR_RETURN(auto adapter, SafetensorsFile::Open(dir + "/adapter.safetensors"));

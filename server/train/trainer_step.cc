@@ -7,6 +7,7 @@
 #include "ATen/ATen.h"
 #include "absl/strings/str_cat.h"
 #include "server/common/status_macros.h"
+#include "server/train/data_parallel.h"
 #include "server/train/lr_schedule.h"
 #include "server/train/micro_batch.h"
 #include "server/train/precision.h"
@@ -30,12 +31,24 @@ absl::Status Trainer::Step(const ForwardOptions& forward, const Emit& emit) {
   for (auto& group : s.optimizer->param_groups()) {
     static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
   }
+  Collective* const group = params_.collective;
   std::vector<MicroBatch> micro;
   int64_t trainable = 0, tokens = 0;
   for (int64_t a = 0; a < o.grad_accum_steps; ++a) {
-    micro.push_back(ToMicroBatch(s.train->Next(), s.device));
+    Batch b = s.train->Next();
+    if (group != nullptr) b = RankShard(b, group->rank(), o.batch_size);
+    if (b.rows == 0) continue;  // a short last batch left this rank nothing
+    micro.push_back(ToMicroBatch(b, s.device));
     trainable += micro.back().trainable;
     tokens += micro.back().tokens;
+  }
+  if (group != nullptr) {
+    // The whole step's token counts, so every rank's loss has the global denominator.
+    OFT_ASSIGN_OR_RETURN(const std::vector<double> global,
+                         AllReduceScalars(*group, {static_cast<double>(trainable),
+                                                   static_cast<double>(tokens)}));
+    trainable = static_cast<int64_t>(global[0]);
+    tokens = static_cast<int64_t>(global[1]);
   }
   const auto dopts = at::TensorOptions().dtype(at::kDouble).device(s.device);
   // Each micro-batch's loss is summed in fp64 on the device, as the host summed them.
@@ -52,6 +65,14 @@ absl::Status Trainer::Step(const ForwardOptions& forward, const Emit& emit) {
     l.backward();
     if (s.checkpointer) s.checkpointer->Clear();
     loss = loss + l.detach().to(at::kDouble);
+  }
+  if (group != nullptr) {
+    // The global batch's gradient and loss: sums over ranks (data_parallel.h).
+    OFT_ASSIGN_OR_RETURN(metrics_.allreduce_bytes_per_step,
+                         AllReduceGradients(*group, s.param_tensors));
+    OFT_ASSIGN_OR_RETURN(const std::vector<double> global,
+                         AllReduceScalars(*group, {loss.item<double>()}));
+    loss = at::full({}, global[0], dopts);
   }
   // Global gradient norm in fp64 and the clipping factor, both on the device.
   at::Tensor sq = at::zeros({}, dopts);
@@ -148,12 +169,22 @@ absl::StatusOr<double> Trainer::Evaluate() {
     at::NoGradGuard no_grad;
     AutocastScope autocast(s.autocast, s.autocast_device);
     at::Tensor sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(s.device));
+    Collective* const group = params_.collective;
     for (int64_t i = 0; i < s.eval->batches_per_epoch(); ++i) {
-      MicroBatch m = ToMicroBatch(s.eval->Next(), s.device);
+      Batch b = s.eval->Next();
+      if (group != nullptr) b = RankShard(b, group->rank(), params_.options.batch_size);
+      if (b.rows == 0) continue;
+      MicroBatch m = ToMicroBatch(b, s.device);
       sum = sum + SumMaskedLoss(model, m, ForwardOptions{}).to(at::kDouble);
       count += m.trainable;
     }
     total = sum.item<double>();
+    if (group != nullptr) {
+      OFT_ASSIGN_OR_RETURN(const std::vector<double> global,
+                           AllReduceScalars(*group, {total, static_cast<double>(count)}));
+      total = global[0];
+      count = static_cast<int64_t>(global[1]);
+    }
   }
   model.SetTraining(true);
   return count > 0 ? total / static_cast<double>(count) : 0.0;
