@@ -6,7 +6,8 @@
 # subset (ctest engine_only_build): configure + compile a representative set of objects:
 #   one per dependency (RE2 + OpenSSL in server/common, PCRE2 + nlohmann in the tokenizer,
 #   Abseil everywhere), the CUDA kernels through nvcc (nf4_kernels.cu, gathered_rotate_kernels.cu),
-#   LibTorch CUDA host code (ops_cuda.cc, nf4_cuda.cc), and GoogleTest (self_check_test.cc).
+#   LibTorch CUDA host code (ops_cuda.cc, nf4_cuda.cc), c10d + gloo headers (c10d_collective.cc),
+#   and GoogleTest (self_check_test.cc).
 #   The full compile takes ~30 min on 2 cores, too long for CI.
 # full (make engine-check): configure + build every target of the engine-only tree, linked.
 # "Clean environment": when this runs as root and `unshare -m` works, the system copies of
@@ -25,7 +26,7 @@ HIDE_DIRS=(/usr/include/absl /usr/include/gtest /usr/include/gmock /usr/include/
            /usr/include/nlohmann /usr/include/openssl /usr/include/x86_64-linux-gnu/openssl
            /usr/lib/x86_64-linux-gnu/cmake /usr/lib/x86_64-linux-gnu/pkgconfig /usr/share/pkgconfig
            /usr/include/grpc /usr/include/grpcpp /usr/include/google/protobuf /usr/include/prometheus
-           /usr/include/unicode)
+           /usr/include/unicode /usr/include/gloo)
 HIDE_FILES=(/usr/include/pcre2.h /usr/include/sqlite3.h)
 if [ -z "${OFT_ENGINE_CHECK_INNER:-}" ] && [ "$(id -u)" = 0 ] && unshare -m true 2>/dev/null; then
   export OFT_ENGINE_CHECK_INNER=1
@@ -74,6 +75,7 @@ else
   OBJECTS=(
     server/common/CMakeFiles/oft_common.dir/client_regex.cc.o
     server/common/CMakeFiles/oft_common.dir/file_util.cc.o
+    server/dist/CMakeFiles/oft_dist.dir/c10d_collective.cc.o
     server/model/CMakeFiles/oft_tokenizer.dir/tokenizer.cc.o
     server/quant/CMakeFiles/oft_quant.dir/cuda/nf4_kernels.cu.o
     server/oft/CMakeFiles/oft_oft.dir/cuda/gathered_rotate_kernels.cu.o

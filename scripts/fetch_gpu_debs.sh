@@ -17,6 +17,7 @@ PKGS=(
   libpcre2-dev libpcre2-8-0             # PCRE2 (tokenizer pre-tokenizer regexes)
   nlohmann-json3-dev                    # JSON (header-only)
   pkgconf-bin libpkgconf3               # pkg-config for RE2 and PCRE2
+  libgloo-dev                           # gloo headers only (server/dist; the library is LibTorch's)
 )
 mkdir -p third_party_debs
 cd third_party_debs
