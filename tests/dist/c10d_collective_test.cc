@@ -89,6 +89,8 @@ TEST(C10dCollective, AgentStoreClientsMeetAtTheAgentsStore) {
   }
   kill(agent.pid, SIGKILL);
   WaitRank(agent, Clock::now() + std::chrono::seconds(10));
+  EXPECT_THAT(ReadText(agent.stdout_path), HasSubstr("\"saw_ranks\":true"))
+      << "the ranks must meet at the agent's store";
 }
 
 TEST(C10dCollective, WorldSizeMismatchFailsEveryRankNamingIt) {

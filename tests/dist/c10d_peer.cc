@@ -4,8 +4,10 @@
 //   --timeout_ms=N          the c10d timeout
 //   --identity=JSON         what this rank publishes to CheckAgreement (default {})
 //   --exit_after_connect    exit 0 right after connecting (a rank that dies mid-run)
-//   --serve_store_seconds=N no rank: host a TCPStore at MASTER_PORT for N seconds, as
-//                           torchrun's agent does (TORCHELASTIC_USE_AGENT_STORE=True)
+//   --serve_store_seconds=N no rank: host a TCPStore at MASTER_PORT, as torchrun's agent does
+//                           (TORCHELASTIC_USE_AGENT_STORE=True), until both ranks' first
+//                           agreement keys (restart count 1) are in it, at most N seconds;
+//                           prints {"saw_ranks": true|false}
 // Exit status 0 when everything summed as expected, 1 otherwise.
 #include <cstdlib>
 #include <iostream>
@@ -51,8 +53,16 @@ int main(int argc, char** argv) {
     so.waitWorkers = false;
     auto store = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", so);
     std::cout << "{\"serving\":true}" << std::endl;
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(serve_store_seconds);
+    bool saw = false;
+    while (!saw && std::chrono::steady_clock::now() < until) {
+      saw = store->check({"oft/attempt_1/agree/0/0", "oft/attempt_1/agree/0/1"});
+      if (!saw) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    std::cout << "{\"saw_ranks\":" << (saw ? "true" : "false") << "}" << std::endl;
+    // Keep serving while the ranks finish.
     std::this_thread::sleep_for(std::chrono::seconds(serve_store_seconds));
-    return 0;
+    return saw ? 0 : 1;
   }
   auto env = oft::LaunchEnvFromEnvironment([](const char* n) { return std::getenv(n); });
   if (!env.ok()) return Fail(env.status());
