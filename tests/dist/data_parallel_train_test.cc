@@ -16,6 +16,8 @@
 //   * Ranks that disagree (train options, dataset, world size) fail on every rank, naming what
 //     differs, within a bounded time.
 //   * A rank killed mid-run makes the other exit with an error within a bounded time.
+//   * SIGTERM to one rank cancels both after the same step (rank 0 checkpoints); rerunning
+//     both resumes there and ends with the adapter of an uninterrupted 2-rank run, bitwise.
 #include <signal.h>
 
 #include <algorithm>
@@ -222,6 +224,43 @@ TEST(DataParallelTrain, KilledRankEndsTheOtherWithinTheTimeout) {
   const std::string out = ReadText(r0.stdout_path);
   EXPECT_THAT(out, HasSubstr("\"kind\":\"error\""));
   EXPECT_THAT(out, ::testing::AnyOf(HasSubstr("UNAVAILABLE"), HasSubstr("DEADLINE_EXCEEDED")));
+}
+
+TEST(DataParallelTrain, CancelOnOneRankStopsBothAndTheRerunResumesExactly) {
+  const std::string root = ::testing::TempDir() + "/dp_cancel";
+  auto args = [&](const std::string& tag, int rank) {
+    auto a = TrainArgs(root + "/out_" + tag + (rank == 0 ? "" : "_rank1"), 4, 12);
+    a.push_back("--checkpoint_dir=" + root + "/ckpt_" + tag);
+    return a;
+  };
+  auto full = RunRanks({args("full", 0), args("full", 1)}, {}, std::chrono::minutes(5), "full");
+  for (int r = 0; r < 2; ++r) ASSERT_EQ(full[r].status, 0) << full[r].err;
+
+  const int port = FreePort();
+  RankProcess r0 = SpawnRank(args("cut", 0), RankEnv(0, 2, port), root + "/cut0");
+  RankProcess r1 = SpawnRank(args("cut", 1), RankEnv(1, 2, port), root + "/cut1");
+  const auto deadline = Clock::now() + std::chrono::seconds(120);
+  while (StepLosses(ReadText(r0.stdout_path)).size() < 3 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  kill(r1.pid, SIGTERM);  // the rank that prints nothing: the cancel must reach rank 0 too
+  EXPECT_EQ(WaitRank(r1, Clock::now() + std::chrono::seconds(60)), 3) << ReadText(r1.stderr_path);
+  EXPECT_EQ(WaitRank(r0, Clock::now() + std::chrono::seconds(60)), 3) << ReadText(r0.stderr_path);
+  const std::string cut = ReadText(r0.stdout_path);
+  const size_t steps_before = StepLosses(cut).size();
+  ASSERT_LT(steps_before, 12u) << "the run ended before the cancel arrived";
+  EXPECT_THAT(cut, HasSubstr("\"kind\":\"checkpoint\""));
+
+  auto resumed = RunRanks({args("cut", 0), args("cut", 1)}, {}, std::chrono::minutes(5), "resumed");
+  for (int r = 0; r < 2; ++r) ASSERT_EQ(resumed[r].status, 0) << resumed[r].err;
+  EXPECT_THAT(resumed[0].out, HasSubstr("resumed from the checkpoint at step"));
+  EXPECT_EQ(StepLosses(resumed[0].out).size(), 12u - steps_before);
+  auto a = SafetensorsFile::Open(root + "/out_full/adapter_model.safetensors");
+  auto b = SafetensorsFile::Open(root + "/out_cut/adapter_model.safetensors");
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (const std::string& name : (*a)->names()) {
+    EXPECT_TRUE(at::equal(*(*a)->Tensor(name), *(*b)->Tensor(name))) << name;
+  }
 }
 
 }  // namespace
