@@ -20,38 +20,15 @@ using ::testing::HasSubstr;
 using namespace oft::testing;
 using Clock = std::chrono::steady_clock;
 
-struct Outcome {
-  int status = 0;
-  std::string out;
-  std::string err;
-};
-
-// Runs c10d_peer as ranks 0..n-1 (extra args and env overrides per rank) and waits for all,
-// at most `limit` in total.
-std::vector<Outcome> RunPeers(int n, const std::vector<std::vector<std::string>>& args,
-                              const std::vector<std::map<std::string, std::string>>& env_over,
-                              std::chrono::seconds limit) {
-  const int port = FreePort();
-  std::vector<RankProcess> ps;
-  for (int r = 0; r < n; ++r) {
-    std::vector<std::string> a = {OFT_C10D_PEER, "--timeout_ms=8000"};
-    if (r < static_cast<int>(args.size())) a.insert(a.end(), args[r].begin(), args[r].end());
-    auto env = RankEnv(r, n, port);
-    if (r < static_cast<int>(env_over.size())) {
-      for (const auto& [k, v] : env_over[r]) env[k] = v;
-    }
-    ps.push_back(SpawnRank(a, env, ::testing::TempDir() + "/rank" + std::to_string(r)));
+// c10d_peer as ranks 0..n-1, with extra args and env overrides per rank.
+std::vector<RankOutcome> RunPeers(int n, const std::vector<std::vector<std::string>>& extra,
+                                  const std::vector<std::map<std::string, std::string>>& env_over,
+                                  std::chrono::seconds limit) {
+  std::vector<std::vector<std::string>> args(n, {OFT_C10D_PEER, "--timeout_ms=8000"});
+  for (int r = 0; r < n && r < static_cast<int>(extra.size()); ++r) {
+    args[r].insert(args[r].end(), extra[r].begin(), extra[r].end());
   }
-  const auto deadline = Clock::now() + limit;
-  std::vector<Outcome> out;
-  for (auto& p : ps) {
-    Outcome o;
-    o.status = WaitRank(p, deadline);
-    o.out = ReadText(p.stdout_path);
-    o.err = ReadText(p.stderr_path);
-    out.push_back(o);
-  }
-  return out;
+  return RunRanks(args, env_over, limit, ::testing::TempDir() + "/rank");
 }
 
 TEST(C10dCollective, TwoRanksSumExactlyOverGloo) {

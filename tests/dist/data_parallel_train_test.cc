@@ -66,37 +66,6 @@ std::vector<std::string> TrainArgs(const std::string& out, int batch_size, int s
           "--dist_timeout_seconds=15"};
 }
 
-struct Rank {
-  int status = 0;
-  std::string out, err;
-};
-
-// Runs `args[r]` as rank r of args.size() ranks (env overrides per rank), all within `limit`.
-std::vector<Rank> RunRanks(const std::vector<std::vector<std::string>>& args,
-                           const std::vector<std::map<std::string, std::string>>& env_over,
-                           std::chrono::seconds limit, const std::string& tag) {
-  const int port = FreePort();
-  const int n = static_cast<int>(args.size());
-  std::vector<RankProcess> ps;
-  for (int r = 0; r < n; ++r) {
-    auto env = RankEnv(r, n, port);
-    if (r < static_cast<int>(env_over.size())) {
-      for (const auto& [k, v] : env_over[r]) env[k] = v;
-    }
-    ps.push_back(SpawnRank(args[r], env, ::testing::TempDir() + "/" + tag + std::to_string(r)));
-  }
-  const auto deadline = Clock::now() + limit;
-  std::vector<Rank> out;
-  for (auto& p : ps) {
-    Rank o;
-    o.status = WaitRank(p, deadline);
-    o.out = ReadText(p.stdout_path);
-    o.err = ReadText(p.stderr_path);
-    out.push_back(o);
-  }
-  return out;
-}
-
 std::vector<double> StepLosses(const std::string& events) {
   std::vector<double> losses;
   std::istringstream in(events);
@@ -153,7 +122,7 @@ TEST(DataParallelTrain, TwoRanksOfFourEqualOneProcessOfEight) {
   ASSERT_EQ(WaitRank(accum, Clock::now() + std::chrono::minutes(5)), 0)
       << ReadText(accum.stderr_path);
   auto ranks = RunRanks({TrainArgs(root + "/dp", 4, 20), TrainArgs(root + "/dp_rank1", 4, 20)},
-                        {}, std::chrono::minutes(5), "equiv_rank");
+                        {}, std::chrono::minutes(5), root + "/equiv_rank");
   for (int r = 0; r < 2; ++r) ASSERT_EQ(ranks[r].status, 0) << "rank " << r << ": " << ranks[r].err;
   EXPECT_FALSE(fs::exists(root + "/dp_rank1")) << "only rank 0 writes the adapter";
   EXPECT_EQ(ranks[1].out, "") << "only rank 0 prints events";
@@ -173,7 +142,8 @@ void ExpectBothFail(const std::vector<std::string>& rank1_extra,
   auto r1 = TrainArgs(root + "/out1", 4, 5);
   r1.insert(r1.end(), rank1_extra.begin(), rank1_extra.end());
   const auto started = Clock::now();
-  auto ranks = RunRanks({r0, r1}, {{}, rank1_env}, std::chrono::seconds(90), tag);
+  auto ranks = RunRanks({r0, r1}, {{}, rank1_env}, std::chrono::seconds(90),
+                        ::testing::TempDir() + "/" + tag);
   const auto took = Clock::now() - started;
   for (int r = 0; r < 2; ++r) {
     EXPECT_EQ(ranks[r].status, 1) << "rank " << r << ": " << ranks[r].out << ranks[r].err;
@@ -228,12 +198,13 @@ TEST(DataParallelTrain, KilledRankEndsTheOtherWithinTheTimeout) {
 
 TEST(DataParallelTrain, CancelOnOneRankStopsBothAndTheRerunResumesExactly) {
   const std::string root = ::testing::TempDir() + "/dp_cancel";
+  fs::create_directories(root);
   auto args = [&](const std::string& tag, int rank) {
     auto a = TrainArgs(root + "/out_" + tag + (rank == 0 ? "" : "_rank1"), 4, 12);
     a.push_back("--checkpoint_dir=" + root + "/ckpt_" + tag);
     return a;
   };
-  auto full = RunRanks({args("full", 0), args("full", 1)}, {}, std::chrono::minutes(5), "full");
+  auto full = RunRanks({args("full", 0), args("full", 1)}, {}, std::chrono::minutes(5), root + "/full");
   for (int r = 0; r < 2; ++r) ASSERT_EQ(full[r].status, 0) << full[r].err;
 
   const int port = FreePort();
@@ -251,7 +222,8 @@ TEST(DataParallelTrain, CancelOnOneRankStopsBothAndTheRerunResumesExactly) {
   ASSERT_LT(steps_before, 12u) << "the run ended before the cancel arrived";
   EXPECT_THAT(cut, HasSubstr("\"kind\":\"checkpoint\""));
 
-  auto resumed = RunRanks({args("cut", 0), args("cut", 1)}, {}, std::chrono::minutes(5), "resumed");
+  auto resumed =
+      RunRanks({args("cut", 0), args("cut", 1)}, {}, std::chrono::minutes(5), root + "/resumed");
   for (int r = 0; r < 2; ++r) ASSERT_EQ(resumed[r].status, 0) << resumed[r].err;
   EXPECT_THAT(resumed[0].out, HasSubstr("resumed from the checkpoint at step"));
   EXPECT_EQ(StepLosses(resumed[0].out).size(), 12u - steps_before);

@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <sstream>
 #include <string>
@@ -74,7 +75,10 @@ inline RankProcess SpawnRank(const std::vector<std::string>& args,
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 1, p.stdout_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   posix_spawn_file_actions_addopen(&actions, 2, p.stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (posix_spawn(&p.pid, argv[0], &actions, nullptr, argv.data(), envp.data()) != 0) p.pid = -1;
+  if (posix_spawn(&p.pid, argv[0], &actions, nullptr, argv.data(), envp.data()) != 0) {
+    std::cerr << "cannot spawn " << args[0] << " (output under " << out_prefix << ")\n";
+    p.pid = -1;
+  }
   posix_spawn_file_actions_destroy(&actions);
   return p;
 }
@@ -82,6 +86,7 @@ inline RankProcess SpawnRank(const std::vector<std::string>& args,
 // The exit status, -signal, or kTimedOut (after SIGKILL) when the rank ran past `deadline`.
 inline constexpr int kTimedOut = 1000;
 inline int WaitRank(RankProcess& p, std::chrono::steady_clock::time_point deadline) {
+  if (p.pid <= 0) return kTimedOut + 1;  // never started
   int status = 0;
   while (true) {
     const pid_t r = waitpid(p.pid, &status, WNOHANG);
@@ -102,6 +107,40 @@ inline std::string ReadText(const std::string& path) {
   std::stringstream s;
   s << f.rdbuf();
   return s.str();
+}
+
+// How one rank ended: its exit status (WaitRank), stdout and stderr.
+struct RankOutcome {
+  int status = 0;
+  std::string out, err;
+};
+
+// Runs `args[r]` as rank r of args.size() ranks on one fresh port (`env_over[r]` on top of
+// RankEnv, when given), output files under `out_prefix`<r>; waits for all, `limit` in total.
+inline std::vector<RankOutcome> RunRanks(
+    const std::vector<std::vector<std::string>>& args,
+    const std::vector<std::map<std::string, std::string>>& env_over, std::chrono::seconds limit,
+    const std::string& out_prefix) {
+  const int port = FreePort();
+  const int n = static_cast<int>(args.size());
+  std::vector<RankProcess> ps;
+  for (int r = 0; r < n; ++r) {
+    auto env = RankEnv(r, n, port);
+    if (r < static_cast<int>(env_over.size())) {
+      for (const auto& [k, v] : env_over[r]) env[k] = v;
+    }
+    ps.push_back(SpawnRank(args[r], env, out_prefix + std::to_string(r)));
+  }
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  std::vector<RankOutcome> out;
+  for (auto& p : ps) {
+    RankOutcome o;
+    o.status = WaitRank(p, deadline);
+    o.out = ReadText(p.stdout_path);
+    o.err = ReadText(p.stderr_path);
+    out.push_back(o);
+  }
+  return out;
 }
 
 }  // namespace oft::testing
