@@ -43,6 +43,7 @@ struct Args {
   int steps = 30;
   int warmup = 5;
   int max_seq_len = 128;
+  std::string device = "cpu";  // "cuda": rank r on cuda:r through NCCL
 };
 
 double Median(std::vector<double> v) {
@@ -68,7 +69,9 @@ int main(int argc, char** argv) {
   if (oft::AnswerHelp(argc, argv,
       "usage: dp_scaling [--ranks=1,2] [--threads=1] [--batch_size=8] [--steps=30] [--warmup=5]\n"
       "         [--max_seq_len=128] [--model_dir=DIR] [--train=FILE] [--oft_train=PATH]\n"
-      "Data-parallel oft_train (Gloo over loopback) at each world size: global tokens/s\n"
+      "         [--device=cpu|cuda]\n"
+      "Data-parallel oft_train (Gloo over loopback; NCCL with --device=cuda, rank r on cuda:r)\n"
+      "at each world size: global tokens/s\n"
       "(median step after warmup), speed-up, bytes all-reduced per step; JSON lines on stdout.\n")) {
     return 0;
   }
@@ -80,6 +83,10 @@ int main(int argc, char** argv) {
     if (oft::ParseFlag(argv[i], "--oft_train", &v)) a.oft_train = v;
     else if (oft::ParseFlag(argv[i], "--model_dir", &v)) a.model_dir = v;
     else if (oft::ParseFlag(argv[i], "--train", &v)) a.train = v;
+    else if (oft::ParseFlag(argv[i], "--device", &v)) {
+      a.device = v;
+      ok = a.device == "cpu" || a.device == "cuda";
+    }
     else if (oft::ParseFlag(argv[i], "--threads", &v)) ok = num(&a.threads);
     else if (oft::ParseFlag(argv[i], "--batch_size", &v)) ok = num(&a.batch_size);
     else if (oft::ParseFlag(argv[i], "--steps", &v)) ok = num(&a.steps);
@@ -121,7 +128,7 @@ int main(int argc, char** argv) {
           "--out=" + out, "--threads=" + std::to_string(a.threads),
           "--max_steps=" + std::to_string(a.steps), "--batch_size=" + std::to_string(a.batch_size),
           "--max_seq_len=" + std::to_string(a.max_seq_len), "--checkpoint_every=0",
-          "--learning_rate=0.004"};
+          "--learning_rate=0.004", "--device=" + a.device};
       ps.push_back(oft::testing::SpawnRank(args, oft::testing::RankEnv(r, n, port),
                                            root + "/n" + std::to_string(n) + "_rank" + std::to_string(r)));
     }
@@ -149,9 +156,9 @@ int main(int argc, char** argv) {
     const int64_t bucket = n > 1 ? BucketBytes(out) : 0;
     std::printf(
         "{\"bench\":\"dp_scaling\",\"ranks\":%d,\"threads_per_rank\":%d,\"micro_batch_per_rank\":%d,"
-        "\"global_batch\":%d,\"steps_timed\":%zu,\"tokens_per_s\":%.1f,\"speedup\":%.3f,"
+        "\"device\":\"%s\",\"global_batch\":%d,\"steps_timed\":%zu,\"tokens_per_s\":%.1f,\"speedup\":%.3f,"
         "\"allreduce_bytes_per_step\":%lld,\"gradient_bucket_bytes\":%lld,%s}\n",
-        n, a.threads, a.batch_size, a.batch_size * n, tps.size(), median,
+        n, a.threads, a.batch_size, a.device.c_str(), a.batch_size * n, tps.size(), median,
         base > 0 ? median / base : 0.0,
         static_cast<long long>(n > 1 ? bucket + kScalarBytesPerStep : 0),
         static_cast<long long>(bucket), machine.c_str());

@@ -96,7 +96,8 @@ fi
 # ---- build ---------------------------------------------------------------------------------
 TARGETS=(oft_cuda_ops_test oft_gathered_rotate_cuda_test nf4_cuda_test oft_self_check_test
          serving_engine_device_test
-         oft_train_bin oft_generate oft_layer_bench model_bench train_step_bench serve_bench)
+         oft_train_bin oft_generate oft_layer_bench model_bench train_step_bench serve_bench
+         dp_scaling)
 GENERATOR=(-G Ninja)
 command -v ninja >/dev/null || GENERATOR=(-G "Unix Makefiles")
 build() {
@@ -167,6 +168,12 @@ run_step bench_layer 1 "4096/32 bf16" \
 run_step bench_train_step 1 "~1.1B shape, bf16" "$BENCH/train_step_bench" --device=cuda --dtype=bf16
 run_step bench_model 1 "models/default" "$BENCH/model_bench" --model_dir=models/default --device=cuda
 run_step bench_serve 1 "8 adapters mixed" "$BENCH/serve_bench" --device=cuda --requests=8 --tokens=64
+# Data parallel over NCCL (issue 12): 1 vs 2 GPUs, target >= 1.8x at 2; with one GPU, one NCCL
+# rank (the path runs, no scaling number).
+GPU_COUNT=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+DP_RANKS=1; [ "${GPU_COUNT:-0}" -ge 2 ] && DP_RANKS=1,2
+run_step bench_dp 1 "NCCL ranks $DP_RANKS" "$BENCH/dp_scaling" --device=cuda --ranks="$DP_RANKS" \
+  --threads=4 --batch_size=32 --max_seq_len=512 --steps=40 --warmup=5
 
 # ---- summary ---------------------------------------------------------------------------------
 TOTAL=$(( $(date +%s) - START ))
@@ -175,7 +182,7 @@ import json, os, sys
 summary, out, gpu, venv, total, dry = sys.argv[1:7]
 rows = [l.rstrip("\n").split("\t") for l in open(summary) if l.strip()]
 benches = {}
-for name in ("bench_layer", "bench_train_step", "bench_model", "bench_serve"):
+for name in ("bench_layer", "bench_train_step", "bench_model", "bench_serve", "bench_dp"):
     p = os.path.join(out, name + ".log")
     if os.path.exists(p):
         benches[name] = [json.loads(l) for l in open(p) if l.strip().startswith("{")]

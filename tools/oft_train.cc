@@ -26,7 +26,8 @@
 // launch_env.h), each process is one rank of a c10d group (TCPStore + Gloo); --batch_size is
 // the per-rank micro-batch (trainer.h). Only rank 0 prints events and writes --out and the
 // checkpoints (--checkpoint_dir must be shared by the ranks); every rank prints its errors.
-// --dist_timeout_seconds (default 300) bounds every wait for a peer.
+// --dist_timeout_seconds (default 300) bounds every wait for a peer. CUDA ranks (--device=cuda,
+// meaning cuda:LOCAL_RANK) use NCCL in builds that have it (compiled, not yet run on a GPU).
 #include <algorithm>
 #include <chrono>
 #include <csignal>
@@ -177,7 +178,8 @@ int Main(int argc, char** argv) {
                     valid_path = take("valid"), out_dir = take("out"),
                     checkpoint_dir = take("checkpoint_dir"), config_path = take("config");
   const int threads = std::stoi(take("threads", "0"));
-  const std::string device = take("device", "cpu"), dtype = take("dtype", "");
+  std::string device = take("device", "cpu");
+  const std::string dtype = take("dtype", "");
   const bool nf4 = take("nf4", "false") == "true";
   const std::string dist_timeout = take("dist_timeout_seconds", "300");
   if (model_dir.empty() || train_path.empty()) {
@@ -200,6 +202,9 @@ int Main(int argc, char** argv) {
     }
     oft::C10dOptions dist;
     dist.timeout = std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+    // CUDA ranks (NCCL): --device=cuda means this rank's device, cuda:LOCAL_RANK, as torchrun's.
+    if (device == "cuda") device = "cuda:" + std::to_string((*launch)->local_rank);
+    if (device.rfind("cuda", 0) == 0) dist.cuda_device = c10::Device(device).index();
     auto connected = oft::ConnectC10d(**launch, dist);
     if (!connected.ok()) return PrintError(connected.status()), 1;
     group = std::move(*connected);

@@ -15,6 +15,10 @@
 #include "torch/csrc/distributed/c10d/PrefixStore.hpp"
 #include "torch/csrc/distributed/c10d/ProcessGroupGloo.hpp"
 #include "torch/csrc/distributed/c10d/TCPStore.hpp"
+#ifdef OFT_DIST_NCCL
+#include "c10/cuda/CUDAFunctions.h"
+#include "torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp"
+#endif
 
 namespace oft {
 namespace {
@@ -64,7 +68,20 @@ class C10dCollective final : public Collective {
     }));
     nlohmann::json launch;
     launch["world_size"] = env_.world_size;
+    launch["backend"] = options_.cuda_device >= 0 ? "nccl" : "gloo";
     OFT_RETURN_IF_ERROR(CheckAgreement("the launch", launch.dump()));
+#ifdef OFT_DIST_NCCL
+    if (options_.cuda_device >= 0) {
+      return DistCall("creating the NCCL process group", [&] {
+        c10::cuda::set_device(static_cast<c10::DeviceIndex>(options_.cuda_device));
+        auto opts = c10d::ProcessGroupNCCL::Options::create();
+        opts->timeout = options_.timeout;
+        auto pg_store = c10::make_intrusive<c10d::PrefixStore>("nccl", store_);
+        group_ = c10::make_intrusive<c10d::ProcessGroupNCCL>(pg_store, env_.rank, env_.world_size,
+                                                             opts);
+      });
+    }
+#endif
     return DistCall("creating the Gloo process group", [&] {
       auto opts = c10d::ProcessGroupGloo::Options::create_default(options_.timeout);
       opts->devices.clear();
@@ -93,12 +110,19 @@ class C10dCollective final : public Collective {
                                  "hung past the ", options_.timeout.count() / 1000.0,
                                  " s timeout, or left the group)"),
                     [&] {
-                      std::vector<at::Tensor> ts{t};
+                      // NCCL reduces device tensors only: a host tensor travels through the
+                      // rank's device and back.
+                      const bool staged = options_.cuda_device >= 0 && !t.is_cuda();
+                      std::vector<at::Tensor> ts{
+                          staged ? t.to(c10::Device(c10::kCUDA,
+                                                    static_cast<c10::DeviceIndex>(options_.cuda_device)))
+                                 : t};
                       c10d::AllreduceOptions o;
                       o.reduceOp = c10d::ReduceOp::SUM;
                       o.timeout = options_.timeout;
                       auto work = group_->allreduce(ts, o);
                       work->wait(options_.timeout);
+                      if (staged) t.copy_(ts[0]);
                     });
   }
 
@@ -160,14 +184,26 @@ class C10dCollective final : public Collective {
   const LaunchEnv env_;
   const C10dOptions options_;
   c10::intrusive_ptr<c10d::Store> store_;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> group_;
+  c10::intrusive_ptr<c10d::Backend> group_;  // ProcessGroupGloo or ProcessGroupNCCL
   int64_t seq_ = 0;
 };
 
 }  // namespace
 
+bool C10dHasNccl() {
+#ifdef OFT_DIST_NCCL
+  return true;
+#else
+  return false;
+#endif
+}
+
 absl::StatusOr<std::unique_ptr<Collective>> ConnectC10d(const LaunchEnv& env,
                                                         const C10dOptions& options) {
+  if (options.cuda_device >= 0 && !C10dHasNccl()) {
+    return absl::InvalidArgumentError(
+        "a CUDA rank needs ProcessGroupNCCL, which this build lacks (a CUDA build with nccl.h)");
+  }
   if (options.timeout.count() <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("the c10d timeout must be positive, got ", options.timeout.count(), " ms"));

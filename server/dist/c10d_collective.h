@@ -1,5 +1,7 @@
 // A Collective over LibTorch's c10d: rendezvous through a TCPStore, collectives through
-// ProcessGroupGloo (CPU tensors, TCP).
+// ProcessGroupGloo (CPU ranks, TCP) or, for CUDA ranks in a build with OFT_DIST_NCCL,
+// ProcessGroupNCCL on the rank's device (CPU tensors given to AllReduceSum then travel through
+// that device). The NCCL path is compiled in CUDA builds but has not run on a GPU yet.
 //
 // Rendezvous (torchrun's rules, launch_env.h): rank 0 hosts the TCPStore at
 // MASTER_ADDR:MASTER_PORT and the others connect to it, unless use_agent_store, when every
@@ -32,10 +34,14 @@ namespace oft {
 
 struct C10dOptions {
   std::chrono::milliseconds timeout{std::chrono::minutes(5)};  // see above; > 0
+  int cuda_device = -1;  // >= 0: a CUDA rank on this device index (NCCL); -1: a CPU rank (Gloo)
 };
 
+// Whether this build can make CUDA ranks (ProcessGroupNCCL compiled in).
+bool C10dHasNccl();
+
 // Connects this process as rank env.rank of env.world_size. Errors: INVALID_ARGUMENT for a
-// non-positive timeout; UNAVAILABLE when the store cannot be hosted (port in use) or reached;
+// non-positive timeout, or cuda_device >= 0 in a build without NCCL; UNAVAILABLE when the store cannot be hosted (port in use) or reached;
 // DEADLINE_EXCEEDED when a peer does not show up in time; FAILED_PRECONDITION when the ranks
 // disagree on the world size.
 absl::StatusOr<std::unique_ptr<Collective>> ConnectC10d(const LaunchEnv& env,
