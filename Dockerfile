@@ -1,5 +1,5 @@
-# oft-server image: CUDA runtime + LibTorch (from the pinned torch wheel) + oft_server, oftctl
-# and the embedded default model.
+# oft-server image: CUDA runtime + LibTorch (from the pinned torch wheel) + oft_server, oftctl,
+# oft_train (data-parallel ranks: deploy/k8s/train) and the embedded default model.
 #   docker build -t oft-server .
 #   docker run --gpus all -p 50051:50051 -p 9464:9464 -v oft-data:/data oft-server \
 #     --api_key=default:$(openssl rand -hex 24) --devices=cuda:0
@@ -24,14 +24,14 @@ RUN scripts/setup.sh
 COPY . .
 RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DOFT_CUDA=ON \
       -DCMAKE_CUDA_ARCHITECTURES="80;90" \
-    && cmake --build build -j"$(nproc)" --target oft_server oft_train_worker oftctl
+    && cmake --build build -j"$(nproc)" --target oft_server oft_train_worker oft_train_bin oftctl
 # Stage what the runtime needs: the binaries, and the system shared libraries they use
 # (gRPC, protobuf, Abseil, prometheus-cpp, SQLite, ...; not glibc, not CUDA, not LibTorch,
 # which come from the base image and the wheel) so the runtime stage needs no -dev packages.
 RUN set -eux; mkdir -p /out/bin /out/lib; \
-    cp build/server/oft_server build/tools/oft_train_worker /out/bin/; \
+    cp build/server/oft_server build/tools/oft_train_worker build/tools/oft_train /out/bin/; \
     cp "$(find build -name oftctl -type f -perm -u+x | head -n1)" /out/bin/; \
-    ldd /out/bin/oft_server /out/bin/oft_train_worker /out/bin/oftctl \
+    ldd /out/bin/oft_server /out/bin/oft_train_worker /out/bin/oft_train /out/bin/oftctl \
       | awk '$2 == "=>" && $3 ~ /^\/(usr\/)?lib\// {print $3}' | sort -u \
       | grep -Ev '/(libc|libm|libdl|librt|libutil|libpthread|ld-linux[^/]*|libcuda|libnvidia[^/]*)\.so' \
       | xargs -r cp -L -t /out/lib/

@@ -206,6 +206,76 @@ class K8sManifestsTest(unittest.TestCase):
                 self.assertIn("/etc/oft/tls", mounts)
 
 
+class TrainManifestsTest(unittest.TestCase):
+    """deploy/k8s/train: an Indexed Job of oft_train ranks with torchrun's environment,
+    rank 0 reachable through a headless Service, on an RWX volume (issue 12)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = path("deploy", "k8s", "train")
+        cls.docs = load_k8s_docs(cls.dir)
+        cls.by_kind = {}
+        for f, d in cls.docs:
+            cls.by_kind.setdefault(d["kind"], []).append(d)
+
+    def one(self, kind):
+        items = self.by_kind.get(kind, [])
+        self.assertEqual(len(items), 1, f"expected exactly one {kind} in deploy/k8s/train")
+        return items[0]
+
+    def test_kustomization_lists_every_file(self):
+        with open(os.path.join(self.dir, "kustomization.yaml")) as fh:
+            k = yaml.safe_load(fh)
+        present = {f for f in os.listdir(self.dir) if f.endswith(".yaml") and f != "kustomization.yaml"}
+        self.assertEqual(set(k["resources"]), present)
+
+    def test_indexed_job_runs_oft_train_ranks_with_torchrun_env(self):
+        job = self.one("Job")
+        spec = job["spec"]
+        self.assertEqual(spec["completionMode"], "Indexed")
+        world = spec["completions"]
+        self.assertEqual(spec["parallelism"], world, "all ranks must run at once")
+        pod = spec["template"]["spec"]
+        svc = self.one("Service")
+        self.assertEqual(pod["subdomain"], svc["metadata"]["name"])
+        c = pod["containers"][0]
+        self.assertTrue(c["command"][0].endswith("/oft_train"), c["command"])
+        env = {e["name"]: e for e in c["env"]}
+        for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
+                     "MASTER_PORT"):
+            self.assertIn(name, env, f"the rank's environment lacks {name}")
+        self.assertIn("job-completion-index", env["RANK"]["valueFrom"]["fieldRef"]["fieldPath"])
+        self.assertEqual(int(env["WORLD_SIZE"]["value"]), world, "WORLD_SIZE != completions")
+        name = job["metadata"]["name"]
+        self.assertEqual(env["MASTER_ADDR"]["value"], f"{name}-0.{svc['metadata']['name']}",
+                         "MASTER_ADDR must be rank 0's pod through the headless Service")
+        port = int(env["MASTER_PORT"]["value"])
+        self.assertIn(port, [p["port"] for p in svc["spec"]["ports"]])
+        args = " ".join(c["args"])
+        for flag in ("--model_dir=/shared", "--train=/shared", "--checkpoint_dir=/shared",
+                     "--out=/shared"):
+            self.assertIn(flag, args, f"{flag}... must be on the shared volume")
+
+    def test_headless_service_and_shared_volume(self):
+        svc = self.one("Service")
+        self.assertEqual(svc["spec"]["clusterIP"], "None")
+        self.assertEqual(svc["spec"]["selector"], {"job-name": self.one("Job")["metadata"]["name"]})
+        pvc = self.one("PersistentVolumeClaim")
+        self.assertIn("ReadWriteMany", pvc["spec"]["accessModes"])
+        pod = self.one("Job")["spec"]["template"]["spec"]
+        claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]]
+        self.assertEqual(claims, [pvc["metadata"]["name"]])
+        mounts = [m["mountPath"] for m in pod["containers"][0]["volumeMounts"]]
+        self.assertEqual(mounts, ["/shared"])
+
+    def test_kubectl_kustomize_renders(self):
+        kubectl = shutil.which("kubectl")
+        if not kubectl:
+            self.skipTest("kubectl not installed")
+        out = subprocess.run([kubectl, "kustomize", self.dir], capture_output=True, text=True)
+        self.assertEqual(out.returncode, 0, f"kubectl kustomize train: {out.stderr}")
+
+
 class PrometheusFilesTest(unittest.TestCase):
     def test_config_and_rules(self):
         with open(path("deploy", "prometheus", "prometheus.yml")) as fh:
