@@ -261,15 +261,6 @@ absl::StatusOr<std::unique_ptr<BatchIterator>> BatchIterator::Create(
         absl::StrCat("batch_size ", options.batch_size, " is larger than the ", sequences.size(),
                      " sequences of the dataset, and drop_last leaves no batch"));
   }
-  Fingerprint fp;
-  fp.Add(options.batch_size);
-  fp.Add(options.seed);
-  fp.Add(options.shuffle);
-  fp.Add(options.drop_last);
-  fp.Add(options.pad_id);
-  fp.Add(options.fixed_seq_len);
-  fp.Add(options.pad_to_multiple_of);
-  fp.Add(static_cast<uint64_t>(sequences.size()));
   for (size_t i = 0; i < sequences.size(); ++i) {
     const Sequence& s = sequences[i];
     const size_t n = s.ids.size();
@@ -282,12 +273,39 @@ absl::StatusOr<std::unique_ptr<BatchIterator>> BatchIterator::Create(
       return absl::InvalidArgumentError(absl::StrCat(
           "sequence ", i, " has ", n, " tokens, more than fixed_seq_len ", options.fixed_seq_len));
     }
+  }
+  const uint64_t fingerprint = ComputeFingerprint(sequences, options);
+  return std::unique_ptr<BatchIterator>(new BatchIterator(std::move(sequences), options, fingerprint));
+}
+
+uint64_t BatchIterator::ComputeFingerprint(const std::vector<Sequence>& sequences,
+                                           const BatchIteratorOptions& options) {
+  Fingerprint fp;
+  fp.Add(options.batch_size);
+  fp.Add(options.seed);
+  fp.Add(options.shuffle);
+  fp.Add(options.drop_last);
+  fp.Add(options.pad_id);
+  fp.Add(options.fixed_seq_len);
+  fp.Add(options.pad_to_multiple_of);
+  fp.Add(static_cast<uint64_t>(sequences.size()));
+  for (const Sequence& s : sequences) {
     fp.AddVector(s.ids);
     fp.AddVector(s.loss_mask);
     fp.AddVector(s.document_ids);
   }
-  return std::unique_ptr<BatchIterator>(
-      new BatchIterator(std::move(sequences), options, fp.value()));
+  return fp.value();
+}
+
+absl::Status BatchIterator::SeekFromBatchSize(const BatchCursor& cursor, int64_t saved_batch_size) {
+  BatchIteratorOptions saved = options_;
+  saved.batch_size = saved_batch_size;
+  if (saved_batch_size < 1 || cursor.fingerprint != ComputeFingerprint(sequences_, saved)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the data cursor was saved for a different dataset or batching options (not only another "
+        "batch size, ", saved_batch_size, "); it cannot give the sample position"));
+  }
+  return Seek(BatchCursor{cursor.epoch, cursor.index, fingerprint_});
 }
 
 BatchIterator::BatchIterator(std::vector<Sequence> sequences, const BatchIteratorOptions& options,

@@ -178,6 +178,13 @@ class BatchIterator {
   // not be exact); INVALID_ARGUMENT for a cursor out of range.
   absl::Status Seek(const BatchCursor& cursor);
 
+  // Like Seek(), for a cursor saved by an iterator that differed from this one only in
+  // batch_size (`saved_batch_size`): the next batch starts at the same sequence of the same
+  // epoch's order (the order depends on seed and epoch only), so the sample position carries
+  // over while batches hold another number of sequences. FAILED_PRECONDITION when the cursor
+  // is not from such an iterator; INVALID_ARGUMENT for a cursor out of range.
+  absl::Status SeekFromBatchSize(const BatchCursor& cursor, int64_t saved_batch_size);
+
   // Batches handed out per epoch.
   int64_t batches_per_epoch() const;
   int64_t num_sequences() const { return static_cast<int64_t>(sequences_.size()); }
@@ -187,6 +194,9 @@ class BatchIterator {
                 uint64_t fingerprint);
   // Makes order_ the permutation of `epoch`.
   void SetEpoch(int64_t epoch);
+  // What identifies `sequences` batched with `options` (a cursor's fingerprint).
+  static uint64_t ComputeFingerprint(const std::vector<Sequence>& sequences,
+                                     const BatchIteratorOptions& options);
 
   const std::vector<Sequence> sequences_;
   const BatchIteratorOptions options_;

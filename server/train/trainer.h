@@ -49,8 +49,13 @@
 // writes checkpoints (all ranks resume from the newest one, so checkpoint_dir must be shared
 // storage); a cancel seen by any rank stops every rank after the same step. A peer that dies
 // or hangs makes Run() fail with the group's error (UNAVAILABLE / DEADLINE_EXCEEDED) within
-// the group's timeout. A checkpoint resumes only at the world size that wrote it
-// (FAILED_PRECONDITION otherwise).
+// the group's timeout. A checkpoint resumes exactly at the world size that wrote it. At another
+// world size it continues from the same sample position (epoch and sequence of the epoch's
+// seeded order), with a warning event; what changes: each later step takes world_size x
+// batch_size x grad_accum_steps sequences of the new world size, so later steps see other
+// batches, an epochs-based total_steps is recomputed for the new global batch while the step
+// counter, learning-rate schedule position, AdamW moments and RNG carry over, and the result
+// equals neither world size's uninterrupted run.
 //
 // Thread-compatibility: one thread calls Run(); `cancel` may be set from any thread.
 #ifndef OFT_SERVER_TRAIN_TRAINER_H_

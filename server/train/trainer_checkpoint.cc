@@ -175,12 +175,6 @@ absl::Status Trainer::LoadCheckpoint(const std::string& dir) {
     return absl::FailedPreconditionError(absl::StrCat(
         "checkpoint ", dir, " was written for a different adapter: ", absl::StrJoin(diff, ", ")));
   }
-  if (const int64_t written = j.value("world_size", int64_t{1}); written != WorldSize()) {
-    // Its data cursor counts global batches of world_size x batch_size sequences.
-    return absl::FailedPreconditionError(absl::StrCat(
-        "checkpoint ", dir, " was written by ", written, " data-parallel ranks, this run has ",
-        WorldSize(), "; resume with WORLD_SIZE=", written, " or use a new checkpoint_dir"));
-  }
 
   OFT_ASSIGN_OR_RETURN(auto adapter, SafetensorsFile::Open(dir + "/adapter.safetensors"));
   std::unique_ptr<SafetensorsFile> best;
@@ -223,8 +217,28 @@ absl::Status Trainer::LoadCheckpoint(const std::string& dir) {
   }
 
   const Json& c = j["cursor"];
-  OFT_RETURN_IF_ERROR(s.train->Seek(BatchCursor{c["epoch"].get<int64_t>(), c["index"].get<int64_t>(),
-                                                c["fingerprint"].get<uint64_t>()}));
+  const BatchCursor cursor{c["epoch"].get<int64_t>(), c["index"].get<int64_t>(),
+                           c["fingerprint"].get<uint64_t>()};
+  if (const int64_t written = j.value("world_size", int64_t{1}); written != WorldSize()) {
+    // Another world size: the global batch (world_size x batch_size) differs, the sample
+    // position carries over (trainer.h).
+    if (written < 1) {
+      return absl::FailedPreconditionError(absl::StrCat("checkpoint ", dir, ": bad world_size ", written));
+    }
+    OFT_RETURN_IF_ERROR(s.train->SeekFromBatchSize(cursor, written * params_.options.batch_size));
+    s.pending_warnings.emplace_back(
+        WarningCode::kTrainingWarning,
+        absl::StrCat("checkpoint ", fs::path(dir).filename().string(), " was written by ", written,
+                     " data-parallel ranks, this run has ", WorldSize(),
+                     ": training continues at the same sample position (epoch ", cursor.epoch,
+                     ", sequence ", cursor.index, ") with a global batch of ",
+                     WorldSize() * params_.options.batch_size, " instead of ",
+                     written * params_.options.batch_size,
+                     " sequences per micro-step; the result matches neither world size's "
+                     "uninterrupted run"));
+  } else {
+    OFT_RETURN_IF_ERROR(s.train->Seek(cursor));
+  }
   s.step = j["step"].get<int64_t>();
   s.tokens_trained = j["tokens_trained"].get<int64_t>();
   s.final_loss = j["final_loss"].get<double>();

@@ -434,6 +434,38 @@ TEST(BatchIteratorTest, SeekRejectsACursorFromOtherDataOrOptions) {
   EXPECT_EQ(it->Seek(bad).code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(BatchIteratorTest, SeekFromBatchSizeKeepsTheSamplePosition) {
+  // Saved by an iterator of 4 per batch after 2 batches (8 sequences of epoch 0); resumed with
+  // 2 per batch, the next sequences are those an uninterrupted 4-per-batch run would see next.
+  BatchIteratorOptions four;
+  four.batch_size = 4;
+  four.seed = 9;
+  four.drop_last = false;
+  std::unique_ptr<BatchIterator> uninterrupted = MakeIterator(10, four);
+  std::vector<int64_t> order;
+  for (int i = 0; i < 3; ++i) {
+    const Batch b = uninterrupted->Next();
+    order.insert(order.end(), b.sequence_indices.begin(), b.sequence_indices.end());
+  }
+  std::unique_ptr<BatchIterator> first = MakeIterator(10, four);
+  first->Next();
+  first->Next();
+  const BatchCursor saved = first->cursor();
+
+  BatchIteratorOptions two = four;
+  two.batch_size = 2;
+  std::unique_ptr<BatchIterator> resumed = MakeIterator(10, two);
+  EXPECT_EQ(resumed->Seek(saved).code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(resumed->SeekFromBatchSize(saved, 4).ok());
+  EXPECT_EQ(resumed->cursor().index, 8);
+  EXPECT_EQ(resumed->Next().sequence_indices, std::vector<int64_t>(order.begin() + 8, order.begin() + 10));
+  // Only the batch size may differ: the wrong saved size, or other data, is refused.
+  std::unique_ptr<BatchIterator> again = MakeIterator(10, two);
+  EXPECT_EQ(again->SeekFromBatchSize(saved, 3).code(), absl::StatusCode::kFailedPrecondition);
+  std::unique_ptr<BatchIterator> other_data = MakeIterator(11, two);
+  EXPECT_EQ(other_data->SeekFromBatchSize(saved, 4).code(), absl::StatusCode::kFailedPrecondition);
+}
+
 TEST(BatchIteratorTest, CreateValidatesOptions) {
   BatchIteratorOptions options;
   EXPECT_EQ(BatchIterator::Create({}, options).status().code(), absl::StatusCode::kInvalidArgument);

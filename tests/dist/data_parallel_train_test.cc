@@ -18,6 +18,7 @@
 //   * A rank killed mid-run makes the other exit with an error within a bounded time.
 //   * SIGTERM to one rank cancels both after the same step (rank 0 checkpoints); rerunning
 //     both resumes there and ends with the adapter of an uninterrupted 2-rank run, bitwise.
+//   * That checkpoint resumed by one process continues from the same sample position.
 #include <signal.h>
 
 #include <algorithm>
@@ -64,6 +65,18 @@ std::vector<std::string> TrainArgs(const std::string& out, int batch_size, int s
           "--adam_eps=0.01",
           "--checkpoint_every=0",
           "--dist_timeout_seconds=15"};
+}
+
+// The "epoch" (epochs done + fraction of the epoch's sequences handed out) of each step event.
+std::vector<double> StepEpochs(const std::string& events) {
+  std::vector<double> epochs;
+  std::istringstream in(events);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_discarded() && j.value("kind", "") == "step") epochs.push_back(j["epoch"].get<double>());
+  }
+  return epochs;
 }
 
 std::vector<double> StepLosses(const std::string& events) {
@@ -233,6 +246,41 @@ TEST(DataParallelTrain, CancelOnOneRankStopsBothAndTheRerunResumesExactly) {
   for (const std::string& name : (*a)->names()) {
     EXPECT_TRUE(at::equal(*(*a)->Tensor(name), *(*b)->Tensor(name))) << name;
   }
+}
+
+TEST(DataParallelTrain, OtherWorldSizeResumesAtTheSameSamplePosition) {
+  const std::string root = ::testing::TempDir() + "/dp_reshape";
+  fs::create_directories(root);
+  auto args = [&](int rank) {
+    auto a = TrainArgs(root + (rank == 0 ? "/out" : "/out_rank1"), 4, 12);
+    a.push_back("--checkpoint_dir=" + root + "/ckpt");
+    return a;
+  };
+  const int port = FreePort();
+  RankProcess r0 = SpawnRank(args(0), RankEnv(0, 2, port), root + "/cut0");
+  RankProcess r1 = SpawnRank(args(1), RankEnv(1, 2, port), root + "/cut1");
+  const auto deadline = Clock::now() + std::chrono::seconds(120);
+  while (StepLosses(ReadText(r0.stdout_path)).size() < 3 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  kill(r0.pid, SIGTERM);
+  EXPECT_EQ(WaitRank(r0, Clock::now() + std::chrono::seconds(60)), 3) << ReadText(r0.stderr_path);
+  EXPECT_EQ(WaitRank(r1, Clock::now() + std::chrono::seconds(60)), 3) << ReadText(r1.stderr_path);
+  const auto cut = StepEpochs(ReadText(r0.stdout_path));
+  ASSERT_GE(cut.size(), 3u);
+  ASSERT_LT(cut.size(), 12u);
+  const double per_step_2 = cut[1] - cut[0];  // 8 sequences of the epoch per step at 2 ranks
+
+  // One process (no RANK/WORLD_SIZE), same options: batch_size 4 is now the global batch.
+  RankProcess alone = SpawnRank(args(0), {}, root + "/alone");
+  ASSERT_EQ(WaitRank(alone, Clock::now() + std::chrono::minutes(5)), 0) << ReadText(alone.stderr_path);
+  const std::string events = ReadText(alone.stdout_path);
+  EXPECT_THAT(events, HasSubstr("was written by 2 data-parallel ranks, this run has 1"));
+  const auto resumed = StepEpochs(events);
+  ASSERT_EQ(resumed.size(), 12u - cut.size());
+  // The first resumed step takes the 4 sequences right after the checkpoint's position.
+  EXPECT_NEAR(resumed[0] - cut.back(), per_step_2 / 2, 1e-9);
+  EXPECT_NEAR(resumed[1] - resumed[0], per_step_2 / 2, 1e-9);
 }
 
 }  // namespace
