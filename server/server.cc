@@ -698,6 +698,11 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
     s.saturation_thread = std::thread([self] { self->SaturationLoop(); });
   }
 
+  // Logged before the port files are written: whoever waits for a port file
+  // (tests, scripts) then finds this line in the log.
+  Log(absl::StrCat("serving gRPC on port ", s.port, ", metrics on port ", s.metrics_port,
+                   ", HTTP API on port ", s.http_port,
+                   ", models: ", s.catalog.Names(), ", data_dir ", options.data_dir));
   if (!options.port_file.empty()) {
     OFT_RETURN_IF_ERROR(WriteFileAtomic(options.port_file, absl::StrCat(s.port, "\n")));
   }
@@ -707,9 +712,6 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
   if (!options.http_port_file.empty() && s.http_port != 0) {
     OFT_RETURN_IF_ERROR(WriteFileAtomic(options.http_port_file, absl::StrCat(s.http_port, "\n")));
   }
-  Log(absl::StrCat("serving gRPC on port ", s.port, ", metrics on port ", s.metrics_port,
-                   ", HTTP API on port ", s.http_port,
-                   ", models: ", s.catalog.Names(), ", data_dir ", options.data_dir));
   return std::unique_ptr<OftServer>(new OftServer(std::move(impl)));
 }
 
