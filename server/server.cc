@@ -46,6 +46,7 @@
 #include "server/service/job_service.h"
 #include "server/service/job_spec.h"
 #include "server/service/model_catalog.h"
+#include "server/service/reflection_v1_service.h"
 #include "server/service/rpc_log_interceptor.h"
 #include "server/service/rpc_metrics_interceptor.h"
 #include "server/service/service_env.h"
@@ -133,6 +134,7 @@ struct OftServer::Impl {
   std::vector<LoadedServingBase> serving_bases;     // outlive the backend
   std::unique_ptr<InferenceBackend> inference;      // outlives the gRPC server
   std::unique_ptr<InferenceServiceImpl> inference_service;
+  std::unique_ptr<ReflectionV1Service> reflection_v1;
   std::unique_ptr<grpc::Server> grpc_server;
   OpenAiEnv openai;                                 // outlives the HTTP server
   std::unique_ptr<HttpFrontend> http;               // --http_listen
@@ -613,8 +615,10 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
   }
 
   grpc::EnableDefaultHealthCheckService(true);
+  // Reflection in both versions: v1alpha from gRPC's plugin, v1 (not in gRPC 1.51) our own.
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  s.reflection_v1 = AddReflectionV1(builder);
   std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
   if (!options.tls_cert.empty() || !options.tls_key.empty()) {
     if (options.tls_cert.empty() || options.tls_key.empty()) {
