@@ -5,7 +5,7 @@
 #            WatchJob, adapter registry, serving engine)
 #   scripts/sanitize.sh [address|thread|all]
 #   SANITIZE_SCOPE=quick: ASan over the LibTorch-free components' tests only (common, jobs,
-#     data, tokenizer, train options, client): no test there links LibTorch.
+#     data, tokenizer, train options, client, reflection): no test there links LibTorch.
 #   SANITIZE_TARGETS="a_test b_test": ASan over exactly these test targets (a subset of the
 #     full run when there is no time for the whole tree).
 #   JOBS=N: build and test jobs (default: all cores).
@@ -25,7 +25,7 @@ QUICK_TARGETS="common_echo_test common_client_regex_test common_data_dir_test co
   tokenizer_regex_test tokenizer_normalizers_test tokenizer_pre_tokenizers_test
   tokenizer_bpe_model_test tokenizer_added_tokens_test tokenizer_post_processors_test
   tokenizer_decoders_test oft_train_options_test oft_lr_schedule_test oft_cpu_isa_test
-  client_job_file_test client_progress_test client_fake_server_test"
+  client_job_file_test client_progress_test client_fake_server_test service_reflection_v1_test"
 TSAN_TARGETS="common_executor_test scheduler_test service_event_hub_test service_watch_job_test
   serving_registry_test serving_engine_test"
 

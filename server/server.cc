@@ -46,6 +46,7 @@
 #include "server/service/job_service.h"
 #include "server/service/job_spec.h"
 #include "server/service/model_catalog.h"
+#include "server/service/reflection_v1_service.h"
 #include "server/service/rpc_log_interceptor.h"
 #include "server/service/rpc_metrics_interceptor.h"
 #include "server/service/service_env.h"
@@ -133,6 +134,7 @@ struct OftServer::Impl {
   std::vector<LoadedServingBase> serving_bases;     // outlive the backend
   std::unique_ptr<InferenceBackend> inference;      // outlives the gRPC server
   std::unique_ptr<InferenceServiceImpl> inference_service;
+  std::unique_ptr<ReflectionV1Service> reflection_v1;
   std::unique_ptr<grpc::Server> grpc_server;
   OpenAiEnv openai;                                 // outlives the HTTP server
   std::unique_ptr<HttpFrontend> http;               // --http_listen
@@ -613,8 +615,10 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
   }
 
   grpc::EnableDefaultHealthCheckService(true);
+  // Reflection in both versions: v1alpha from gRPC's plugin, v1 (not in gRPC 1.51) our own.
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  s.reflection_v1 = AddReflectionV1(builder);
   std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
   if (!options.tls_cert.empty() || !options.tls_key.empty()) {
     if (options.tls_cert.empty() || options.tls_key.empty()) {
@@ -698,6 +702,11 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
     s.saturation_thread = std::thread([self] { self->SaturationLoop(); });
   }
 
+  // Logged before the port files are written: whoever waits for a port file
+  // (tests, scripts) then finds this line in the log.
+  Log(absl::StrCat("serving gRPC on port ", s.port, ", metrics on port ", s.metrics_port,
+                   ", HTTP API on port ", s.http_port,
+                   ", models: ", s.catalog.Names(), ", data_dir ", options.data_dir));
   if (!options.port_file.empty()) {
     OFT_RETURN_IF_ERROR(WriteFileAtomic(options.port_file, absl::StrCat(s.port, "\n")));
   }
@@ -707,9 +716,6 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
   if (!options.http_port_file.empty() && s.http_port != 0) {
     OFT_RETURN_IF_ERROR(WriteFileAtomic(options.http_port_file, absl::StrCat(s.http_port, "\n")));
   }
-  Log(absl::StrCat("serving gRPC on port ", s.port, ", metrics on port ", s.metrics_port,
-                   ", HTTP API on port ", s.http_port,
-                   ", models: ", s.catalog.Names(), ", data_dir ", options.data_dir));
   return std::unique_ptr<OftServer>(new OftServer(std::move(impl)));
 }
 

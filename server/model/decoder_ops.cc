@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "ATen/ATen.h"
+#include "c10/core/GradMode.h"
 
 namespace oft {
 
@@ -46,22 +47,43 @@ at::Tensor Attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
         /*dropout_p=*/0.0, /*is_causal=*/causal, scale, /*enable_gqa=*/nkv != nh);
   }
   TORCH_CHECK(nh % nkv == 0, "key heads (", nkv, ") must divide query heads (", nh, ")");
-  at::Tensor kk = nkv == nh ? k : k.repeat_interleave(nh / nkv, 1);
-  at::Tensor vv = nkv == nh ? v : v.repeat_interleave(nh / nkv, 1);
-  const double s = scale.value_or(1.0 / std::sqrt(static_cast<double>(q.size(-1))));
-  auto scores = at::matmul(q, kk.transpose(-2, -1)) * s;  // [B, nh, T, S]
-  scores = at::tanh(scores / *softcap) * *softcap;
-  if (mask.defined() && mask.scalar_type() == at::kBool) {
-    scores = scores.masked_fill(at::logical_not(mask), -std::numeric_limits<double>::infinity());
-  } else if (mask.defined()) {
-    scores = scores + mask;
-  } else if (causal) {
-    const int64_t T = q.size(2), S = kk.size(2);
-    auto above = at::ones({T, S}, q.options().dtype(at::kBool)).triu(S - T + 1);
-    scores = scores.masked_fill(above, -std::numeric_limits<double>::infinity());
+  // Explicit scores, as SDPA has no soft-cap. Grouped-query attention without copying K and V
+  // g times: the g query heads that share a key head are stacked along the query axis, so one
+  // batched GEMM per key head serves all of them ([B * nkv, g * T, d] x [B * nkv, d, S]).
+  const int64_t B = q.size(0), T = q.size(2), S = k.size(2), d = q.size(3), g = nh / nkv;
+  const double s = scale.value_or(1.0 / std::sqrt(static_cast<double>(d)));
+  const double c = *softcap;
+  // Without autograd the elementwise steps run in place: one scores buffer instead of four.
+  const bool in_place = !at::GradMode::is_enabled() ||
+                        !(q.requires_grad() || k.requires_grad() || v.requires_grad());
+  at::Tensor scores = at::bmm(q.reshape({B * nkv, g * T, d}),
+                              k.reshape({B * nkv, S, d}).transpose(1, 2));  // [B*nkv, g*T, S]
+  scores.mul_(s / c);  // bmm's backward needs its inputs, not its output
+  if (in_place) {
+    scores.tanh_().mul_(c);
+  } else {
+    scores = at::tanh(scores) * c;  // tanh's backward keeps its own output
   }
-  auto probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
-  return at::matmul(probs, vv);
+  at::Tensor grouped = scores.view({B, nkv, g, T, S});  // a fresh buffer: masking it in place is safe
+  if (mask.defined()) {
+    // [B or 1, 1, T, S] broadcasts over (nkv, g) once the group axis is added; other shapes are
+    // expanded to every head first.
+    const at::Tensor m = mask.dim() == 4 && mask.size(1) == 1
+                             ? mask.unsqueeze(2)
+                             : mask.expand({B, nh, T, S}).reshape({B, nkv, g, T, S});
+    if (m.scalar_type() == at::kBool) {
+      grouped.masked_fill_(at::logical_not(m), -std::numeric_limits<double>::infinity());
+    } else {
+      grouped.add_(m);
+    }
+  } else if (causal) {
+    auto above = at::ones({T, S}, q.options().dtype(at::kBool)).triu(S - T + 1);
+    grouped.masked_fill_(above, -std::numeric_limits<double>::infinity());
+  }
+  // The softmax accumulates in fp32 at least (fp64 stays fp64).
+  const at::ScalarType acc = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor probs = at::softmax(scores, -1, acc).to(q.scalar_type());
+  return at::bmm(probs, v.reshape({B * nkv, S, d})).view({B, nh, T, d});
 }
 
 }  // namespace oft

@@ -400,9 +400,16 @@ at::Tensor LlamaModel::Head(const at::Tensor& h, const RowState& rows,
   const ModelFamily& fam = config_.family;
   auto logits = Project(*lm_head_, slots_.per_layer * static_cast<int64_t>(layers_.size()), h,
                         rows, tokens_per_row);
-  if (fam.logits_divisor != 1.0) logits = logits / fam.logits_divisor;
+  // Granite's divisor and Gemma 2's soft-cap c (c * tanh(logits / c)) share one division, in
+  // place: the head's GEMM keeps its inputs for backward, not its output.
+  const double c = fam.final_logit_softcap.value_or(1.0);
+  if (fam.logits_divisor * c != 1.0) logits.div_(fam.logits_divisor * c);
   if (fam.final_logit_softcap) {
-    logits = at::tanh(logits / *fam.final_logit_softcap) * *fam.final_logit_softcap;
+    if (logits.requires_grad()) {
+      logits = at::tanh(logits) * c;  // tanh's backward keeps its own output
+    } else {
+      logits.tanh_().mul_(c);
+    }
   }
   return logits;
 }

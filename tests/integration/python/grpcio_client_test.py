@@ -152,6 +152,13 @@ def start_server(server, repo, tmp, extra_flags=("--metrics_listen=",)):
     raise Failure("oft_server did not write --port_file within 120 s")
 
 
+def stop_server(proc):
+    """SIGTERM; the server must exit 0 within 60 s."""
+    proc.send_signal(signal.SIGTERM)
+    rc = proc.wait(timeout=60)
+    check(rc == 0, f"oft_server exited {rc} on SIGTERM (want 0)")
+
+
 def run(server, repo, tmp):
     step = "generate stubs"
     generate_stubs(repo, tmp)
@@ -345,9 +352,7 @@ def run(server, repo, tmp):
         channel.close()
 
         step = "SIGTERM"
-        proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(timeout=60)
-        check(rc == 0, f"oft_server exited {rc} on SIGTERM (want 0)")
+        stop_server(proc)
         print(f"PASS: grpcio {grpc.__version__} client: job {job.id} SUCCEEDED in {len(ids)} "
               f"events; adapter {job.result.name} v{job.result.version} "
               f"({len(files)} files) verified; health + reflection OK")
