@@ -124,9 +124,10 @@ class Cli {
          [](Cli& c, const Positional&) { return c.Models(); }},
         {"generate",
          "(--adapter=NAME[:V] | --alias=A) (--prompt=TEXT | --chat-file=F) [--max-tokens=N]",
-         "    [--temperature=T] [--top-p=P] [--top-k=K] [--seed=S] [--stop=S]... [--base-model=M]",
+         "    [--temperature=T] [--top-p=P] [--top-k=K] [--seed=S] [--stop=S]... [--base-model=M]"
+         " [--enable-thinking=true|false]",
          {"adapter", "alias", "prompt", "chat-file", "max-tokens", "temperature", "top-p", "top-k",
-          "seed", "stop", "base-model"},
+          "seed", "stop", "base-model", "enable-thinking"},
          0, 0, [](Cli& c, const Positional&) { return c.Generate(); }},
         {"load", "NAME[:VERSION]", "", {}, 1, 1,
          [](Cli& c, const Positional& p) { return c.Load(p[0]); }},
@@ -611,6 +612,13 @@ class Cli {
         return FailLocal(chat.status());
       }
       *req.mutable_chat() = std::move(*chat);
+    }
+    if (args_.Has("enable-thinking")) {  // the qwen3 chat template's argument
+      const std::string v = args_.Get("enable-thinking");
+      if (!req.has_chat() || (v != "true" && v != "false")) {
+        return Usage("--enable-thinking=true|false needs --chat-file");
+      }
+      req.mutable_chat()->set_enable_thinking(v == "true");
     }
     int32_t max_tokens = 0, top_k = 0;
     double temperature = 0, top_p = 0;

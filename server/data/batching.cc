@@ -85,7 +85,8 @@ void AppendDocument(const TokenizedExample& example, Sequence& seq) {
 }  // namespace
 
 TextEncoder::~TextEncoder() = default;
-std::optional<int32_t> TextEncoder::bos_id() const { return std::nullopt; }
+std::vector<int32_t> TextEncoder::special_prefix() const { return {}; }
+std::vector<int32_t> TextEncoder::special_suffix() const { return {}; }
 std::optional<int32_t> TextEncoder::eos_id() const { return std::nullopt; }
 
 absl::StatusOr<TokenizedExample> TokenizeExample(const Example& example, const TextEncoder& encoder,
@@ -102,16 +103,16 @@ absl::StatusOr<TokenizedExample> TokenizeExample(const Example& example, const T
   const RenderedExample rendered = RenderExample(example, options.chat_template);
   TokenizedExample out;
   out.line = example.line;
-  if (!rendered.template_adds_bos) {
-    if (const std::optional<int32_t> bos = encoder.bos_id(); bos.has_value()) {
-      AppendTokens({*bos}, false, out);
-    }
-  }
+  // The same special tokens as the tokenizer adds to a prompt at inference (one rule for
+  // every entry point, Tokenizer::special_prefix()).
+  if (rendered.add_special_tokens) AppendTokens(encoder.special_prefix(), false, out);
   for (const Segment& segment : rendered.segments) {
     AppendTokens(encoder.Encode(segment.text), segment.train, out);
   }
+  if (rendered.add_special_tokens) AppendTokens(encoder.special_suffix(), true, out);
   if (rendered.append_eos) {
-    if (const std::optional<int32_t> eos = encoder.eos_id(); eos.has_value()) {
+    const std::optional<int32_t> eos = encoder.eos_id();
+    if (eos.has_value() && (out.ids.empty() || out.ids.back() != *eos)) {
       AppendTokens({*eos}, true, out);
     }
   }

@@ -45,9 +45,13 @@ class TextEncoder {
   // map to the special token's id, as Hugging Face tokenizers do by default.
   virtual std::vector<int32_t> Encode(absl::string_view text) const = 0;
 
-  // Id prepended to every example whose rendering does not already begin with
-  // the BOS marker; nullopt for tokenizers without BOS (e.g. Qwen2).
-  virtual std::optional<int32_t> bos_id() const;
+  // Ids the tokenizer puts before / after one encoded sequence when asked for
+  // special tokens (transformers' `tokenizer(text).input_ids`; e.g. {BOS} / {} for
+  // Llama and Gemma, {} / {} for Qwen). Text and prompt/completion rows get them;
+  // chat rows do not (apply_chat_template tokenizes with add_special_tokens=False:
+  // a template that wants BOS writes it in its text). Default: none.
+  virtual std::vector<int32_t> special_prefix() const;
+  virtual std::vector<int32_t> special_suffix() const;
 
   // Id appended (trained) to text and prompt/completion examples; nullopt for none.
   virtual std::optional<int32_t> eos_id() const;
@@ -76,8 +80,9 @@ struct TokenizeStats {
 };
 
 // Renders `example` (RenderExample), encodes every segment separately and
-// concatenates: BOS first when the encoder has one and the template did not
-// supply it, EOS (trained) last for text and prompt/completion rows. Tokens of
+// concatenates. Text and prompt/completion rows: the encoder's special_prefix()
+// first, its special_suffix() (trained) after the text, then EOS (trained) unless
+// the ids already end with it. Chat rows: the template's text only. Tokens of
 // trained segments get loss_mask 1 (except a document's first token). The
 // result is cut to `options.max_seq_len` tokens, keeping the start.
 // Errors: INVALID_ARGUMENT "line N: ..." for a chat row the template refuses

@@ -346,16 +346,17 @@ RenderedExample RenderExample(const Example& example, ChatTemplateKind kind) {
   switch (example.format) {
     case RowFormat::kText:
       Append(out.segments, example.text, true);
+      out.add_special_tokens = true;
       out.append_eos = true;
       break;
     case RowFormat::kPromptCompletion:
       Append(out.segments, example.prompt, false);
       Append(out.segments, example.completion, true);
+      out.add_special_tokens = true;
       out.append_eos = true;
       break;
     case RowFormat::kChat:
       out.segments = RenderChat(kind, example.messages, ChatRenderOptions{});
-      out.template_adds_bos = kind == ChatTemplateKind::kLlama3 || kind == ChatTemplateKind::kGemma;
       break;
   }
   return out;

@@ -136,9 +136,10 @@ std::vector<Segment> RenderChat(ChatTemplateKind kind, absl::Span<const Message>
 
 // A row rendered for tokenisation.
 struct RenderedExample {
-  std::vector<Segment> segments;   // in order; alternating train flags
-  bool template_adds_bos = false;  // segments already begin with the BOS marker (llama3, gemma)
-  bool append_eos = false;         // add the encoder's EOS, trained, at the end
+  std::vector<Segment> segments;    // in order; alternating train flags
+  bool add_special_tokens = false;  // wrap in the encoder's special_prefix/suffix (text and
+                                    // prompt/completion; not chat, as apply_chat_template)
+  bool append_eos = false;          // add the encoder's EOS, trained, at the end
 };
 
 // Renders one row:

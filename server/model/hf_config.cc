@@ -124,7 +124,37 @@ absl::Status FieldError(absl::string_view field, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(field, " ", what));
 }
 
-constexpr char kSupportedRopeTypes[] = "default, linear, llama3";
+constexpr char kSupportedRopeTypes[] = "default, linear, llama3, yarn";
+
+// The yarn fields of a rope object, as transformers' _compute_yarn_parameters reads them:
+// factor and original_max_position_embeddings required; attention_factor, else
+// 0.1 * ln(factor) + 1 (or the mscale / mscale_all_dim ratio when both are set); beta_fast /
+// beta_slow 32 / 1 when absent, null or 0; truncate true.
+absl::StatusOr<std::optional<RopeScaling>> ParseYarn(const Fields& f) {
+  RopeScaling r;
+  r.rope_type = "yarn";
+  for (const char* key : {"factor", "original_max_position_embeddings"}) {
+    if (f.Find(key) == nullptr) return f.Error(key, "is required for rope_type yarn");
+  }
+  OFT_ASSIGN_OR_RETURN(r.factor, f.Number("factor", 0));
+  OFT_ASSIGN_OR_RETURN(r.original_max_position_embeddings,
+                       f.PositiveInt("original_max_position_embeddings", std::nullopt));
+  auto mscale_of = [](double scale, double m) {
+    return scale <= 1 ? 1.0 : 0.1 * m * std::log(scale) + 1.0;
+  };
+  OFT_ASSIGN_OR_RETURN(const double mscale, f.Number("mscale", 0));
+  OFT_ASSIGN_OR_RETURN(const double mscale_all_dim, f.Number("mscale_all_dim", 0));
+  r.attention_factor = mscale != 0 && mscale_all_dim != 0
+                           ? mscale_of(r.factor, mscale) / mscale_of(r.factor, mscale_all_dim)
+                           : mscale_of(r.factor, 1.0);
+  OFT_ASSIGN_OR_RETURN(r.attention_factor, f.Number("attention_factor", r.attention_factor));
+  OFT_ASSIGN_OR_RETURN(r.beta_fast, f.Number("beta_fast", 0));
+  OFT_ASSIGN_OR_RETURN(r.beta_slow, f.Number("beta_slow", 0));
+  if (r.beta_fast == 0) r.beta_fast = 32;
+  if (r.beta_slow == 0) r.beta_slow = 1;
+  OFT_ASSIGN_OR_RETURN(r.truncate, f.Bool("truncate", true));
+  return std::optional<RopeScaling>(r);
+}
 
 // Parses a rope object: legacy "rope_scaling" or 5.x "rope_parameters" (`field` names it).
 // Returns nullopt for the default type.
@@ -146,6 +176,7 @@ absl::StatusOr<std::optional<RopeScaling>> ParseRope(const json& obj, const std:
     OFT_ASSIGN_OR_RETURN(r.factor, f.Number("factor", 0));
     return std::optional<RopeScaling>(r);
   }
+  if (type == "yarn") return ParseYarn(f);
   if (type != "llama3") {
     return f.Error("rope_type", absl::StrCat("'", type, "' is not supported; supported: ",
                                              kSupportedRopeTypes));
@@ -405,13 +436,25 @@ absl::Status ModelConfig::Validate() const {
   }
   if (rope_scaling.has_value()) {
     const RopeScaling& r = *rope_scaling;
-    if (r.rope_type != "llama3" && r.rope_type != "linear") {
+    if (r.rope_type != "llama3" && r.rope_type != "linear" && r.rope_type != "yarn") {
       return FieldError("rope_scaling.rope_type", absl::StrCat("'", r.rope_type,
                                                                "' is not supported; supported: ",
                                                                kSupportedRopeTypes));
     }
     if (!Finite(r.factor) || r.factor <= 0) {
       return FieldError("rope_scaling.factor", absl::StrCat("must be > 0, got ", r.factor));
+    }
+  }
+  if (rope_scaling.has_value() && rope_scaling->rope_type == "yarn") {
+    const RopeScaling& r = *rope_scaling;
+    for (auto [field, v] : {std::pair("rope_scaling.attention_factor", r.attention_factor),
+                            std::pair("rope_scaling.beta_fast", r.beta_fast),
+                            std::pair("rope_scaling.beta_slow", r.beta_slow)}) {
+      if (!Finite(v) || v <= 0) return FieldError(field, absl::StrCat("must be > 0, got ", v));
+    }
+    if (r.original_max_position_embeddings <= 0) {
+      return FieldError("rope_scaling.original_max_position_embeddings",
+                        absl::StrCat("must be > 0, got ", r.original_max_position_embeddings));
     }
   }
   if (rope_scaling.has_value() && rope_scaling->rope_type == "llama3") {
@@ -642,6 +685,15 @@ std::string ToJson(const ModelConfig& c) {
   j["rope_theta"] = c.rope_theta;
   if (c.rope_scaling.has_value() && c.rope_scaling->rope_type == "linear") {
     j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", c.rope_scaling->factor}};
+  } else if (c.rope_scaling.has_value() && c.rope_scaling->rope_type == "yarn") {
+    const RopeScaling& r = *c.rope_scaling;
+    j["rope_scaling"] = {{"rope_type", "yarn"},
+                         {"factor", r.factor},
+                         {"original_max_position_embeddings", r.original_max_position_embeddings},
+                         {"attention_factor", r.attention_factor},
+                         {"beta_fast", r.beta_fast},
+                         {"beta_slow", r.beta_slow},
+                         {"truncate", r.truncate}};
   } else if (c.rope_scaling.has_value()) {
     const RopeScaling& r = *c.rope_scaling;
     j["rope_scaling"] = {{"rope_type", r.rope_type},

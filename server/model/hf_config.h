@@ -29,14 +29,22 @@ enum class ModelArch {
   kLlama, kQwen2, kMistral, kQwen3, kOlmo2, kGranite, kGemma2, kGemma3, kPhi3
 };
 
-// RoPE scaling: "llama3" (Llama 3.1's frequency-dependent rule) or "linear" (positions
-// divided by `factor`, as Gemma 3 uses on its global layers).
+// RoPE scaling: "llama3" (Llama 3.1's frequency-dependent rule), "linear" (positions
+// divided by `factor`, as Gemma 3 uses on its global layers) or "yarn" (YaRN, as Qwen3's
+// long-context configs: frequencies blended between interpolation and extrapolation over a
+// ramp of rotary dims, cos/sin multiplied by attention_factor). "dynamic" (NTK) and
+// "longrope" (Phi-3 128k) change with the sequence length and are refused by name.
 struct RopeScaling {
-  std::string rope_type = "llama3";              // "llama3" or "linear"
+  std::string rope_type = "llama3";              // "llama3", "linear" or "yarn"
   double factor = 8.0;                            // > 0
   double low_freq_factor = 1.0;                   // > 0 (llama3 only)
   double high_freq_factor = 4.0;                  // > low_freq_factor (llama3 only)
-  int64_t original_max_position_embeddings = 8192;  // > 0 (llama3 only)
+  int64_t original_max_position_embeddings = 8192;  // > 0 (llama3, yarn)
+  double attention_factor = 1.0;  // > 0, multiplies cos and sin (yarn: given, or from factor
+                                  // and mscale / mscale_all_dim as transformers infers it)
+  double beta_fast = 32.0;        // > 0 (yarn: extrapolation boundary, in rotations)
+  double beta_slow = 1.0;         // > 0 (yarn: interpolation boundary, in rotations)
+  bool truncate = true;           // yarn: round the correction range outwards to whole dims
 };
 
 struct ModelConfig {

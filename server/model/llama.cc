@@ -95,6 +95,26 @@ at::Tensor RopeInverseFrequencies(const ModelConfig& c, bool local) {
   if (local || !c.rope_scaling) return inv;
   const auto& s = *c.rope_scaling;
   if (s.rope_type == "linear") return inv / s.factor;  // positions divided by factor
+  if (s.rope_type == "yarn") {
+    // Dims that turn fewer than beta_slow times over the original context are interpolated
+    // (inv / factor), more than beta_fast times extrapolated (inv), a linear ramp between.
+    const double old_ctx = static_cast<double>(s.original_max_position_embeddings);
+    auto correction_dim = [&](double rotations) {
+      return dim * std::log(old_ctx / (rotations * 2 * M_PI)) / (2 * std::log(theta));
+    };
+    double low = correction_dim(s.beta_fast), high = correction_dim(s.beta_slow);
+    if (s.truncate) {
+      low = std::floor(low);
+      high = std::ceil(high);
+    }
+    low = std::max(low, 0.0);
+    high = std::min(high, static_cast<double>(dim - 1));
+    if (low == high) high += 0.001;  // as transformers: no zero-width ramp
+    auto ramp = ((at::arange(dim / 2, at::TensorOptions().dtype(at::kFloat)) - low) / (high - low))
+                    .clamp(0, 1);
+    auto extrapolation = 1 - ramp;
+    return (inv / s.factor) * (1 - extrapolation) + inv * extrapolation;
+  }
   // llama3: long wavelengths are divided by `factor`, short ones kept, the band between
   // interpolated smoothly.
   const double old_ctx = static_cast<double>(s.original_max_position_embeddings);
@@ -431,14 +451,22 @@ at::Tensor LlamaModel::Embed(const at::Tensor& ids) const {
 }
 
 LlamaModel::RopeTables LlamaModel::Rope(const at::Tensor& positions) const {
-  auto tables = [&](const at::Tensor& inv_freq) {
+  auto tables = [&](const at::Tensor& inv_freq, double scale) {
     auto freqs = positions.unsqueeze(-1) * inv_freq.view({1, 1, -1});  // [B, T, r/2]
     auto emb = at::cat({freqs, freqs}, -1);
-    return std::make_pair(emb.cos().to(dtype_).unsqueeze(1), emb.sin().to(dtype_).unsqueeze(1));
+    auto cos = emb.cos(), sin = emb.sin();
+    if (scale != 1.0) {  // yarn's attention factor, applied in fp32 as transformers does
+      cos = cos * scale;
+      sin = sin * scale;
+    }
+    return std::make_pair(cos.to(dtype_).unsqueeze(1), sin.to(dtype_).unsqueeze(1));
   };
   RopeTables r;
-  std::tie(r.cos, r.sin) = tables(inv_freq_);
-  if (local_inv_freq_.defined()) std::tie(r.local_cos, r.local_sin) = tables(local_inv_freq_);
+  const double scale = config_.rope_scaling ? config_.rope_scaling->attention_factor : 1.0;
+  std::tie(r.cos, r.sin) = tables(inv_freq_, scale);
+  if (local_inv_freq_.defined()) {
+    std::tie(r.local_cos, r.local_sin) = tables(local_inv_freq_, 1.0);
+  }
   return r;
 }
 

@@ -313,7 +313,7 @@ class LlamaModel {
 // checkpoint's bfloat16 / float16 when config.json names one, else fp32.
 at::ScalarType DeviceComputeDtype(const ModelConfig& config, const std::string& device);
 
-// RoPE inverse frequencies for `config` (transformers' default, linear and llama3 rules,
+// RoPE inverse frequencies for `config` (transformers' default, linear, llama3 and yarn rules,
 // over the rotary dims head_dim * partial_rotary_factor), fp32. `local`: the sliding
 // layers' plain RoPE with family.local_rope_theta.
 at::Tensor RopeInverseFrequencies(const ModelConfig& config, bool local = false);

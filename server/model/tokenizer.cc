@@ -239,6 +239,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(
 
   if (p.post_processor_ != nullptr) {
     p.post_processor_->SpecialIds(&tokenizer->bos_id_, &tokenizer->eos_id_);
+    p.post_processor_->Around(&tokenizer->special_prefix_, &tokenizer->special_suffix_);
   }
   const auto first_known =
       [&p](std::initializer_list<const char*> names) -> std::optional<int32_t> {

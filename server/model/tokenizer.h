@@ -86,8 +86,20 @@ class Tokenizer {
   // Beginning / end of sequence ids: from tokenizer_config.json when given, else from the
   // TemplateProcessing post-processor (the special token before / after $A), else from
   // well-known token names (<s>, <|begin_of_text|>, </s>, <|end_of_text|>, <|endoftext|>).
+  // These name the tokens; they say nothing about whether a sequence gets them: that is
+  // special_prefix() / special_suffix().
   std::optional<int32_t> bos_id() const { return bos_id_; }
   std::optional<int32_t> eos_id() const { return eos_id_; }
+
+  // The one rule for special tokens, equal to transformers 5's
+  // AutoTokenizer.from_pretrained(dir)(text).input_ids: the ids that
+  // Encode(text, /*add_special_tokens=*/true) puts before / after the text's own ids, i.e.
+  // what tokenizer.json's post_processor adds to a single sequence (empty for none, ByteLevel,
+  // or a template of $A alone). tokenizer_config.json's add_bos_token / add_eos_token do not
+  // change it: transformers 5 drops them whenever a tokenizer.json exists
+  // (PreTrainedTokenizerBase._from_pretrained), so the file's post-processor decides.
+  const std::vector<int32_t>& special_prefix() const { return special_prefix_; }
+  const std::vector<int32_t>& special_suffix() const { return special_suffix_; }
 
   // True when `id` is an added token marked special.
   bool IsSpecial(int32_t id) const { return special_ids_.contains(id); }
@@ -100,6 +112,8 @@ class Tokenizer {
   int32_t vocab_size_ = 0;
   std::optional<int32_t> bos_id_;
   std::optional<int32_t> eos_id_;
+  std::vector<int32_t> special_prefix_;
+  std::vector<int32_t> special_suffix_;
 };
 
 }  // namespace oft

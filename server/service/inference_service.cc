@@ -100,6 +100,7 @@ absl::StatusOr<GenerateParams> ParamsFromProto(const oft::v1::GenerateRequest& r
       std::vector<Message> messages;
       for (const auto& m : r.chat().messages()) messages.push_back({m.role(), m.content()});
       p.chat = std::move(messages);
+      if (r.chat().has_enable_thinking()) p.enable_thinking = r.chat().enable_thinking();
       break;
     }
     default:

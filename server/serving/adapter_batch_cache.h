@@ -35,6 +35,9 @@ class AdapterBatchCache {
 
   // The batch for `rows` (row i rotated by rows[i]; null = the base model). Every adapter
   // must come from `model`'s PrepareServingAdapter. Throws c10::Error.
+  // A batch is valid only until the next Make() or Clear(): Make() may give a slot that
+  // only earlier batches use to another adapter, overwriting its blocks in place, so an
+  // earlier batch's rows would be rotated by the wrong adapter.
   AdapterBatch Make(const std::vector<std::shared_ptr<const ServingAdapter>>& rows);
 
   // Drops every slot and stack (an idle engine holds nothing); bytes() becomes 0.

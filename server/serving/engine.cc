@@ -342,6 +342,10 @@ bool Engine::StepLocked() {
         sb.lengths.push_back(static_cast<int64_t>(row.request.prompt.size()));
       }
       const AdapterBatch batch = MakeBatch(adapters);
+      // Make() may have copied a new adapter's blocks, in place, into a slot the cached
+      // decode batch still points at (a running row's adapter): that batch is stale now,
+      // even when every prefilled row ends here and none joins the running rows.
+      batch_dirty_ = true;
       sb.adapters = &batch;
       sb.logits_for_last_only = true;
       const int64_t total = static_cast<int64_t>(ids.size());

@@ -113,7 +113,8 @@ class Engine {
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   // Engine-thread state.
   std::vector<std::unique_ptr<Row>> running_;
-  std::unique_ptr<AdapterBatch> batch_;  // for running_, rebuilt when it changes
+  std::unique_ptr<AdapterBatch> batch_;  // for running_, rebuilt when it changes or when a
+                                         // prefill's MakeBatch may have reused its slots
   AdapterBatchCache batch_cache_;        // the stacks batch_ is built from
   KvPool kv_pool_;                       // every running row's KV cache, one slot each
   int64_t reported_cache_bytes_ = 0;

@@ -12,10 +12,8 @@ absl::StatusOr<std::vector<int32_t>> PromptIds(const Tokenizer& tokenizer,
                                                const GenerateParams& params) {
   std::vector<int32_t> ids;
   if (params.text) {
+    // As transformers' tokenizer(text): the post-processor's special tokens, nothing else.
     ids = tokenizer.Encode(*params.text, /*add_special_tokens=*/true);
-    if (tokenizer.bos_id() && (ids.empty() || ids[0] != *tokenizer.bos_id())) {
-      ids.insert(ids.begin(), *tokenizer.bos_id());
-    }
   } else if (params.chat) {
     if (!chat_template) {
       std::vector<std::string> names;

@@ -1,7 +1,7 @@
 // The token ids of a generation request's prompt, for the gRPC and HTTP front ends alike
-// (Serving::Generate): a text prompt with the tokenizer's special tokens and the tokenizer's
-// BOS first when it names one (as training's text rows; transformers' AutoTokenizer adds
-// only what tokenizer.json's post-processor adds, see issue 15), a chat prompt rendered by
+// (Serving::Generate): a text prompt encoded with the tokenizer's special tokens and nothing
+// else, equal to transformers' AutoTokenizer(text).input_ids (Tokenizer::special_prefix(); the
+// same rule as training's text rows and oft_generate), a chat prompt rendered by
 // the model's built-in template with the generation prompt and encoded without special
 // tokens (the template writes its own, as apply_chat_template(tokenize=True)).
 // Thread-safe (pure over immutable inputs).

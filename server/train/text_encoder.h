@@ -1,6 +1,7 @@
 // Adapts the model's Tokenizer (server/model/tokenizer.h) to the data pipeline's
-// TextEncoder (server/data/batching.h): no special tokens added by Encode; BOS/EOS from
-// the tokenizer (tokenizer_config.json first, see Tokenizer::bos_id()).
+// TextEncoder (server/data/batching.h): no special tokens added by Encode; the special
+// tokens around a sequence are the tokenizer's post-processor's (Tokenizer::special_prefix(),
+// the rule every entry point shares); EOS from the tokenizer (Tokenizer::eos_id()).
 // Thread-safe (Tokenizer is immutable). Does not own the tokenizer.
 #ifndef OFT_SERVER_TRAIN_TEXT_ENCODER_H_
 #define OFT_SERVER_TRAIN_TEXT_ENCODER_H_
@@ -23,7 +24,8 @@ class TokenizerTextEncoder : public TextEncoder {
   std::vector<int32_t> Encode(absl::string_view text) const override {
     return tokenizer_.Encode(text, /*add_special_tokens=*/false);
   }
-  std::optional<int32_t> bos_id() const override { return tokenizer_.bos_id(); }
+  std::vector<int32_t> special_prefix() const override { return tokenizer_.special_prefix(); }
+  std::vector<int32_t> special_suffix() const override { return tokenizer_.special_suffix(); }
   std::optional<int32_t> eos_id() const override { return tokenizer_.eos_id(); }
 
  private:

@@ -117,21 +117,33 @@ TEST(TokenizeExampleTest, Llama3ChatMasksExactlyTheAssistantTurns) {
                         "<|start_header_id|>assistant<|end_header_id|>\n\nA2<|eot_id|>")));
 }
 
-TEST(TokenizeExampleTest, ChatmlChatGetsTheEncoderBos) {
+TEST(TokenizeExampleTest, ChatRowsGetNoSpecialTokensBeyondTheTemplates) {
+  // apply_chat_template tokenizes with add_special_tokens=False: a ChatML chat starts with
+  // <|im_start|> even when the tokenizer's post-processor would prepend BOS to text.
   FakeByteEncoder encoder(kBos, kEos);
   TokenizeOptions options;
   options.chat_template = ChatTemplateKind::kChatml;
   absl::StatusOr<TokenizedExample> t =
       TokenizeExample(Chat({{"user", "hi"}, {"assistant", "yo"}}), encoder, options);
   ASSERT_TRUE(t.ok()) << t.status();
-  EXPECT_EQ(t->ids.front(), kBos);
-  EXPECT_EQ(TrainedText(*t), "yo<|im_end|>");
-
-  FakeByteEncoder no_bos;  // Qwen2-like: no BOS at all
-  t = TokenizeExample(Chat({{"user", "hi"}, {"assistant", "yo"}}), no_bos, options);
-  ASSERT_TRUE(t.ok()) << t.status();
   EXPECT_EQ(t->ids.front(), FakeByteEncoder::SpecialId("<|im_start|>"));
+  EXPECT_EQ(std::count(t->ids.begin(), t->ids.end(), kBos), 0);
   EXPECT_EQ(TrainedText(*t), "yo<|im_end|>");
+}
+
+TEST(TokenizeExampleTest, SuffixEndingInEosGetsNoSecondEos) {
+  // A post-processor that appends EOS ("<s> $A </s>"): the row ends with one EOS, trained.
+  class BosEosEncoder : public FakeByteEncoder {
+   public:
+    BosEosEncoder() : FakeByteEncoder(kBos, kEos) {}
+    std::vector<int32_t> special_suffix() const override { return {kEos}; }
+  };
+  BosEosEncoder encoder;
+  absl::StatusOr<TokenizedExample> t =
+      TokenizeExample(PromptCompletion("ab", "cd"), encoder, TokenizeOptions{});
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_THAT(t->ids, ElementsAre(kBos, 'a', 'b', 'c', 'd', kEos));
+  EXPECT_THAT(t->loss_mask, ElementsAre(0, 0, 0, 1, 1, 1));
 }
 
 TEST(TokenizeExampleTest, GemmaChatWithTwoUserTurnsInARowIsRefused) {

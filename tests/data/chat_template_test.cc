@@ -129,7 +129,7 @@ TEST(RenderExampleTest, TextAndPromptCompletion) {
   RenderedExample r = RenderExample(text, ChatTemplateKind::kLlama3);
   EXPECT_THAT(r.segments, ElementsAre(Segment{"All of it.", true}));
   EXPECT_TRUE(r.append_eos);
-  EXPECT_FALSE(r.template_adds_bos);
+  EXPECT_TRUE(r.add_special_tokens);
 
   Example pc;
   pc.format = RowFormat::kPromptCompletion;
@@ -138,19 +138,21 @@ TEST(RenderExampleTest, TextAndPromptCompletion) {
   r = RenderExample(pc, ChatTemplateKind::kLlama3);
   EXPECT_THAT(r.segments, ElementsAre(Segment{"Q: 2+2?\nA:", false}, Segment{" 4", true}));
   EXPECT_TRUE(r.append_eos);
-  EXPECT_FALSE(r.template_adds_bos);
+  EXPECT_TRUE(r.add_special_tokens);
 
   Example chat;
   chat.format = RowFormat::kChat;
   chat.messages = {{"user", "u"}, {"assistant", "a"}};
-  r = RenderExample(chat, ChatTemplateKind::kLlama3);
-  EXPECT_TRUE(r.template_adds_bos);
-  EXPECT_FALSE(r.append_eos);
-  r = RenderExample(chat, ChatTemplateKind::kGemma);  // "<bos>" is the template's own
-  EXPECT_TRUE(r.template_adds_bos);
-  r = RenderExample(chat, ChatTemplateKind::kChatml);
-  EXPECT_FALSE(r.template_adds_bos);
-  EXPECT_FALSE(r.append_eos);
+  // Chat rows are tokenized as apply_chat_template does: the template's text only (llama3 and
+  // gemma write their BOS marker themselves).
+  for (ChatTemplateKind kind : AllTemplateKinds()) {
+    r = RenderExample(chat, kind);
+    EXPECT_FALSE(r.add_special_tokens) << TemplateName(kind);
+    EXPECT_FALSE(r.append_eos) << TemplateName(kind);
+  }
+  r = RenderExample(chat, ChatTemplateKind::kGemma);
+  EXPECT_FALSE(r.add_special_tokens);
+  EXPECT_EQ(r.segments.front().text.substr(0, 5), "<bos>");
 }
 
 TEST(TemplateNameTest, RoundTrips) {

@@ -56,7 +56,10 @@ class FakeByteEncoder : public TextEncoder {
     ++calls_;
     return ids;
   }
-  std::optional<int32_t> bos_id() const override { return bos_; }
+  // A tokenizer whose post-processor prepends BOS (Llama's "<s> $A").
+  std::vector<int32_t> special_prefix() const override {
+    return bos_ ? std::vector<int32_t>{*bos_} : std::vector<int32_t>{};
+  }
   std::optional<int32_t> eos_id() const override { return eos_; }
 
   int calls() const { return calls_; }

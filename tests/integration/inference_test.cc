@@ -651,5 +651,35 @@ TEST_F(InferenceTest, BadInputGetsClearErrorsAndTheServerKeepsServing) {
   EXPECT_TRUE(client_->GetAdapter(a1).ok());
 }
 
+// ChatPrompt.enable_thinking reaches the chat template: with the qwen3 template named for the
+// default model, false adds the empty thinking block after the generation prompt (more prompt
+// tokens), true equals unset (the template's default). chat_template_parity checks the
+// rendering itself against apply_chat_template.
+TEST_F(InferenceTest, ChatEnableThinkingReachesTheQwen3Template) {
+  ASSERT_NO_FATAL_FAILURE(StartServer({"--chat_template=default=qwen3"}));
+  auto prompt_tokens = [&](std::optional<bool> thinking) -> int64_t {
+    v1::GenerateRequest req = Greedy(1);
+    v1::ChatMessage* m = req.mutable_chat()->add_messages();
+    m->set_role("user");
+    m->set_content("What is 7 plus 5?");
+    if (thinking) req.mutable_chat()->set_enable_thinking(*thinking);
+    int64_t n = -1;
+    absl::Status st = client_->Generate(req, [&](const v1::GenerateResponse& r) {
+      if (r.finish_reason() != v1::GenerateResponse::FINISH_REASON_UNSPECIFIED) {
+        n = r.usage().prompt_tokens();
+      }
+      return true;
+    });
+    EXPECT_TRUE(st.ok()) << st;
+    return n;
+  };
+  const int64_t unset = prompt_tokens(std::nullopt);
+  const int64_t on = prompt_tokens(true);
+  const int64_t off = prompt_tokens(false);
+  EXPECT_GT(unset, 0);
+  EXPECT_EQ(on, unset);
+  EXPECT_GT(off, on) << "enable_thinking=false did not add the empty thinking block";
+}
+
 }  // namespace
 }  // namespace oft::testing

@@ -242,8 +242,16 @@ TEST(HfConfig, BadConfigsNameTheField) {
        "intermediate_size must be an integer, got \"big\""},
       {"float layers", edit(kLlama31, "\"num_hidden_layers\": 32", "\"num_hidden_layers\": 32.5"),
        "num_hidden_layers must be an integer"},
-      {"rope yarn", edit(kLlama31, "\"rope_type\": \"llama3\"", "\"rope_type\": \"yarn\""),
-       "rope_scaling.rope_type 'yarn' is not supported; supported: default, linear, llama3"},
+      {"rope dynamic", edit(kLlama31, "\"rope_type\": \"llama3\"", "\"rope_type\": \"dynamic\""),
+       "rope_scaling.rope_type 'dynamic' is not supported; supported: default, linear, llama3, "
+       "yarn"},
+      {"yarn missing original context", edit(edit(kLlama31, "\"rope_type\": \"llama3\"",
+                                                  "\"rope_type\": \"yarn\"").c_str(),
+                                             "\"original_max_position_embeddings\": 8192", "\"x\": 0"),
+       "rope_scaling.original_max_position_embeddings is required for rope_type yarn"},
+      {"yarn bad beta", edit(edit(kLlama31, "\"rope_type\": \"llama3\"", "\"rope_type\": \"yarn\"").c_str(),
+                             "\"low_freq_factor\": 1.0", "\"beta_slow\": -1.0"),
+       "rope_scaling.beta_slow must be > 0, got -1"},
       {"legacy type dynamic", edit(kLlama31, "\"rope_type\": \"llama3\"", "\"type\": \"dynamic\""),
        "rope_scaling.rope_type 'dynamic' is not supported"},
       {"llama3 missing factor", edit(kLlama31, "\"factor\": 8.0,", ""),
@@ -425,7 +433,8 @@ TEST(HfConfig, FamilyErrorsNameTheField) {
   const Case cases[] = {
       {Family("Phi3ForCausalLM", R"(, "rope_scaling": {"type": "longrope", "short_factor": [1],
           "long_factor": [1]})"),
-       "rope_scaling.rope_type 'longrope' is not supported; supported: default, linear, llama3"},
+       "rope_scaling.rope_type 'longrope' is not supported; supported: default, linear, llama3, "
+       "yarn"},
       {Family("Gemma3ForCausalLM", R"(, "use_bidirectional_attention": true)"),
        "use_bidirectional_attention = true is not supported"},
       {Family("Gemma2ForCausalLM", R"(, "layer_types": ["sliding_attention", "chunked"])"),

@@ -245,7 +245,8 @@ INSTANTIATE_TEST_SUITE_P(Models, LlamaParity,
                          ::testing::Values("llama3", "llama2_sharded_bf16", "qwen2_tied", "mistral",
                                            "qwen3", "qwen3_s1_bf16", "olmo2", "olmo2_s1_bf16",
                                            "granite", "granite_s1_bf16", "gemma2", "gemma2_s1_bf16",
-                                           "gemma3", "gemma3_s1_bf16", "phi3", "phi3_s1_bf16"));
+                                           "gemma3", "gemma3_s1_bf16", "phi3", "phi3_s1_bf16",
+                                           "qwen3_yarn", "llama_yarn_mscale"));
 
 TEST(LlamaErrors, MisShapedAndMissingTensorsAreNamed) {
   ModelConfig c;

@@ -95,6 +95,19 @@ make("qwen2_tied", "Qwen2ForCausalLM", "Qwen2Config",
 make("mistral", "MistralForCausalLM", "MistralConfig",
      dict(rope_theta=10000.0, sliding_window=8, tie_word_embeddings=False))
 
+# YaRN RoPE scaling (Qwen3's long-context configs): the original context (8) is shorter than
+# the 13-token prompts; the second case infers its attention factor from mscale /
+# mscale_all_dim and does not truncate the correction range.
+make("qwen3_yarn", "Qwen3ForCausalLM", "Qwen3Config",
+     dict(head_dim=24, tie_word_embeddings=True,
+          rope_parameters={"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 4.0,
+                           "original_max_position_embeddings": 8}), seed=12)
+make("llama_yarn_mscale", "LlamaForCausalLM", "LlamaConfig",
+     dict(rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 8.0,
+                           "original_max_position_embeddings": 16, "mscale": 1.0,
+                           "mscale_all_dim": 0.5, "beta_fast": 16.0, "beta_slow": 2.0,
+                           "truncate": False}), seed=13)
+
 # The families beyond Llama: two seeds each, the second saved as bfloat16 (loaded into fp32).
 # Gemma's and Phi-3's windows (6, 9) are shorter than the 13-token prompts.
 NO_SPECIAL = dict(bos_token_id=None, eos_token_id=None, pad_token_id=None)

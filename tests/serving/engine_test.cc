@@ -446,6 +446,39 @@ TEST_F(EngineTest, BatchedPrefillGivesSoloOutputs) {
   }
 }
 
+// A request that ends in its prefill step (here max_tokens 1; in it_inference_test an adapter
+// whose first token is EOS) with an adapter the engine has not cached yet takes a slot of the
+// adapter block cache, possibly the one of a running row's adapter, copying its own blocks
+// over it in place. The running rows' next decode step must not use a batch assembled before
+// that copy: each row keeps its solo output.
+TEST_F(EngineTest, RequestEndingAtPrefillDoesNotChangeRunningRows) {
+  SamplingOptions s;
+  s.max_tokens = 12;
+  Run alone;
+  {
+    auto solo = MakeEngine();
+    ASSERT_TRUE(solo->Submit(Request("the cat", s, handles_[0], &alone)).ok());
+    Drain(*solo);
+  }
+  auto e = MakeEngine();
+  Run running;
+  ASSERT_TRUE(e->Submit(Request("the cat", s, handles_[0], &running)).ok());
+  e->Step();  // prefill and one decode step: the block cache holds ad0 in its only slot
+  SamplingOptions one = s;
+  one.max_tokens = 1;
+  std::vector<Run> short_runs(2);
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(e->Submit(Request("x", one, handles_[1 + i], &short_runs[i])).ok());
+    e->Step();  // its prefill ends it; ad0's row decodes on
+    ASSERT_TRUE(short_runs[i].done);
+    EXPECT_EQ(short_runs[i].outcome.tokens.size(), 1u);
+  }
+  Drain(*e);
+  ASSERT_TRUE(running.done);
+  ASSERT_TRUE(running.outcome.status.ok()) << running.outcome.status;
+  EXPECT_EQ(running.outcome.tokens, alone.outcome.tokens);
+}
+
 TEST_F(EngineTest, StreamsTextAndStopsBeforeStopString) {
   SamplingOptions s;
   s.max_tokens = 24;

@@ -24,6 +24,9 @@ class SequencePostProcessor : public PostProcessor {
   void SpecialIds(std::optional<int32_t>* before, std::optional<int32_t>* after) const override {
     for (const auto& step : steps_) step->SpecialIds(before, after);
   }
+  void Around(std::vector<int32_t>* before, std::vector<int32_t>* after) const override {
+    for (const auto& step : steps_) step->Around(before, after);
+  }
 
  private:
   std::vector<std::unique_ptr<PostProcessor>> steps_;
@@ -41,6 +44,10 @@ class TemplatePostProcessor : public PostProcessor {
   void SpecialIds(std::optional<int32_t>* before, std::optional<int32_t>* after) const override {
     if (!before_.empty()) *before = before_.front();
     if (!after_.empty()) *after = after_.front();
+  }
+  void Around(std::vector<int32_t>* before, std::vector<int32_t>* after) const override {
+    before->insert(before->begin(), before_.begin(), before_.end());
+    after->insert(after->end(), after_.begin(), after_.end());
   }
 
  private:

@@ -25,6 +25,10 @@ class PostProcessor {
   // sequence; leaves them as they are when it puts none.
   virtual void SpecialIds(std::optional<int32_t>* /*before*/,
                           std::optional<int32_t>* /*after*/) const {}
+  // Wraps `*before` / `*after` (the ids earlier steps put around the sequence) in the ids
+  // this processor adds: Process(ids) == *before + ids + *after after calling this on empty
+  // vectors.
+  virtual void Around(std::vector<int32_t>* /*before*/, std::vector<int32_t>* /*after*/) const {}
 };
 
 // Builds the post-processor described by `j` (at JSON `path`).
