@@ -62,7 +62,7 @@ void InstallCpuMemoryTracker() {
   (void)tracker;
 }
 
-int64_t CurrentBytes(const c10::Device& device) {
+int64_t CurrentBytes([[maybe_unused]] const c10::Device& device) {
 #ifdef OFT_WITH_CUDA
   if (device.is_cuda()) {
     return c10::cuda::CUDACachingAllocator::getDeviceStats(device.index())
@@ -73,7 +73,7 @@ int64_t CurrentBytes(const c10::Device& device) {
   return g_live.load();
 }
 
-void ResetPeak(const c10::Device& device) {
+void ResetPeak([[maybe_unused]] const c10::Device& device) {
 #ifdef OFT_WITH_CUDA
   if (device.is_cuda()) {
     c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
@@ -83,7 +83,7 @@ void ResetPeak(const c10::Device& device) {
   g_peak.store(g_live.load());
 }
 
-int64_t PeakBytes(const c10::Device& device) {
+int64_t PeakBytes([[maybe_unused]] const c10::Device& device) {
 #ifdef OFT_WITH_CUDA
   if (device.is_cuda()) {
     return c10::cuda::CUDACachingAllocator::getDeviceStats(device.index()).allocated_bytes[0].peak;
