@@ -299,7 +299,7 @@ JobOutcome OftServer::Impl::Execute(const JobRecord& job, const std::vector<std:
   };
   absl::StatusOr<TrainingJobResult> result =
       worker.binary.empty() ? RunTrainingJob(*tj, adapters.get(), sink, &control.stop)
-                            : RunTrainingJobInWorker(*tj, worker, *adapters, sink, &control.stop);
+                            : RunTrainingJobInWorker(*tj, worker, *adapters, sink, &control.stop, devices);
   if (metrics) metrics->ForgetJob(job.id);
   if (result.ok()) {
     out.kind = JobOutcome::Kind::kSucceeded;
@@ -547,7 +547,15 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
   env.limits.max_upload_bytes = options.max_upload_bytes;
   env.devices = static_cast<int>(options.devices.size()) * options.jobs_per_device;
   env.busy_devices = [self] { return static_cast<int>(self->scheduler->BusySlots()); };
-  env.max_job_devices = 1;  // the executor runs one rank per job for now
+  if (options.job_isolation == "process") {
+    env.max_job_devices = static_cast<int>(options.devices.size());
+    env.max_job_devices_why = absl::StrCat("--devices lists ", options.devices.size());
+  } else {
+    env.max_job_devices = 1;
+    env.max_job_devices_why =
+        "--job_isolation=thread trains each job on one device; multi-device jobs need "
+        "--job_isolation=process";
+  }
   env.wake_scheduler = [self] { self->scheduler->Wake(); };
   env.cancel_running = [self](const std::string& id) { self->scheduler->Cancel(id); };
   env.check_job = [self](const ResolvedJob& job, const std::vector<std::string>& train_paths,
