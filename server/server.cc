@@ -242,6 +242,15 @@ JobOutcome OftServer::Impl::Execute(const JobRecord& job, const std::vector<std:
                                     JobControl& control) {
   JobOutcome out;
   const std::string& device = devices.at(0);  // rank 0's
+  if (devices.size() > 1 && worker.binary.empty()) {
+    // Queued under --job_isolation=process, started by a server running jobs in threads.
+    out.kind = JobOutcome::Kind::kFailed;
+    out.failure = {"INVALID_ARGUMENT",
+                   absl::StrCat("spec.num_devices: ", devices.size(),
+                                " devices need --job_isolation=process (this server trains jobs in threads)"),
+                   "num_devices"};
+    return out;
+  }
   absl::StatusOr<TrainingJob> tj = TrainingJobFor(job);
   if (!tj.ok()) {
     out.kind = JobOutcome::Kind::kFailed;
