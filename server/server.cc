@@ -157,7 +157,8 @@ struct OftServer::Impl {
   bool shut_down ABSL_GUARDED_BY(shutdown_mu) = false;
   absl::Notification done;
 
-  JobOutcome Execute(const JobRecord& job, const std::string& device, JobControl& control);
+  JobOutcome Execute(const JobRecord& job, const std::vector<std::string>& devices,
+                     JobControl& control);
   absl::StatusOr<TrainingJob> TrainingJobFor(const JobRecord& job) const;
   void StatsLoop();
   void SaturationLoop();
@@ -237,9 +238,19 @@ absl::StatusOr<TrainingJob> OftServer::Impl::TrainingJobFor(const JobRecord& job
   return tj;
 }
 
-JobOutcome OftServer::Impl::Execute(const JobRecord& job, const std::string& device,
+JobOutcome OftServer::Impl::Execute(const JobRecord& job, const std::vector<std::string>& devices,
                                     JobControl& control) {
   JobOutcome out;
+  const std::string& device = devices.at(0);  // rank 0's
+  if (devices.size() > 1 && worker.binary.empty()) {
+    // Queued under --job_isolation=process, started by a server running jobs in threads.
+    out.kind = JobOutcome::Kind::kFailed;
+    out.failure = {"INVALID_ARGUMENT",
+                   absl::StrCat("spec.num_devices: ", devices.size(),
+                                " devices need --job_isolation=process (this server trains jobs in threads)"),
+                   "num_devices"};
+    return out;
+  }
   absl::StatusOr<TrainingJob> tj = TrainingJobFor(job);
   if (!tj.ok()) {
     out.kind = JobOutcome::Kind::kFailed;
@@ -297,7 +308,7 @@ JobOutcome OftServer::Impl::Execute(const JobRecord& job, const std::string& dev
   };
   absl::StatusOr<TrainingJobResult> result =
       worker.binary.empty() ? RunTrainingJob(*tj, adapters.get(), sink, &control.stop)
-                            : RunTrainingJobInWorker(*tj, worker, *adapters, sink, &control.stop);
+                            : RunTrainingJobInWorker(*tj, worker, *adapters, sink, &control.stop, devices);
   if (metrics) metrics->ForgetJob(job.id);
   if (result.ok()) {
     out.kind = JobOutcome::Kind::kSucceeded;
@@ -512,6 +523,10 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
   SchedulerOptions sched_options;
   sched_options.devices = options.devices;
   sched_options.jobs_per_device = options.jobs_per_device;
+  sched_options.devices_needed = [](const JobRecord& job) {
+    absl::StatusOr<oft::v1::JobSpec> spec = JobSpecFromJson(job.spec_json);
+    return spec.ok() ? std::max(1, spec->num_devices()) : 1;
+  };
   SchedulerObserver observer;
   observer.on_job_finished = [self](const std::string& job_id, JobState state) {
     self->metrics->JobFinished(std::string(JobStateName(state)));
@@ -524,9 +539,8 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
       s.scheduler,
       Scheduler::Create(
           s.store.get(), sched_options,
-          [self](const JobRecord& job, const std::string& device, JobControl& control) {
-            return self->Execute(job, device, control);
-          },
+          [self](const JobRecord& job, const std::vector<std::string>& devices,
+                 JobControl& control) { return self->Execute(job, devices, control); },
           observer));
 
   ServiceEnv& env = s.env;
@@ -541,7 +555,16 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
   env.data_dir = options.data_dir;
   env.limits.max_upload_bytes = options.max_upload_bytes;
   env.devices = static_cast<int>(options.devices.size()) * options.jobs_per_device;
-  env.busy_devices = [self] { return static_cast<int>(self->scheduler->RunningJobIds().size()); };
+  env.busy_devices = [self] { return static_cast<int>(self->scheduler->BusySlots()); };
+  if (options.job_isolation == "process") {
+    env.max_job_devices = static_cast<int>(options.devices.size());
+    env.max_job_devices_why = absl::StrCat("--devices lists ", options.devices.size());
+  } else {
+    env.max_job_devices = 1;
+    env.max_job_devices_why =
+        "--job_isolation=thread trains each job on one device; multi-device jobs need "
+        "--job_isolation=process";
+  }
   env.wake_scheduler = [self] { self->scheduler->Wake(); };
   env.cancel_running = [self](const std::string& id) { self->scheduler->Cancel(id); };
   env.check_job = [self](const ResolvedJob& job, const std::vector<std::string>& train_paths,

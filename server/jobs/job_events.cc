@@ -1,5 +1,6 @@
 #include "server/jobs/job_events.h"
 
+#include <algorithm>
 #include <string>
 #include <utility>
 
@@ -142,9 +143,13 @@ EncodedEvent EncodeWarning(WarningCode code, absl::string_view message) {
   return Encoded(kEventWarning, p);
 }
 
-std::string QueueReason(int64_t queue_position, int64_t busy_devices, int64_t devices) {
+std::string QueueReason(int64_t queue_position, int64_t busy_devices, int64_t devices,
+                        int64_t needed) {
   const int64_t ahead = queue_position > 0 ? queue_position - 1 : 0;
-  return absl::StrCat(ahead, ahead == 1 ? " job" : " jobs", " ahead; ", busy_devices, " of ",
+  const int64_t free = std::max<int64_t>(0, devices - busy_devices);
+  return absl::StrCat(needed > 1 ? absl::StrCat("waiting for ", needed, " devices, ", free, " free; ")
+                                 : std::string(),
+                      ahead, ahead == 1 ? " job" : " jobs", " ahead; ", busy_devices, " of ",
                       devices, devices == 1 ? " device" : " devices", " busy");
 }
 

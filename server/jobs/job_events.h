@@ -86,8 +86,11 @@ EncodedEvent EncodeWarning(WarningCode code, absl::string_view message);
 absl::string_view WarningCodeName(WarningCode code);
 
 // The one rule for why a queued job waits, shown in Job.queue_reason and in
-// queue_position_changed events: "2 jobs ahead; 1 of 1 device busy".
-std::string QueueReason(int64_t queue_position, int64_t busy_devices, int64_t devices);
+// queue_position_changed events: "2 jobs ahead; 1 of 1 device busy". A job that needs
+// `needed` > 1 devices (a gang, see scheduler.h) says so first:
+// "waiting for 2 devices, 1 free; 0 jobs ahead; 1 of 2 devices busy".
+std::string QueueReason(int64_t queue_position, int64_t busy_devices, int64_t devices,
+                        int64_t needed = 1);
 
 // What the server adds to each eval event: whether it has the lowest eval loss so far, and
 // how many evaluations in a row have not improved on the best (0 for a new best).

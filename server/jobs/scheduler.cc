@@ -1,5 +1,6 @@
 #include "server/jobs/scheduler.h"
 
+#include <algorithm>
 #include <exception>
 #include <iostream>
 #include <set>
@@ -7,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "server/jobs/job_events.h"
 
 namespace oft {
@@ -14,8 +16,9 @@ namespace oft {
 // A job held by a slot. Fields other than `control` and the const ones are guarded by
 // Scheduler::mu_.
 struct Scheduler::Running {
-  JobRecord job;       // refreshed with the RUNNING record once claimed
-  std::string device;  // the slot's device
+  JobRecord job;                     // refreshed with the RUNNING record once claimed
+  std::vector<std::string> devices;  // the job's devices; [0] is this slot's
+  std::vector<Slot*> held;           // the other slots of a gang, idle until the job ends
   JobControl control;
   bool cancel_requested = false;  // Cancel() or the store's flag was seen
 };
@@ -23,12 +26,14 @@ struct Scheduler::Running {
 // One worker thread. `running` and `assigned` are guarded by Scheduler::mu_.
 struct Scheduler::Slot {
   std::string device;
+  int index = 0;  // the entry of SchedulerOptions::devices
   std::thread thread;
   // Set by the dispatcher before it tries the QUEUED -> RUNNING move (so Cancel() finds the
   // job from the start); cleared by the dispatcher when the move fails or by the worker
   // when the job is done.
   std::unique_ptr<Running> running;
   bool assigned = false;  // the move succeeded: the worker owns `running` now
+  bool held = false;      // one of the other slots of a gang job run by another slot
 };
 
 namespace {
@@ -74,10 +79,11 @@ void Scheduler::Start() {
   if (started_ || stopping_) return;
   started_ = true;
   wake_ = true;  // first pass at once
-  for (const std::string& device : options_.devices) {
+  for (size_t d = 0; d < options_.devices.size(); ++d) {
     for (int i = 0; i < options_.jobs_per_device; ++i) {
       auto slot = std::make_unique<Slot>();
-      slot->device = device;
+      slot->device = options_.devices[d];
+      slot->index = static_cast<int>(d);
       slots_.push_back(std::move(slot));
     }
   }
@@ -138,12 +144,53 @@ std::vector<std::string> Scheduler::RunningJobIds() const {
   return ids;
 }
 
-int64_t Scheduler::BusyDevicesLocked() const {
-  std::set<std::string> busy;
+int64_t Scheduler::BusySlotsLocked() const {
+  int64_t busy = 0;
+  for (const auto& slot : slots_) busy += slot->running != nullptr || slot->held;
+  return busy;
+}
+
+int64_t Scheduler::BusySlots() const {
+  absl::MutexLock lock(&mu_);
+  return BusySlotsLocked();
+}
+
+int Scheduler::NeededBy(const JobRecord& job) const {
+  if (!options_.devices_needed) return 1;
+  return std::max(1, options_.devices_needed(job));
+}
+
+std::vector<Scheduler::Slot*> Scheduler::PickSlotsLocked(int k) const {
+  std::vector<Slot*> picked;
+  std::set<int> taken;
   for (const auto& slot : slots_) {
-    if (slot->running != nullptr) busy.insert(slot->device);
+    if (static_cast<int>(picked.size()) == k) break;
+    if (slot->running != nullptr || slot->held || taken.count(slot->index)) continue;
+    taken.insert(slot->index);
+    picked.push_back(slot.get());
   }
-  return static_cast<int64_t>(busy.size());
+  if (static_cast<int>(picked.size()) < k) picked.clear();
+  return picked;
+}
+
+void Scheduler::FailUnrunnable(const JobRecord& job, int needed) {
+  TransitionFields fields;
+  JobFailureInfo failure;
+  failure.reason = "INVALID_ARGUMENT";
+  failure.field = "num_devices";
+  failure.message = absl::StrCat("spec.num_devices: the job needs ", needed,
+                                 " devices but this server has ", options_.devices.size());
+  fields.message = failure.message;
+  fields.failure = failure;
+  absl::StatusOr<JobRecord> failed =
+      store_->Transition(job.id, JobState::kQueued, JobState::kFailed, fields);
+  if (!failed.ok()) {
+    if (!absl::IsFailedPrecondition(failed.status()) && !absl::IsNotFound(failed.status())) {
+      Log(absl::StrCat("failing ", job.id, ": ", failed.status().ToString()));
+    }
+    return;
+  }
+  if (observer_.on_job_finished) observer_.on_job_finished(job.id, JobState::kFailed);
 }
 
 void Scheduler::DispatcherLoop() {
@@ -185,36 +232,44 @@ void Scheduler::PollCancels() {
 bool Scheduler::FillSlots() {
   bool any = false;
   for (;;) {
-    Slot* free_slot = nullptr;
     {
       absl::MutexLock lock(&mu_);
       if (stopping_) return any;
-      for (auto& slot : slots_) {
-        if (slot->running == nullptr) {
-          free_slot = slot.get();
-          break;
-        }
-      }
+      if (PickSlotsLocked(1).empty()) return any;
     }
-    if (free_slot == nullptr) return any;
     absl::StatusOr<std::vector<JobRecord>> queued = store_->QueuedJobs();
     if (!queued.ok()) {
       Log(absl::StrCat("reading the queue: ", queued.status().ToString()));
       return any;
     }
+    // Walk the queue in order; the first job that does not fit ends the walk (it reserves
+    // what is free: see the policy in scheduler.h).
     bool claimed = false;
     for (const JobRecord& job : *queued) {
+      const int needed = NeededBy(job);
+      if (needed > static_cast<int>(options_.devices.size())) {
+        FailUnrunnable(job, needed);
+        continue;
+      }
       Running* run = nullptr;
+      Slot* lead = nullptr;
       {
         absl::MutexLock lock(&mu_);
         if (stopping_) return any;
-        free_slot->running = std::make_unique<Running>();
-        run = free_slot->running.get();
+        std::vector<Slot*> picked = PickSlotsLocked(needed);
+        if (picked.empty()) return any;  // blocked: nothing behind it may start
+        lead = picked[0];
+        lead->running = std::make_unique<Running>();
+        run = lead->running.get();
         run->job = job;
-        run->device = free_slot->device;
+        for (Slot* s : picked) run->devices.push_back(s->device);
+        for (size_t i = 1; i < picked.size(); ++i) {
+          picked[i]->held = true;
+          run->held.push_back(picked[i]);
+        }
       }
       TransitionFields fields;
-      fields.message = absl::StrCat("started on ", free_slot->device);
+      fields.message = absl::StrCat("started on ", absl::StrJoin(run->devices, ","));
       absl::StatusOr<JobRecord> moved =
           store_->Transition(job.id, JobState::kQueued, JobState::kRunning, fields);
       absl::MutexLock lock(&mu_);
@@ -223,7 +278,8 @@ bool Scheduler::FillSlots() {
         if (!absl::IsFailedPrecondition(moved.status()) && !absl::IsNotFound(moved.status())) {
           Log(absl::StrCat("starting ", job.id, ": ", moved.status().ToString()));
         }
-        free_slot->running.reset();
+        for (Slot* s : run->held) s->held = false;
+        lead->running.reset();
         continue;
       }
       run->job = *std::move(moved);
@@ -231,7 +287,7 @@ bool Scheduler::FillSlots() {
         run->control.shutting_down.store(true);
         run->control.stop.store(true);
       }
-      free_slot->assigned = true;
+      lead->assigned = true;
       claimed = true;
       any = true;
       break;
@@ -249,23 +305,25 @@ void Scheduler::PublishQueue() {
   int64_t busy = 0, running = 0, devices = 0;
   {
     absl::MutexLock lock(&mu_);
-    busy = BusyDevicesLocked();
+    busy = BusySlotsLocked();
     devices = static_cast<int64_t>(slots_.size());
     for (const auto& slot : slots_) running += slot->running != nullptr && slot->assigned;
   }
-  std::map<std::string, int64_t> still_queued;
+  std::map<std::string, std::pair<int64_t, int64_t>> still_queued;
   for (const JobRecord& job : *queued) {
-    const int64_t position = job.queue_position;
+    const int64_t needed = NeededBy(job);
+    const std::pair<int64_t, int64_t> shown(job.queue_position,
+                                            needed > 1 ? devices - busy : -1);
     auto it = published_positions_.find(job.id);
-    if (it != published_positions_.end() && it->second == position) {
-      still_queued.emplace(job.id, position);
+    if (it != published_positions_.end() && it->second == shown) {
+      still_queued.emplace(job.id, shown);
       continue;
     }
     absl::StatusOr<int64_t> appended = store_->AppendEvent(
         job.id, EncodeQueuePositionChanged(
-                    position, QueueReason(position, busy, devices)));
+                    job.queue_position, QueueReason(job.queue_position, busy, devices, needed)));
     if (appended.ok()) {
-      still_queued.emplace(job.id, position);
+      still_queued.emplace(job.id, shown);
     } else if (!absl::IsFailedPrecondition(appended.status())) {
       // FAILED_PRECONDITION: the job became terminal meanwhile; nothing to publish.
       Log(absl::StrCat("queue position of ", job.id, ": ", appended.status().ToString()));
@@ -295,6 +353,7 @@ void Scheduler::WorkerLoop(Slot* slot) {
     }
     RunJob(*run);
     absl::MutexLock lock(&mu_);
+    for (Slot* s : run->held) s->held = false;
     slot->running.reset();
     slot->assigned = false;
     wake_ = true;  // a slot is free and the queue changed
@@ -309,7 +368,7 @@ void Scheduler::RunJob(Running& run) {
     outcome.kind = JobOutcome::Kind::kInterrupted;
   } else {
     try {
-      outcome = executor_(run.job, run.device, run.control);
+      outcome = executor_(run.job, run.devices, run.control);
     } catch (const std::exception& e) {
       outcome = JobOutcome{};
       outcome.kind = JobOutcome::Kind::kFailed;

@@ -217,6 +217,11 @@ absl::Status JobServiceImpl::DoCreateJob(const std::string& tenant,
   if (!request.has_spec()) return absl::InvalidArgumentError("spec is required");
   OFT_ASSIGN_OR_RETURN(ResolvedJob resolved, ResolveJobSpec(request.spec(), *env_->models));
   const oft::v1::JobSpec& spec = resolved.spec;
+  if (spec.num_devices() > env_->max_job_devices) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "spec.num_devices: asks for ", spec.num_devices(), " devices, at most ",
+        env_->max_job_devices, " allowed (", env_->max_job_devices_why, ")"));
+  }
 
   // Datasets must exist for this tenant; CHAT data needs a chat template.
   std::vector<std::string> dataset_ids, train_paths;

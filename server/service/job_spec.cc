@@ -82,6 +82,11 @@ absl::StatusOr<ResolvedJob> ResolveJobSpec(const JobSpec& in, const ModelCatalog
   if (spec.priority() < -100 || spec.priority() > 100) {
     return Invalid("spec.priority", absl::StrCat("must be in [-100, 100], got ", spec.priority()));
   }
+  if (spec.num_devices() == 0) spec.set_num_devices(1);
+  if (spec.num_devices() < 1 || spec.num_devices() > kMaxJobDevices) {
+    return Invalid("spec.num_devices",
+                   absl::StrCat("must be in [1, ", kMaxJobDevices, "], got ", spec.num_devices()));
+  }
 
   // ---- hyperparameters: fill defaults, then the trainer's own validation ----
   Hyperparameters& h = *spec.mutable_hyperparameters();
@@ -267,7 +272,8 @@ absl::StatusOr<oft::v1::Job> JobToProto(const JobRecord& r, int busy_devices, in
   job.set_state(state);
   if (r.state == JobState::kQueued) {
     job.set_queue_position(r.queue_position);
-    job.set_queue_reason(QueueReason(r.queue_position, busy_devices, devices));
+    job.set_queue_reason(
+        QueueReason(r.queue_position, busy_devices, devices, job.spec().num_devices()));
   }
   job.set_cancel_requested(r.cancel_requested);
   if (r.state == JobState::kFailed) {

@@ -28,6 +28,9 @@ struct ResolvedJob {
   bool quantize_base_nf4 = false;
 };
 
+// Most devices (data-parallel ranks) one job may ask for: spec.num_devices is in [1, this].
+inline constexpr int kMaxJobDevices = 64;
+
 // Checks every field of `spec` that needs no dataset or weights and fills defaults.
 // Errors: INVALID_ARGUMENT naming the field ("spec.hyperparameters.learning_rate must be in
 // (0, 1], got -3"); FAILED_PRECONDITION for an unknown base model (naming the known ones).
@@ -41,7 +44,8 @@ absl::StatusOr<std::string> JobSpecToJson(const oft::v1::JobSpec& spec);
 // Errors: DATA_LOSS when the stored JSON does not parse.
 absl::StatusOr<oft::v1::JobSpec> JobSpecFromJson(const std::string& json);
 
-// The Job message for a stored record. `busy_devices` / `devices` explain queue waits.
+// The Job message for a stored record. `busy_devices` / `devices` (slots in use / all slots)
+// explain queue waits, with the spec's num_devices (QueueReason).
 // Errors: DATA_LOSS naming the job when its stored spec does not parse (never a Job
 // without its spec).
 absl::StatusOr<oft::v1::Job> JobToProto(const JobRecord& record, int busy_devices, int devices);

@@ -51,6 +51,9 @@ struct ServiceEnv {
   ServiceLimits limits;
   int devices = 1;                                        // training workers
   std::function<int()> busy_devices = [] { return 0; };   // workers running a job now
+  // Most devices one job may ask for (spec.num_devices); 1 when jobs run in threads.
+  int max_job_devices = 1;
+  std::string max_job_devices_why = "this server runs each job on one device";
   std::function<void()> wake_scheduler = [] {};           // a job was queued or cancelled
   std::function<void(const std::string&)> cancel_running = [](const std::string&) {};
   JobChecker check_job;                                    // empty = no deep checks

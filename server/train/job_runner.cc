@@ -138,7 +138,8 @@ TrainMetrics MetricsFromManifest(const AdapterManifest& m) {
 
 absl::StatusOr<TrainingJobResult> RunTrainingJobImpl(const TrainingJob& job, AdapterStore* store,
                                                      const EventSink& on_event,
-                                                     const std::atomic<bool>* stop) {
+                                                     const std::atomic<bool>* stop,
+                                                     Collective* collective) {
   if (store == nullptr) {
     return Tag(absl::InvalidArgumentError("RunTrainingJob: store is null"), "INTERNAL");
   }
@@ -185,6 +186,7 @@ absl::StatusOr<TrainingJobResult> RunTrainingJobImpl(const TrainingJob& job, Ada
   if (job.valid_path.empty()) p.options.eval_fraction = job.validation_fraction;
   p.checkpoint_dir = (fs::path(job.work_dir) / "checkpoints").string();
   p.base_model_name = job.base_model_name;
+  p.collective = collective;
 
   // ---- data ----
   for (const std::string& path : job.train_paths) {
@@ -253,8 +255,9 @@ absl::StatusOr<TrainingJobResult> RunTrainingJobImpl(const TrainingJob& job, Ada
     return Tag(run, "INTERNAL");
   }
 
-  // ---- publish ----
+  // ---- publish (rank 0 only) ----
   const TrainMetrics& m = (*trainer)->metrics();
+  if (collective != nullptr && collective->rank() != 0) return TrainingJobResult{m, {}};
   const fs::path staging = fs::path(job.work_dir) / "staging";
   std::error_code ec;
   fs::remove_all(staging, ec);
@@ -403,13 +406,14 @@ absl::StatusOr<JobCheckResult> CheckTrainingJob(const TrainingJob& job,
 
 absl::StatusOr<TrainingJobResult> RunTrainingJob(const TrainingJob& job, AdapterStore* store,
                                                  const EventSink& on_event,
-                                                 const std::atomic<bool>* stop) {
+                                                 const std::atomic<bool>* stop,
+                                                 Collective* collective) {
   absl::StatusOr<TrainingJobResult> r = TorchCall("RunTrainingJob", [&]() {
     // The worker thread running this job targets the job's GPU for every op and allocation
     // that does not name a device (streams, cuBLAS handles, new tensors).
     std::optional<c10::DeviceGuard> device_guard;
     if (OnCuda(job.device)) device_guard.emplace(c10::Device(job.device));
-    return RunTrainingJobImpl(job, store, on_event, stop);
+    return RunTrainingJobImpl(job, store, on_event, stop, collective);
   });
   // The job's tensors are gone: hand the allocator's cached blocks back to the device.
   ReleaseCachedDeviceMemory(job.device);

@@ -29,6 +29,8 @@
 
 namespace oft {
 
+class Collective;  // server/dist/collective.h
+
 struct TrainingJob {
   std::string job_id, tenant;
   std::string base_model_name;        // server's name, e.g. "default"
@@ -81,9 +83,14 @@ absl::StatusOr<JobCheckResult> CheckTrainingJob(const TrainingJob& job, int64_t 
 // (checkpoint written; a rerun with the same job resumes). `stop` may be null.
 // Model dtype: the checkpoint's dtype on CUDA, fp32 on CPU. Sets the torch intra-op thread
 // count to train_threads. Every error carries a failure reason for ClassifyFailure.
+// Data parallel: with `collective` (not owned; this process's rank of the job's group, one
+// rank per device, every rank given the same job but its own device) the Trainer trains
+// data-parallel (trainer.h: options.batch_size is per rank). Only rank 0 publishes; the
+// other ranks return their metrics with an empty manifest.
 absl::StatusOr<TrainingJobResult> RunTrainingJob(const TrainingJob& job, AdapterStore* store,
                                                  const EventSink& on_event,
-                                                 const std::atomic<bool>* stop);
+                                                 const std::atomic<bool>* stop,
+                                                 Collective* collective = nullptr);
 
 // Maps a failed RunTrainingJob status to oft.v1.JobFailure.Reason names: RESOURCE_EXHAUSTED ->
 // "OUT_OF_MEMORY", "non-finite" INTERNAL -> "TRAINING_DIVERGED", dataset parse errors ->

@@ -21,6 +21,7 @@
 
 #include <atomic>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -41,9 +42,20 @@ struct WorkerOptions {
 // RunTrainingJob's contract (job_runner.h), run in worker processes. `store` reads the
 // published version's manifest. Errors carry the worker's failure reason (ClassifyFailure);
 // a worker that died is INTERNAL naming the signal or exit status.
+// `rank_devices` with k >= 2 entries: a data-parallel job of k ranks, one worker process per
+// rank (`--device=rank_devices[r]`), each with torchrun's environment: RANK=r, WORLD_SIZE=k,
+// LOCAL_RANK=r, LOCAL_WORLD_SIZE=k, MASTER_ADDR=127.0.0.1, MASTER_PORT=a loopback port free
+// at launch (rank 0 hosts the TCPStore), TORCHELASTIC_RESTART_COUNT=the attempt; c10d waits
+// are bounded by heartbeat_timeout. Rank 0's events are the job's (the others' are read
+// for heartbeats and their final line only); rank 0 publishes. The group is one unit:
+// a rank that dies or hangs gets every rank SIGKILLed at once and the whole group restarts
+// from the last checkpoint (max_restarts, the failure naming the rank); a rank that fails
+// or is cancelled, or `stop`, sends every rank SIGTERM, then SIGKILL after `grace`.
+// Empty or one entry: one worker on job.device with the server's environment.
 absl::StatusOr<TrainingJobResult> RunTrainingJobInWorker(const TrainingJob& job, const WorkerOptions& options,
                                                          const AdapterStore& store, const EventSink& on_event,
-                                                         const std::atomic<bool>* stop);
+                                                         const std::atomic<bool>* stop,
+                                                         const std::vector<std::string>& rank_devices = {});
 
 // The worker binary next to `self` (the server's own path): <dir>/oft_train_worker, else
 // <dir>/../tools/oft_train_worker (the build tree). "" when neither exists.

@@ -212,6 +212,10 @@ TEST(BadInputTest, EveryBadInputWhileAJobTrains) {
       {"priority out of range",
        [&] { return create_with([](v1::JobSpec& s) { s.set_priority(1000); }); },
        C::kInvalidArgument, "spec.priority"},
+      // One --devices entry and jobs in threads: one device per job.
+      {"2 devices on a 1-device server",
+       [&] { return create_with([](v1::JobSpec& s) { s.set_num_devices(2); }); },
+       C::kFailedPrecondition, "spec.num_devices: asks for 2 devices, at most 1 allowed"},
       {"output adapter name ../x",
        [&] { return create_with([](v1::JobSpec& s) { s.set_output_adapter_name("../x"); }); },
        C::kInvalidArgument, "spec.output_adapter_name"},

@@ -149,6 +149,8 @@ TEST(JobEventsTest, EvalsCarryIsBestAndEvalsWithoutImprovement) {
 TEST(JobEventsTest, QueueReasonIsOneRule) {
   EXPECT_EQ(QueueReason(1, 1, 1), "0 jobs ahead; 1 of 1 device busy");
   EXPECT_EQ(QueueReason(2, 2, 4), "1 job ahead; 2 of 4 devices busy");
+  EXPECT_EQ(QueueReason(1, 1, 2, 2), "waiting for 2 devices, 1 free; 0 jobs ahead; 1 of 2 devices busy");
+  EXPECT_EQ(QueueReason(1, 1, 2, 1), "0 jobs ahead; 1 of 2 devices busy");
   v1::JobEvent e = Decode(EncodeQueuePositionChanged(3, QueueReason(3, 0, 2)));
   EXPECT_EQ(e.queue_position_changed().queue_position(), 3);
   EXPECT_EQ(e.queue_position_changed().reason(), "2 jobs ahead; 0 of 2 devices busy");

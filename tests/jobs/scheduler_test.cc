@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -54,12 +55,13 @@ class FakeClock {
 // when `gated`, waits until released or stopped.
 class FakeExecutor {
  public:
-  JobOutcome Run(const JobRecord& job, const std::string& device, JobControl& control) {
+  JobOutcome Run(const JobRecord& job, const std::vector<std::string>& devices,
+                 JobControl& control) {
     absl::Notification* release = nullptr;
     {
       absl::MutexLock lock(&mu_);
       starts_.push_back(job.id);
-      devices_[job.id] = device;
+      devices_[job.id] = absl::StrJoin(devices, ",");
       release = &releases_[job.id];
     }
     if (throw_for_.count(job.id)) throw std::runtime_error("boom in the executor");
@@ -82,7 +84,9 @@ class FakeExecutor {
   }
 
   JobExecutor AsExecutor() {
-    return [this](const JobRecord& j, const std::string& d, JobControl& c) { return Run(j, d, c); };
+    return [this](const JobRecord& j, const std::vector<std::string>& d, JobControl& c) {
+      return Run(j, d, c);
+    };
   }
   void Release(const std::string& id) {
     absl::MutexLock lock(&mu_);
@@ -98,6 +102,7 @@ class FakeExecutor {
     absl::MutexLock lock(&mu_);
     return starts_;
   }
+  // The job's devices, joined with ",".
   std::string device(const std::string& id) {
     absl::MutexLock lock(&mu_);
     return devices_[id];
@@ -135,9 +140,10 @@ class SchedulerTest : public ::testing::Test {
     fs::remove_all(dir_);
   }
 
-  std::string AddJob(int priority = 0) {
-    const NewJob j{.tenant = "t1", .idempotency_key = "", .spec_json = "{}", .priority = priority,
-                   .dataset_ids = {}};
+  std::string AddJob(int priority = 0, int num_devices = 1) {
+    const NewJob j{.tenant = "t1", .idempotency_key = "",
+                   .spec_json = absl::StrCat(R"({"num_devices":)", num_devices, "}"),
+                   .priority = priority, .dataset_ids = {}};
     auto r = store_->CreateJob(j);
     EXPECT_TRUE(r.ok()) << r.status();
     return r.ok() ? r->job.id : "";
@@ -438,6 +444,142 @@ TEST_F(SchedulerTest, PublishesQueuePositionChanges) {
   absl::MutexLock lock(&reports_mu);
   EXPECT_NE(std::find(reports.begin(), reports.end(), std::make_pair(int64_t{2}, int64_t{1})),
             reports.end());
+}
+
+// Gang scheduling (scheduler.h): num_devices from the spec, as the server reads it.
+SchedulerOptions GangOptions(std::vector<std::string> devices) {
+  SchedulerOptions o;
+  o.devices = std::move(devices);
+  o.devices_needed = [](const JobRecord& job) {
+    return nlohmann::json::parse(job.spec_json).value("num_devices", 1);
+  };
+  return o;
+}
+
+std::string LastReason(const std::vector<EventRecord>& events) {
+  if (events.empty()) return "";
+  return nlohmann::json::parse(events.back().payload_json).value("reason", "");
+}
+
+TEST_F(SchedulerTest, GangJobGetsAllItsDevicesAtOnce) {
+  fake_.gated_ = true;
+  const std::string g = AddJob(0, 2);
+  MakeScheduler(GangOptions({"cpu", "cuda:0"}));
+  scheduler_->Start();
+  ASSERT_TRUE(fake_.WaitStarted(1));
+  EXPECT_EQ(fake_.device(g), "cpu,cuda:0");  // rank 0 on devices[0]
+  EXPECT_THAT(scheduler_->RunningJobIds(), ElementsAre(g));
+  EXPECT_EQ(scheduler_->BusySlots(), 2);
+  fake_.Release(g);
+  ASSERT_TRUE(WaitFinished(1));
+  EXPECT_EQ(Get(g).state, JobState::kSucceeded);
+  EXPECT_TRUE(Eventually([&] { return scheduler_->BusySlots() == 0; }));
+}
+
+// The stated policy: a 2-device job at the head of the queue reserves the device that frees
+// first; the 1-device jobs behind it (a stream of them, some queued while it waits) start
+// only after it, and all of them run in the end.
+TEST_F(SchedulerTest, GangJobAtTheHeadIsNotStarvedByOneDeviceJobs) {
+  fake_.gated_ = true;
+  const std::string a = AddJob(), b = AddJob();  // both devices busy
+  const std::string g = AddJob(0, 2);
+  const std::string c = AddJob(), d = AddJob();
+  SchedulerOptions o = GangOptions({"cpu", "cpu"});  // two CPU devices
+  o.poll_interval = absl::Milliseconds(20);
+  MakeScheduler(o);
+  scheduler_->Start();
+  ASSERT_TRUE(fake_.WaitStarted(2));
+  EXPECT_THAT(fake_.starts(), UnorderedElementsAre(a, b));
+  ASSERT_TRUE(Eventually([&] {
+    return LastReason(Events(g, "queue_position_changed")) ==
+           "waiting for 2 devices, 0 free; 0 jobs ahead; 2 of 2 devices busy";
+  })) << LastReason(Events(g, "queue_position_changed"));
+
+  fake_.Release(a);  // one device frees: g keeps it, c and d must not take it
+  ASSERT_TRUE(Eventually([&] {
+    return LastReason(Events(g, "queue_position_changed")) ==
+           "waiting for 2 devices, 1 free; 0 jobs ahead; 1 of 2 devices busy";
+  })) << LastReason(Events(g, "queue_position_changed"));
+  const std::string e = AddJob();  // more 1-device jobs arrive while g waits
+  scheduler_->Wake();
+  absl::SleepFor(absl::Milliseconds(200));  // several passes
+  EXPECT_THAT(fake_.starts(), SizeIs(2));
+  EXPECT_EQ(Get(c).state, JobState::kQueued);
+  EXPECT_EQ(Get(g).state, JobState::kQueued);
+
+  fake_.Release(b);  // both free: g starts on both
+  ASSERT_TRUE(fake_.WaitStarted(3));
+  EXPECT_EQ(fake_.starts()[2], g);
+  EXPECT_EQ(fake_.device(g), "cpu,cpu");
+  absl::SleepFor(absl::Milliseconds(100));
+  EXPECT_THAT(fake_.starts(), SizeIs(3));  // g holds both devices
+
+  fake_.Release(g);
+  ASSERT_TRUE(fake_.WaitStarted(5));
+  const std::vector<std::string> after_g = fake_.starts();
+  EXPECT_THAT(std::vector<std::string>(after_g.begin() + 3, after_g.end()),
+              UnorderedElementsAre(c, d));
+  for (const std::string& id : {c, d, e}) fake_.Release(id);
+  ASSERT_TRUE(WaitFinished(6));
+  const std::vector<std::string> order = fake_.starts();
+  EXPECT_EQ(order.back(), e);
+  for (const std::string& id : {a, b, g, c, d, e}) EXPECT_EQ(Get(id).state, JobState::kSucceeded);
+}
+
+// Priority still comes first: a higher-priority 1-device job queued while a gang waits is
+// ahead of it in the queue, so it may take a free device (the policy reserves devices only
+// against jobs behind the gang).
+TEST_F(SchedulerTest, HigherPriorityJobGoesAheadOfAWaitingGang) {
+  fake_.gated_ = true;
+  const std::string a = AddJob();
+  const std::string g = AddJob(0, 2);
+  SchedulerOptions o = GangOptions({"cpu", "cpu"});
+  o.poll_interval = absl::Milliseconds(20);
+  MakeScheduler(o);
+  scheduler_->Start();
+  ASSERT_TRUE(fake_.WaitStarted(1));
+  const std::string urgent = AddJob(10);
+  scheduler_->Wake();
+  ASSERT_TRUE(fake_.WaitStarted(2));
+  EXPECT_EQ(fake_.starts()[1], urgent);
+  fake_.Release(a);
+  fake_.Release(urgent);
+  ASSERT_TRUE(fake_.WaitStarted(3));
+  EXPECT_EQ(fake_.starts()[2], g);
+  fake_.Release(g);
+  ASSERT_TRUE(WaitFinished(3));
+}
+
+TEST_F(SchedulerTest, JobNeedingMoreDevicesThanThereAreFailsAndDoesNotBlockTheQueue) {
+  const std::string big = AddJob(0, 3), small = AddJob();
+  MakeScheduler(GangOptions({"cpu", "cpu"}));
+  scheduler_->Start();
+  ASSERT_TRUE(WaitFinished(2));
+  const JobRecord r = Get(big);
+  EXPECT_EQ(r.state, JobState::kFailed);
+  EXPECT_EQ(r.failure.field, "num_devices");
+  EXPECT_THAT(r.failure.message, HasSubstr("needs 3 devices but this server has 2"));
+  EXPECT_EQ(Get(small).state, JobState::kSucceeded);
+  EXPECT_THAT(fake_.starts(), ElementsAre(small));
+}
+
+// A gang needs distinct devices: two slots of one device (jobs_per_device) are not two devices.
+TEST_F(SchedulerTest, GangNeedsDistinctDevicesNotSlots) {
+  fake_.gated_ = true;
+  const std::string g = AddJob(0, 2);
+  const std::string a = AddJob();
+  SchedulerOptions o = GangOptions({"cpu", "cuda:0"});
+  o.jobs_per_device = 2;
+  o.poll_interval = absl::Milliseconds(20);
+  MakeScheduler(o);
+  scheduler_->Start();
+  ASSERT_TRUE(fake_.WaitStarted(2));  // g on cpu and cuda:0 (not both cpu slots); a on cpu
+  EXPECT_EQ(fake_.device(a), "cpu");
+  EXPECT_EQ(fake_.device(g), "cpu,cuda:0");
+  EXPECT_EQ(scheduler_->BusySlots(), 3);
+  fake_.Release(a);
+  fake_.Release(g);
+  ASSERT_TRUE(WaitFinished(2));
 }
 
 }  // namespace

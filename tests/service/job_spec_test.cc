@@ -43,6 +43,7 @@ TEST_F(JobSpecTest, FillsEveryDefault) {
   EXPECT_EQ(h.max_seq_len(), 512);  // lowered to the default model's context
   EXPECT_EQ(h.batch_size(), 8);
   EXPECT_TRUE(h.has_seed());
+  EXPECT_EQ(r->spec.num_devices(), 1);
   const auto& a = r->spec.adapter_config();
   EXPECT_EQ(a.oft_block_size(), 32);
   EXPECT_EQ(a.r(), 0);
@@ -82,6 +83,9 @@ TEST_F(JobSpecTest, RejectsEachBadFieldByName) {
       {[](auto& s) { s.set_training_dataset_ids(0, "../etc"); }, absl::StatusCode::kInvalidArgument, "spec.training_dataset_ids[0]"},
       {[](auto& s) { s.set_output_adapter_name("a/b"); }, absl::StatusCode::kInvalidArgument, "spec.output_adapter_name"},
       {[](auto& s) { s.set_priority(101); }, absl::StatusCode::kInvalidArgument, "spec.priority must be in [-100, 100]"},
+      {[](auto& s) { s.set_num_devices(-1); }, absl::StatusCode::kInvalidArgument,
+       "spec.num_devices must be in [1, 64], got -1"},
+      {[](auto& s) { s.set_num_devices(65); }, absl::StatusCode::kInvalidArgument, "spec.num_devices"},
       {[](auto& s) { s.set_validation_fraction(0.9); }, absl::StatusCode::kInvalidArgument, "spec.validation_fraction"},
       {[](auto& s) { s.mutable_hyperparameters()->set_learning_rate(-3); }, absl::StatusCode::kInvalidArgument,
        "spec.hyperparameters.learning_rate must be in (0, 1], got -3"},
