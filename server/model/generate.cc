@@ -64,7 +64,7 @@ absl::StatusOr<GenerateResult> Generate(const LlamaModel& model, const Tokenizer
                                         const std::function<bool(int32_t)>& on_token) {
   OFT_RETURN_IF_ERROR(ValidateSamplingOptions(o));
   if (prompt.empty()) return absl::InvalidArgumentError("prompt must contain at least one token");
-  const int64_t limit = model.config().max_position_embeddings;
+  const int64_t limit = model.config().ContextLength();
   if (static_cast<int64_t>(prompt.size()) + o.max_tokens > limit) {
     return absl::InvalidArgumentError(absl::StrCat("prompt (", prompt.size(), " tokens) + max_tokens (",
                                                    o.max_tokens, ") exceeds the model's context of ",

@@ -124,7 +124,7 @@ absl::Status FieldError(absl::string_view field, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(field, " ", what));
 }
 
-constexpr char kSupportedRopeTypes[] = "default, linear, llama3, yarn";
+constexpr char kSupportedRopeTypes[] = "default, dynamic, linear, llama3, yarn";
 
 // The yarn fields of a rope object, as transformers' _compute_yarn_parameters reads them:
 // factor and original_max_position_embeddings required; attention_factor, else
@@ -170,8 +170,10 @@ absl::StatusOr<std::optional<RopeScaling>> ParseRope(const json& obj, const std:
   OFT_ASSIGN_OR_RETURN(type, f.String("rope_type", type));
   if (type == "default") return std::optional<RopeScaling>();
   RopeScaling r;
-  if (type == "linear") {
-    if (f.Find("factor") == nullptr) return f.Error("factor", "is required for rope_type linear");
+  if (type == "linear" || type == "dynamic") {
+    if (f.Find("factor") == nullptr) {
+      return f.Error("factor", absl::StrCat("is required for rope_type ", type));
+    }
     r.rope_type = type;
     OFT_ASSIGN_OR_RETURN(r.factor, f.Number("factor", 0));
     return std::optional<RopeScaling>(r);
@@ -405,6 +407,14 @@ const std::vector<std::string>& SupportedArchitectures() {
   return *kNames;
 }
 
+int64_t ModelConfig::ContextLength() const {
+  if (rope_scaling.has_value() && rope_scaling->rope_type == "dynamic") {
+    return static_cast<int64_t>(std::floor(static_cast<double>(max_position_embeddings) *
+                                           rope_scaling->factor));
+  }
+  return max_position_embeddings;
+}
+
 absl::Status ModelConfig::Validate() const {
   auto positive = [](const char* field, int64_t v) -> absl::Status {
     if (v <= 0 || v > kMaxDim) {
@@ -436,13 +446,18 @@ absl::Status ModelConfig::Validate() const {
   }
   if (rope_scaling.has_value()) {
     const RopeScaling& r = *rope_scaling;
-    if (r.rope_type != "llama3" && r.rope_type != "linear" && r.rope_type != "yarn") {
+    if (r.rope_type != "llama3" && r.rope_type != "linear" && r.rope_type != "yarn" &&
+        r.rope_type != "dynamic") {
       return FieldError("rope_scaling.rope_type", absl::StrCat("'", r.rope_type,
                                                                "' is not supported; supported: ",
                                                                kSupportedRopeTypes));
     }
     if (!Finite(r.factor) || r.factor <= 0) {
       return FieldError("rope_scaling.factor", absl::StrCat("must be > 0, got ", r.factor));
+    }
+    if (r.rope_type == "dynamic" && r.factor < 1) {
+      return FieldError("rope_scaling.factor",
+                        absl::StrCat("must be >= 1 for rope_type dynamic, got ", r.factor));
     }
   }
   if (rope_scaling.has_value() && rope_scaling->rope_type == "yarn") {
@@ -683,8 +698,9 @@ std::string ToJson(const ModelConfig& c) {
   j["hidden_act"] = c.hidden_act;
   j["rms_norm_eps"] = c.rms_norm_eps;
   j["rope_theta"] = c.rope_theta;
-  if (c.rope_scaling.has_value() && c.rope_scaling->rope_type == "linear") {
-    j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", c.rope_scaling->factor}};
+  if (c.rope_scaling.has_value() &&
+      (c.rope_scaling->rope_type == "linear" || c.rope_scaling->rope_type == "dynamic")) {
+    j["rope_scaling"] = {{"rope_type", c.rope_scaling->rope_type}, {"factor", c.rope_scaling->factor}};
   } else if (c.rope_scaling.has_value() && c.rope_scaling->rope_type == "yarn") {
     const RopeScaling& r = *c.rope_scaling;
     j["rope_scaling"] = {{"rope_type", "yarn"},

@@ -30,13 +30,16 @@ enum class ModelArch {
 };
 
 // RoPE scaling: "llama3" (Llama 3.1's frequency-dependent rule), "linear" (positions
-// divided by `factor`, as Gemma 3 uses on its global layers) or "yarn" (YaRN, as Qwen3's
+// divided by `factor`, as Gemma 3 uses on its global layers), "yarn" (YaRN, as Qwen3's
 // long-context configs: frequencies blended between interpolation and extrapolation over a
-// ramp of rotary dims, cos/sin multiplied by attention_factor). "dynamic" (NTK) and
-// "longrope" (Phi-3 128k) change with the sequence length and are refused by name.
+// ramp of rotary dims, cos/sin multiplied by attention_factor) or "dynamic" (NTK-aware: past
+// max_position_embeddings M, a forward reaching length L uses the base
+// theta * (factor * L / M - (factor - 1))^(d / (d - 2)); transformers' rule, whose cached keys
+// keep the frequencies of the forward that wrote them). "longrope" (Phi-3 128k: short/long
+// factors and a KV-cache re-prefill at the switch) is refused by name.
 struct RopeScaling {
-  std::string rope_type = "llama3";              // "llama3", "linear" or "yarn"
-  double factor = 8.0;                            // > 0
+  std::string rope_type = "llama3";              // "llama3", "linear", "yarn" or "dynamic"
+  double factor = 8.0;                            // > 0 (dynamic: >= 1)
   double low_freq_factor = 1.0;                   // > 0 (llama3 only)
   double high_freq_factor = 4.0;                  // > low_freq_factor (llama3 only)
   int64_t original_max_position_embeddings = 8192;  // > 0 (llama3, yarn)
@@ -62,6 +65,9 @@ struct ModelConfig {
   double rope_theta = 10000.0;                    // > 0 (RoPE base)
   std::optional<RopeScaling> rope_scaling;        // nullopt: plain ("default") RoPE
   int64_t max_position_embeddings = 2048;         // > 0
+  // The longest sequence this model serves and trains on: max_position_embeddings, times
+  // `factor` under dynamic NTK RoPE (which exists to run past it; vLLM sizes it the same way).
+  int64_t ContextLength() const;
   bool tie_word_embeddings = false;               // lm_head shares embed_tokens' weight
   bool attention_bias = false;                    // q/k/v projections have a bias
   bool o_proj_bias = false;                       // o_proj has a bias (Llama: = attention_bias)

@@ -95,6 +95,9 @@ at::Tensor RopeInverseFrequencies(const ModelConfig& c, bool local) {
   if (local || !c.rope_scaling) return inv;
   const auto& s = *c.rope_scaling;
   if (s.rope_type == "linear") return inv / s.factor;  // positions divided by factor
+  // dynamic: the base frequencies up to max_position_embeddings; longer forwards get theirs
+  // from DynamicNtkInverseFrequencies (Rope).
+  if (s.rope_type == "dynamic") return inv;
   if (s.rope_type == "yarn") {
     // Dims that turn fewer than beta_slow times over the original context are interpolated
     // (inv / factor), more than beta_fast times extrapolated (inv), a linear ramp between.
@@ -450,9 +453,31 @@ at::Tensor LlamaModel::Embed(const at::Tensor& ids) const {
   return h * at::scalar_tensor(scale, at::TensorOptions().dtype(dtype_).device(dev));
 }
 
-LlamaModel::RopeTables LlamaModel::Rope(const at::Tensor& positions) const {
+// Dynamic NTK RoPE (transformers' _compute_dynamic_ntk_parameters, in fp32 as there): a
+// forward reaching length L > M = max_position_embeddings rotates with the base
+// theta * (factor * L / M - (factor - 1))^(d / (d - 2)). `seq_lens` [B or 1, T] -> [.., T, d/2].
+at::Tensor LlamaModel::DynamicNtkInverseFrequencies(const at::Tensor& seq_lens) const {
+  const RopeScaling& s = *config_.rope_scaling;
+  const int64_t dim = inv_freq_.size(0) * 2;
+  const double m = static_cast<double>(config_.max_position_embeddings);
+  auto len = seq_lens.to(at::kFloat).clamp_min(m);
+  auto base = config_.rope_theta *
+              at::pow(s.factor * len / m - (s.factor - 1), static_cast<double>(dim) / (dim - 2));
+  auto exponents = at::arange(0, dim, 2, inv_freq_.options().dtype(at::kLong)).to(at::kFloat) /
+                   static_cast<double>(dim);
+  return 1.0 / at::pow(base.unsqueeze(-1), exponents);
+}
+
+bool LlamaModel::DynamicRope() const {
+  return config_.rope_scaling.has_value() && config_.rope_scaling->rope_type == "dynamic";
+}
+
+LlamaModel::RopeTables LlamaModel::Rope(const at::Tensor& positions,
+                                        const at::Tensor& seq_lens) const {
   auto tables = [&](const at::Tensor& inv_freq, double scale) {
-    auto freqs = positions.unsqueeze(-1) * inv_freq.view({1, 1, -1});  // [B, T, r/2]
+    // [B, T, r/2]: one frequency vector for all, or (dynamic NTK) one per token.
+    auto freqs = inv_freq.dim() == 1 ? positions.unsqueeze(-1) * inv_freq.view({1, 1, -1})
+                                     : positions.unsqueeze(-1) * inv_freq;
     auto emb = at::cat({freqs, freqs}, -1);
     auto cos = emb.cos(), sin = emb.sin();
     if (scale != 1.0) {  // yarn's attention factor, applied in fp32 as transformers does
@@ -463,7 +488,12 @@ LlamaModel::RopeTables LlamaModel::Rope(const at::Tensor& positions) const {
   };
   RopeTables r;
   const double scale = config_.rope_scaling ? config_.rope_scaling->attention_factor : 1.0;
-  std::tie(r.cos, r.sin) = tables(inv_freq_, scale);
+  if (DynamicRope()) {
+    TORCH_CHECK(seq_lens.defined(), "dynamic RoPE needs the length each forward reaches");
+    std::tie(r.cos, r.sin) = tables(DynamicNtkInverseFrequencies(seq_lens.expand_as(positions)), 1.0);
+  } else {
+    std::tie(r.cos, r.sin) = tables(inv_freq_, scale);
+  }
   if (local_inv_freq_.defined()) {
     std::tie(r.local_cos, r.local_sin) = tables(local_inv_freq_, 1.0);
   }
@@ -547,7 +577,15 @@ at::Tensor LlamaModel::Forward(const at::Tensor& ids, const ForwardOptions& opts
           : at::arange(past, total, at::TensorOptions().dtype(at::kFloat).device(dev))
                 .unsqueeze(0)
                 .expand({B, T});
-  const RopeTables rope = Rope(pos);
+  // Dynamic NTK: every row rotates with the frequencies of the longest position the batch
+  // reaches (transformers: max(position_ids) + 1 of the forward).
+  at::Tensor seq_lens;
+  if (DynamicRope()) {
+    seq_lens = opts.position_ids.defined()
+                   ? (pos.max() + 1).view({1, 1})
+                   : at::full({1, 1}, static_cast<double>(total), pos.options());
+  }
+  const RopeTables rope = Rope(pos, seq_lens);
 
   // Without padding, packing or a biting window no dense mask is built (it would rule out
   // the fused attention kernels): one query attends to every key, and t > 1 queries over an

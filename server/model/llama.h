@@ -262,8 +262,12 @@ class LlamaModel {
   using LayerRunner = decltype(ForwardOptions::layer_runner);
   // ids [B, T] -> hidden states [B, T, H]; checks the ids as Forward documents.
   at::Tensor Embed(const at::Tensor& ids) const;
-  // RoPE tables (model dtype) for positions [B or 1, T].
-  RopeTables Rope(const at::Tensor& positions) const;
+  // RoPE tables (model dtype) for positions [B or 1, T]. `seq_lens` (broadcastable to
+  // positions): the length the forward reaches for each token's row, used only by dynamic
+  // NTK scaling (undefined otherwise).
+  RopeTables Rope(const at::Tensor& positions, const at::Tensor& seq_lens = {}) const;
+  bool DynamicRope() const;  // rope_scaling.rope_type == "dynamic"
+  at::Tensor DynamicNtkInverseFrequencies(const at::Tensor& seq_lens) const;
   // [t, p + t] bool: which keys each of t queries after p cached tokens may attend to
   // (causal by absolute position, and the sliding window when `sliding`).
   at::Tensor Allowed(int64_t p, int64_t t, bool sliding) const;

@@ -47,26 +47,32 @@ at::Tensor LlamaModel::ForwardBatch(const at::Tensor& ids, const ServingBatch& b
   // on the host are uploaded without blocking the host (host_upload.h).
   RowState rows;
   rows.adapters = batch.adapters;
-  at::Tensor pos;
+  // Dynamic NTK RoPE: each row rotates with the frequencies of the length it reaches in this
+  // forward (its cache plus its new tokens), as transformers does for a batch of one.
+  at::Tensor pos, seq_lens;
+  const bool dynamic = DynamicRope();
   if (packed) {
-    std::vector<float> positions;
+    std::vector<float> positions, reach;
     positions.reserve(T);
     for (int64_t r = 0; r < n_rows; ++r) {
       rows.offsets.push_back(static_cast<int64_t>(positions.size()));
       rows.lengths.push_back(batch.lengths[r]);
       for (int64_t t = 0; t < batch.lengths[r]; ++t) {
         positions.push_back(static_cast<float>(batch.caches[r]->length + t));
+        if (dynamic) reach.push_back(static_cast<float>(batch.caches[r]->length + batch.lengths[r]));
       }
     }
     pos = UploadToDevice(positions, dev).view({1, T});
+    if (dynamic) seq_lens = UploadToDevice(reach, dev).view({1, T});
     rows.tokens_per_row = UploadToDevice(batch.lengths, at::kLong, dev);
   } else {
     std::vector<float> starts;
     for (const KvCache* kc : batch.caches) starts.push_back(static_cast<float>(kc->length));
-    pos = UploadToDevice(starts, dev).view({B, 1}) +
-          at::arange(0, T, at::TensorOptions().dtype(at::kFloat).device(dev)).view({1, T});
+    const at::Tensor start = UploadToDevice(starts, dev).view({B, 1});
+    pos = start + at::arange(0, T, at::TensorOptions().dtype(at::kFloat).device(dev)).view({1, T});
+    if (dynamic) seq_lens = start + static_cast<double>(T);
   }
-  const RopeTables rope = Rope(pos);
+  const RopeTables rope = Rope(pos, seq_lens);
 
   // A decode step (one new token per row) whose rows are all in one KvPool attends once per
   // layer over the pool's slots, each row masked to its own keys (and, on sliding layers,

@@ -102,7 +102,7 @@ absl::StatusOr<ResolvedJob> ResolveJobSpec(const JobSpec& in, const ModelCatalog
   if (!h.has_grad_accum_steps()) h.set_grad_accum_steps(o.grad_accum_steps);
   if (!h.has_max_grad_norm()) h.set_max_grad_norm(o.max_grad_norm);
   if (!h.has_batch_size()) h.set_batch_size(o.batch_size);
-  const int64_t max_ctx = out.model->config.max_position_embeddings;
+  const int64_t max_ctx = out.model->config.ContextLength();
   if (!h.has_max_seq_len()) h.set_max_seq_len(std::min<int64_t>(2048, max_ctx));
   if (h.max_seq_len() < 2 || h.max_seq_len() > max_ctx) {
     return Invalid("spec.hyperparameters.max_seq_len",

@@ -68,7 +68,7 @@ absl::StatusOr<ModelCatalog> ModelCatalog::Create(
     info.set_num_layers(m.config.num_hidden_layers);
     info.set_vocab_size(m.config.vocab_size);
     info.set_dtype(m.config.torch_dtype.empty() ? "float32" : m.config.torch_dtype);
-    info.set_max_context_tokens(m.config.max_position_embeddings);
+    info.set_max_context_tokens(m.config.ContextLength());
     info.set_chat_template(m.chat_template.value_or(""));
     // PEFT's default OFT targets for Llama-family models.
     info.add_default_target_modules("q_proj");

@@ -96,10 +96,10 @@ absl::StatusOr<uint64_t> Engine::Submit(GenerationRequest request) {
   OFT_RETURN_IF_ERROR(ValidateSamplingOptions(request.sampling));
   const ModelConfig& c = options_.model->config();
   const int64_t prompt = static_cast<int64_t>(request.prompt.size());
-  if (prompt + request.sampling.max_tokens > c.max_position_embeddings) {
+  if (prompt + request.sampling.max_tokens > c.ContextLength()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "prompt (", prompt, " tokens) + max_tokens (", request.sampling.max_tokens,
-        ") exceeds the model's context of ", c.max_position_embeddings, " tokens"));
+        ") exceeds the model's context of ", c.ContextLength(), " tokens"));
   }
   for (int32_t id : request.prompt) {
     if (id < 0 || id >= c.vocab_size) {
@@ -242,7 +242,7 @@ bool Engine::Accept(Row& row, int32_t token) {
     row.reason = FinishReason::kLength;
   }
   if (!finished && static_cast<int64_t>(row.request.prompt.size() + row.tokens.size()) >=
-                       options_.model->config().max_position_embeddings) {
+                       options_.model->config().ContextLength()) {
     finished = true;
     row.reason = FinishReason::kContext;
   }

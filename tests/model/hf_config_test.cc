@@ -242,9 +242,17 @@ TEST(HfConfig, BadConfigsNameTheField) {
        "intermediate_size must be an integer, got \"big\""},
       {"float layers", edit(kLlama31, "\"num_hidden_layers\": 32", "\"num_hidden_layers\": 32.5"),
        "num_hidden_layers must be an integer"},
-      {"rope dynamic", edit(kLlama31, "\"rope_type\": \"llama3\"", "\"rope_type\": \"dynamic\""),
-       "rope_scaling.rope_type 'dynamic' is not supported; supported: default, linear, llama3, "
-       "yarn"},
+      {"rope longrope", edit(kLlama31, "\"rope_type\": \"llama3\"", "\"rope_type\": \"longrope\""),
+       "rope_scaling.rope_type 'longrope' is not supported; supported: default, dynamic, linear, "
+       "llama3, yarn"},
+      {"dynamic factor below 1", edit(edit(kLlama31, "\"rope_type\": \"llama3\"",
+                                           "\"rope_type\": \"dynamic\"").c_str(),
+                                      "\"factor\": 8.0", "\"factor\": 0.5"),
+       "rope_scaling.factor must be >= 1 for rope_type dynamic, got 0.5"},
+      {"dynamic missing factor", edit(edit(kLlama31, "\"rope_type\": \"llama3\"",
+                                           "\"rope_type\": \"dynamic\"").c_str(),
+                                      "\"factor\": 8.0,", ""),
+       "rope_scaling.factor is required for rope_type dynamic"},
       {"yarn missing original context", edit(edit(kLlama31, "\"rope_type\": \"llama3\"",
                                                   "\"rope_type\": \"yarn\"").c_str(),
                                              "\"original_max_position_embeddings\": 8192", "\"x\": 0"),
@@ -252,8 +260,8 @@ TEST(HfConfig, BadConfigsNameTheField) {
       {"yarn bad beta", edit(edit(kLlama31, "\"rope_type\": \"llama3\"", "\"rope_type\": \"yarn\"").c_str(),
                              "\"low_freq_factor\": 1.0", "\"beta_slow\": -1.0"),
        "rope_scaling.beta_slow must be > 0, got -1"},
-      {"legacy type dynamic", edit(kLlama31, "\"rope_type\": \"llama3\"", "\"type\": \"dynamic\""),
-       "rope_scaling.rope_type 'dynamic' is not supported"},
+      {"legacy type su", edit(kLlama31, "\"rope_type\": \"llama3\"", "\"type\": \"su\""),
+       "rope_scaling.rope_type 'su' is not supported"},
       {"llama3 missing factor", edit(kLlama31, "\"factor\": 8.0,", ""),
        "rope_scaling.factor is required for rope_type llama3"},
       {"llama3 bad freq", edit(kLlama31, "\"high_freq_factor\": 4.0", "\"high_freq_factor\": 0.5"),
@@ -325,6 +333,23 @@ TEST(HfConfig, ToJsonRoundTrips) {
     SCOPED_TRACE(out);
     ExpectSameConfig(MustParse(out), c);
   }
+}
+
+// Dynamic NTK RoPE (legacy "type" spelling too): parsed, written back, and the context it
+// serves is max_position_embeddings x factor.
+TEST(HfConfig, DynamicRopeExtendsTheContext) {
+  std::string text = kLlama31;
+  const std::string from = R"("rope_type": "llama3")";
+  text.replace(text.find(from), from.size(), R"("type": "dynamic")");
+  ModelConfig c = MustParse(text);
+  ASSERT_TRUE(c.rope_scaling.has_value());
+  EXPECT_EQ(c.rope_scaling->rope_type, "dynamic");
+  EXPECT_EQ(c.rope_scaling->factor, 8.0);
+  EXPECT_EQ(c.ContextLength(), c.max_position_embeddings * 8);
+  ModelConfig back = MustParse(ToJson(c));
+  ExpectSameConfig(back, c);
+  EXPECT_EQ(back.rope_scaling->rope_type, "dynamic");
+  EXPECT_EQ(MustParse(kLlama31).ContextLength(), MustParse(kLlama31).max_position_embeddings);
 }
 
 TEST(HfConfig, ValidateChecksHandBuiltConfigs) {
@@ -433,8 +458,8 @@ TEST(HfConfig, FamilyErrorsNameTheField) {
   const Case cases[] = {
       {Family("Phi3ForCausalLM", R"(, "rope_scaling": {"type": "longrope", "short_factor": [1],
           "long_factor": [1]})"),
-       "rope_scaling.rope_type 'longrope' is not supported; supported: default, linear, llama3, "
-       "yarn"},
+       "rope_scaling.rope_type 'longrope' is not supported; supported: default, dynamic, linear, "
+       "llama3, yarn"},
       {Family("Gemma3ForCausalLM", R"(, "use_bidirectional_attention": true)"),
        "use_bidirectional_attention = true is not supported"},
       {Family("Gemma2ForCausalLM", R"(, "layer_types": ["sliding_attention", "chunked"])"),

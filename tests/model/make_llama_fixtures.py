@@ -108,6 +108,18 @@ make("llama_yarn_mscale", "LlamaForCausalLM", "LlamaConfig",
                            "mscale_all_dim": 0.5, "beta_fast": 16.0, "beta_slow": 2.0,
                            "truncate": False}), seed=13)
 
+# Dynamic NTK RoPE: max_position_embeddings (8) below the 13-token prompts and the 7 + 10
+# greedy tokens, so the frequencies change at every decode step past 8 (the greedy reference
+# is transformers' generate with its KV cache, whose cached keys keep older frequencies).
+make("llama_dynamic", "LlamaForCausalLM", "LlamaConfig",
+     dict(max_position_embeddings=8,
+          rope_parameters={"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 3.0}),
+     seed=14)
+make("qwen2_dynamic_s1_bf16", "Qwen2ForCausalLM", "Qwen2Config",
+     dict(max_position_embeddings=10, tie_word_embeddings=False,
+          rope_scaling={"type": "dynamic", "factor": 4.0}, rope_theta=1000000.0),
+     save_dtype=torch.bfloat16, seed=15)
+
 # The families beyond Llama: two seeds each, the second saved as bfloat16 (loaded into fp32).
 # Gemma's and Phi-3's windows (6, 9) are shorter than the 13-token prompts.
 NO_SPECIAL = dict(bos_token_id=None, eos_token_id=None, pad_token_id=None)
