@@ -567,6 +567,7 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
   }
   env.wake_scheduler = [self] { self->scheduler->Wake(); };
   env.cancel_running = [self](const std::string& id) { self->scheduler->Cancel(id); };
+  env.queued_job_cancelled = [self](const std::string& id) { self->ApplyRetention(id); };
   env.check_job = [self](const ResolvedJob& job, const std::vector<std::string>& train_paths,
                          const std::string& valid_path) -> absl::StatusOr<std::vector<std::string>> {
     OFT_ASSIGN_OR_RETURN(TrainingJob tj, ToTrainingJob(job, "", "", train_paths, valid_path));
@@ -702,7 +703,7 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
     ho.log = [](const HttpAccess& a) {
       LogEvent(LogLevel::kInfo, "http request",
                {{"method", a.method}, {"path", a.path}, {"route", a.route}, {"status", a.status},
-                {"bytes", a.bytes}, {"peer", a.peer}});
+                {"bytes", a.bytes}, {"peer", a.peer}, {"latency_ms", a.latency_ms}});
     };
     ho.openai = &s.openai;
     absl::StatusOr<std::unique_ptr<HttpFrontend>> http = HttpFrontend::Start(ho);

@@ -26,6 +26,20 @@
 namespace oft {
 namespace {
 
+// When the request now on this thread was routed. httplib serves each connection's requests
+// one after another on one pool thread, calling the pre-routing handler, the route's handler
+// and then the logger for each, so a thread-local clock pairs a request's start with its
+// access line; `started` is cleared per line, so a request refused before routing (no
+// pre-routing call) reports no latency rather than an old one.
+struct RequestTimer {
+  std::chrono::steady_clock::time_point start;
+  bool started = false;
+};
+RequestTimer& RequestClock() {
+  thread_local RequestTimer clock;
+  return clock;
+}
+
 // SO_REUSEADDR (restart while old connections linger in TIME_WAIT) but not httplib's default
 // SO_REUSEPORT, which would let a second process bind the same port and share its traffic.
 void ListenSocketOptions(socket_t sock) {
@@ -138,6 +152,8 @@ absl::StatusOr<std::unique_ptr<HttpFrontend>> HttpFrontend::Start(const HttpFron
   const int64_t max_upload = o.max_upload_bytes + kMultipartFramingBytes;
   svr.set_payload_max_length(static_cast<size_t>(std::max(max_body, max_upload)));
   svr.set_pre_routing_handler([max_body, max_upload](const httplib::Request& req, httplib::Response& res) {
+    RequestClock().start = std::chrono::steady_clock::now();
+    RequestClock().started = true;
     const bool upload = req.method == "POST" && req.path == "/v1/files";
     const int64_t limit = upload ? max_upload : max_body;
     const std::string length = req.get_header_value("Content-Length");
@@ -200,9 +216,16 @@ absl::StatusOr<std::unique_ptr<HttpFrontend>> HttpFrontend::Start(const HttpFron
         requests->Add({{"route", route}, {"method", Echo(req.method, 16)}, {"code", std::to_string(res.status)}})
             .Increment();
       }
+      RequestTimer& clock = RequestClock();
+      const double latency_ms =
+          clock.started ? std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                                    clock.start)
+                              .count()
+                        : -1.0;
+      clock.started = false;
       if (log) {
         log(HttpAccess{req.method.substr(0, 16), Echo(req.path, 200), route, res.status,
-                       static_cast<int64_t>(res.body.size()), req.remote_addr});
+                       static_cast<int64_t>(res.body.size()), req.remote_addr, latency_ms});
       }
     });
   }

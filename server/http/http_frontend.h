@@ -42,6 +42,10 @@ struct HttpAccess {
   int status = 0;
   int64_t bytes = 0;  // response body bytes
   std::string peer;
+  // From the request's headers read to its response written (a streamed body included), in
+  // milliseconds; -1 for a request refused before routing (malformed request line, headers
+  // over the limit), whose start is not seen.
+  double latency_ms = -1;
 };
 
 // The route template of a path: ids replaced by {id} ("/v1/files/file-1" -> "/v1/files/{id}"),

@@ -296,6 +296,7 @@ absl::Status JobServiceImpl::DoCancelJob(const std::string& tenant, const std::s
     LogEvent(LogLevel::kInfo, "job finished",
              {{"job_id", r.id}, {"tenant", tenant}, {"state", "CANCELLED"},
               {"reason", "cancelled while queued"}});
+    env_->queued_job_cancelled(r.id);
   }
   env_->wake_scheduler();
   OFT_ASSIGN_OR_RETURN(*response, JobToProto(r, env_->busy_devices(), env_->devices));

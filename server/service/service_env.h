@@ -56,6 +56,9 @@ struct ServiceEnv {
   std::string max_job_devices_why = "this server runs each job on one device";
   std::function<void()> wake_scheduler = [] {};           // a job was queued or cancelled
   std::function<void(const std::string&)> cancel_running = [](const std::string&) {};
+  // A QUEUED job was cancelled (it never reaches the scheduler's end-of-job hook; it may hold
+  // the checkpoint of a run interrupted by a shutdown).
+  std::function<void(const std::string&)> queued_job_cancelled = [](const std::string&) {};
   JobChecker check_job;                                    // empty = no deep checks
   // FAILED_PRECONDITION when inference pins the version (an alias points at it).
   std::function<absl::Status(const std::string& tenant, const std::string& name,

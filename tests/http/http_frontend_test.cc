@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -32,11 +33,17 @@ TEST(HttpFrontend, HealthReadinessMetricsAndAccessLog) {
   HttpFrontendOptions o;
   o.listen = "127.0.0.1:0";
   o.registry = registry;
-  o.ready = [&] { return ready.load(); };
+  std::atomic<bool> slow_ready{false};  // /readyz takes 60 ms: its access line says so
+  std::vector<double> latencies;
+  o.ready = [&] {
+    if (slow_ready) std::this_thread::sleep_for(std::chrono::milliseconds(60));
+    return ready.load();
+  };
   o.request_metrics = true;
   o.log = [&](const HttpAccess& a) {
     absl::MutexLock lock(&mu);
     lines.push_back(absl::StrCat(a.method, " ", a.path, " ", a.route, " ", a.status, " ", a.bytes));
+    latencies.push_back(a.latency_ms);
   };
   o.max_body_bytes = 1024;
   auto server = HttpFrontend::Start(o);
@@ -51,7 +58,9 @@ TEST(HttpFrontend, HealthReadinessMetricsAndAccessLog) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200);
   ready = false;
+  slow_ready = true;
   r = client.Get("/readyz");
+  slow_ready = false;
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 503);
   auto m = client.Get("/metrics");
@@ -69,6 +78,12 @@ TEST(HttpFrontend, HealthReadinessMetricsAndAccessLog) {
   absl::MutexLock lock(&mu);
   ASSERT_GE(lines.size(), 5u);
   EXPECT_EQ(lines[0], "GET /healthz /healthz 200 3");
+  // Every access line carries its latency (the 413 too: refused in pre-routing); the slow
+  // /readyz (third line) took at least its 60 ms, the others far less.
+  ASSERT_EQ(latencies.size(), lines.size());
+  for (size_t i = 0; i < latencies.size(); ++i) EXPECT_GE(latencies[i], 0.0) << lines[i];
+  EXPECT_GE(latencies[2], 60.0) << lines[2];
+  EXPECT_LT(latencies[0], 60.0) << lines[0];
   // Per-route counters, recorded after each answer: the next scrape shows the earlier requests.
   const std::string text = prometheus::TextSerializer().Serialize(registry->Collect());
   EXPECT_NE(text.find(R"(oft_http_requests_total{code="503",method="GET",route="/readyz"} 1)"), std::string::npos)

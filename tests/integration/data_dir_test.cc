@@ -2,7 +2,8 @@
 // a second oft_server on the same --data_dir exits at once naming the holder's pid, a second
 // one on the same port fails to bind (no SO_REUSEPORT sharing), an upload cut by a SIGKILL
 // leaves no partial file after the restart, and a finished job's checkpoints follow
-// --checkpoint_retention (when the job ends, and at the next start).
+// --checkpoint_retention (when the job ends, when a queued job is cancelled, and at the next
+// start).
 #include <filesystem>
 #include <memory>
 #include <set>
@@ -161,6 +162,52 @@ TEST(CheckpointRetentionTest, LastKeepsTheNewestAndAStricterRestartSweepsIt) {
   ASSERT_TRUE(again.Start().ok()) << again.LogTail();
   EXPECT_TRUE(CheckpointsOf(again.data_dir(), id).empty());
   EXPECT_THAT(again.LogTail(), HasSubstr("checkpoint(s) of finished jobs"));
+}
+
+// A job requeued at a shutdown keeps the checkpoint it will resume from; cancelled while it
+// waits (behind a higher-priority job after the restart), the retention policy (none)
+// removes that checkpoint at once, not at the next start.
+TEST(CheckpointRetentionTest, JobCancelledWhileQueuedAfterARestartLosesItsCheckpoint) {
+  TempDir dir;
+  const ServerProcessOptions options{.data_dir = dir.Sub("data"), .api_keys = {AliceFlag()}};
+  ServerProcess server(options);
+  ASSERT_TRUE(server.Start().ok()) << server.LogTail();
+  std::unique_ptr<Client> client = server.NewClient(kAliceKey);
+  absl::StatusOr<v1::Dataset> ds = client->UploadDatasetBytes(SampleTrainHead(64), "train");
+  ASSERT_TRUE(ds.ok()) << ds.status();
+  auto create = [&](Client& c, const std::string& adapter, int priority, int64_t every) {
+    v1::CreateJobRequest req;
+    *req.mutable_spec() = SmallSpec(ds->id(), adapter, 100000);
+    req.mutable_spec()->mutable_hyperparameters()->set_checkpoint_every(every);
+    req.mutable_spec()->set_priority(priority);
+    absl::StatusOr<v1::Job> job = c.CreateJob(req);
+    EXPECT_TRUE(job.ok()) << job.status();
+    return job.ok() ? job->id() : std::string();
+  };
+  const std::string waiting = create(*client, "requeued", -1, 2);
+  ASSERT_FALSE(waiting.empty());
+  ASSERT_TRUE(WaitUntil([&] { return !CheckpointsOf(server.data_dir(), waiting).empty(); },
+                        absl::Seconds(60)));
+  const std::string blocker = create(*client, "blocker", 5, 0);  // queued behind it
+  ASSERT_FALSE(blocker.empty());
+  absl::StatusOr<int> code = server.Terminate(absl::Seconds(60));
+  ASSERT_TRUE(code.ok()) << code.status();
+
+  ServerProcess again(options);
+  ASSERT_TRUE(again.Start().ok()) << again.LogTail();
+  std::unique_ptr<Client> c2 = again.NewClient(kAliceKey);
+  ASSERT_TRUE(WaitForState(*c2, blocker, v1::Job::RUNNING, absl::Seconds(60)).ok());
+  absl::StatusOr<v1::Job> queued = c2->GetJob(waiting);
+  ASSERT_TRUE(queued.ok()) << queued.status();
+  ASSERT_EQ(queued->state(), v1::Job::QUEUED);
+  ASSERT_FALSE(CheckpointsOf(again.data_dir(), waiting).empty());
+  absl::StatusOr<v1::Job> cancelled = c2->CancelJob(waiting);
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  EXPECT_EQ(cancelled->state(), v1::Job::CANCELLED);
+  EXPECT_TRUE(WaitUntil([&] { return CheckpointsOf(again.data_dir(), waiting).empty(); },
+                        absl::Seconds(10)))
+      << "left: " << CheckpointsOf(again.data_dir(), waiting).size() << " checkpoint(s)";
+  ASSERT_TRUE(c2->CancelJob(blocker).ok());
 }
 
 }  // namespace
