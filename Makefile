@@ -18,6 +18,7 @@ build: configure
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 900
 	FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) scripts/fuzz.sh $(BUILD_DIR)-fuzz
+	SANITIZE_TARGETS="$(SANITIZE_SMOKE_TARGETS)" JOBS=$(JOBS) scripts/sanitize.sh address
 
 # libFuzzer targets (tests/fuzz) for the parsers of untrusted bytes, clang + ASan/UBSan:
 # `make fuzz FUZZ_SECONDS=600` fuzzes each target for 10 minutes; `make test` runs each for
@@ -29,6 +30,11 @@ fuzz: setup
 
 # ASan+UBSan over the unit and integration tests, TSan over the concurrency tests
 # (scripts/sanitize.sh; SANITIZE_SCOPE=quick for the LibTorch-free components only).
+# `make test` runs ASan+UBSan over SANITIZE_SMOKE_TARGETS (the executor, scheduler, job store,
+# tokenizer, dataset and job-file tests: about 110 tests, minutes on 2 cores); the full
+# scopes take hours there (docs/hardening.md, "Sanitizers").
+SANITIZE_SMOKE_TARGETS ?= common_executor_test scheduler_test job_store_test tokenizer_test \
+  oft_dataset_test client_job_file_test
 sanitize: setup
 	scripts/sanitize.sh all
 
