@@ -3,8 +3,8 @@
 
   reproducibility_test.py OFT_SERVER REPO_ROOT
 
-A CPU server with two CPU "devices" (--devices=cpu,cpu), jobs in worker processes
-(--job_isolation=process), through grpcio:
+A CPU server with two CPU "devices" (--devices=cpu,cpu), jobs in worker processes (no
+--job_isolation flag: process isolation is the default, checked here), through grpcio:
   - job A trains alone: the sha256 of its adapter_model.safetensors and its losses;
   - the same spec (same seed and data, another output name) trains again while a different
     job (other seed, learning rate, batch size, sequence length) trains on the other device
@@ -72,7 +72,9 @@ def one_mode(server, repo, tmp, mode):
     port_file = os.path.join(tmp, "port")
     if os.path.exists(port_file):
         os.remove(port_file)
-    proc, port, _ = g.start_server(server, repo, tmp, extra_flags=BASE_FLAGS + (f"--job_isolation={mode}",))
+    # Process mode is the default: no flag for it.
+    flags = BASE_FLAGS + (() if mode == "process" else (f"--job_isolation={mode}",))
+    proc, port, _ = g.start_server(server, repo, tmp, extra_flags=flags)
     try:
         c = w.Client(port, repo)
         ds = c.upload()
@@ -80,6 +82,8 @@ def one_mode(server, repo, tmp, mode):
         check(sum(k < 0 for k in alone[2]) == STEPS // 2, f"{mode}: evaluations at {sorted(alone[2])}")
         other = create(c, ds, "other", seed=99, lr=2e-2, batch=2, seq=96, steps=100000)
         w.wait_for(lambda: c.get(other).progress.step >= 2, f"{mode}: the other job to train")
+        workers = w.workers_of(proc.pid)
+        check(len(workers) == (1 if mode == "process" else 0), f"{mode}: worker processes {workers}")
         busy_job = create(c, ds, "a-busy")
         busy = outcome(c, tmp, busy_job, "a-busy")
         check(c.get(other).state == c.pb.Job.RUNNING, f"{mode}: the other job stopped before A finished")
