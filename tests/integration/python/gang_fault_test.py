@@ -87,6 +87,12 @@ class Streams:
 
 def company(c, proc, ds):
     """A worker is aborted, then killed, while streams run and another job trains."""
+    def wait(pred, what):  # fails at once, naming the server's exit, should the server die
+        def live():
+            check(proc.poll() is None, f"oft_server exited ({proc.returncode}) waiting for {what}")
+            return pred()
+        return w.wait_for(live, what)
+
     base = c.generate()
     check(base, "the base model generates nothing")
     other = gp.create(c, ds, "company", 4000, 1)
@@ -95,17 +101,17 @@ def company(c, proc, ds):
     (other_pid,) = workers_of_job(proc.pid, other)
     faults = []
     with Streams(c) as streams:
-        w.wait_for(lambda: streams.runs, "a first stream")
+        wait(lambda: streams.runs, "a first stream")
         for sig in (signal.SIGABRT, signal.SIGKILL):
-            (pid,) = w.wait_for(lambda: workers_of_job(proc.pid, victim), "the victim's worker")
+            (pid,) = wait(lambda: workers_of_job(proc.pid, victim), "the victim's worker")
             other_step = c.get(other).progress.step
             faults.append(time.time())
             os.kill(pid, sig)
             if sig == signal.SIGABRT:
-                w.wait_for(lambda: [p for p in workers_of_job(proc.pid, victim) if p != pid], "the restarted worker")
+                wait(lambda: [p for p in workers_of_job(proc.pid, victim) if p != pid], "the restarted worker")
                 at = c.get(victim).progress.step
-                w.wait_for(lambda: c.get(victim).progress.step >= at + 1, "the victim's progress after the restart")
-            w.wait_for(lambda: c.get(other).progress.step >= other_step + 2, "the other job's progress")
+                wait(lambda: c.get(victim).progress.step >= at + 1, "the victim's progress after the restart")
+            wait(lambda: c.get(other).progress.step >= other_step + 2, "the other job's progress")
             check(workers_of_job(proc.pid, other) == [other_pid], "the other job's worker was replaced")
         time.sleep(1.0)  # a stream or two after the last fault
     streams.check_unharmed(base, faults)
