@@ -197,10 +197,7 @@ def run(server, repo, tmp):
     except Failure as e:
         raise Failure(f"[{step}] {e}")
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        w.kill_all(procs)
 
 
 def main():
