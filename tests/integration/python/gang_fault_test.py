@@ -5,8 +5,8 @@
 
 A CPU server with two CPU "devices" whose jobs train in worker processes
 (--job_isolation=process --worker_max_restarts=1), through grpcio:
-  - company: while Generate streams run back to back and a second job trains on the other
-    device, a job's worker is aborted (SIGABRT; the job restarts from its checkpoint) and
+  - company: while Generate streams run back to back (two at a time) and a second job
+    trains on the other device, a job's worker is aborted (SIGABRT; the job restarts from its checkpoint) and
     then SIGKILLed (restarts exhausted: the job FAILS naming signal 9). Every stream that
     was open across a fault returns the same text as before, without error, and the other
     job keeps its worker process and keeps training;
@@ -51,11 +51,12 @@ def workers_under(tmp):
 
 
 class Streams:
-    """Generate streams back to back on a thread; records (start, end, text, error) of each."""
+    """Generate streams back to back on two threads (so that one is open at any moment);
+    records (start, end, text, error) of each."""
 
     def __init__(self, c):
         self.c, self.runs, self.stop = c, [], threading.Event()
-        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(2)]
 
     def _loop(self):
         req = self.c.ipb.GenerateRequest(text="Question: What is 7 plus 5?\nAnswer:", max_tokens=48,
@@ -70,12 +71,14 @@ class Streams:
             self.runs.append((start, time.time(), text, err))
 
     def __enter__(self):
-        self.thread.start()
+        for t in self.threads:
+            t.start()
         return self
 
     def __exit__(self, *exc):
         self.stop.set()
-        self.thread.join(timeout=120)
+        for t in self.threads:
+            t.join(timeout=120)
 
     def check_unharmed(self, base, fault_times):
         check(self.runs, "no Generate stream ran")
