@@ -6,10 +6,10 @@
 A CPU server with two CPU "devices" whose jobs train in worker processes
 (--job_isolation=process --worker_max_restarts=1), through grpcio:
   - company: while Generate streams run back to back (two at a time) and a second job
-    trains on the other device, a job's worker is aborted (SIGABRT; the job restarts from its checkpoint) and
-    then SIGKILLed (restarts exhausted: the job FAILS naming signal 9). Every stream that
-    was open across a fault returns the same text as before, without error, and the other
-    job keeps its worker process and keeps training;
+    trains on the other device, a job's worker is aborted (SIGABRT; the job restarts from
+    its checkpoint) and then SIGKILLed (restarts exhausted: the job FAILS naming signal 9).
+    Every stream that was open across a fault returns the same text as before, without
+    error, and the other job keeps its worker process and keeps training;
   - a 2-rank job whose ranks keep dying (SIGKILL of rank 1, then SIGABRT of rank 0)
     exhausts --worker_max_restarts: the job FAILS with a reason naming the rank and the
     signal, and no rank process remains;
