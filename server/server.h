@@ -57,9 +57,11 @@ struct ServerOptions {
   // that is not queued. Default "none": a finished job is never resumed and its adapter is
   // published, so its checkpoints only use disk (server/train/checkpoint_retention.h).
   std::string checkpoint_retention = "none";
-  // Where a job trains: "thread" (inside this process) or "process" (a supervised
-  // oft_train_worker child per job: server/train/worker_process.h).
-  std::string job_isolation = "thread";
+  // Where a job trains: "process" (default: supervised oft_train_worker children, one per
+  // rank: server/train/worker_process.h; a fault in training ends those children only) or
+  // "thread" (inside this process, one device per job: no fault isolation, and process-wide
+  // settings are shared with the other jobs, so results may depend on them).
+  std::string job_isolation = "process";
   std::string worker_binary;             // "" = oft_train_worker next to oft_server
   double worker_grace_seconds = 30;      // a cancelled worker's time to checkpoint, then SIGKILL
   double worker_heartbeat_seconds = 60;  // a worker silent this long is killed as hung

@@ -38,6 +38,15 @@ if(TARGET oft_server)
   add_test(NAME interop.gang_process
            COMMAND "${_oft_py}" "${_oft_itest}/python/gang_process_test.py"
                    "$<TARGET_FILE:oft_server>" "${PROJECT_SOURCE_DIR}")
+  # Worker and rank faults with company, 2-rank restart exhaustion, server SIGKILL mid-gang (issue 12).
+  add_test(NAME interop.gang_fault
+           COMMAND "${_oft_py}" "${_oft_itest}/python/gang_fault_test.py"
+                   "$<TARGET_FILE:oft_server>" "${PROJECT_SOURCE_DIR}")
+  # A job's result does not depend on what else runs (issue 12): same spec alone and beside
+  # another job -> bitwise identical adapter and losses (process mode; thread mode recorded).
+  add_test(NAME interop.reproducibility
+           COMMAND "${_oft_py}" "${_oft_itest}/python/reproducibility_test.py"
+                   "$<TARGET_FILE:oft_server>" "${PROJECT_SOURCE_DIR}")
   # Server reflection v1 and v1alpha through grpcio (stubs generated from proto/grpc/reflection/v1).
   add_test(NAME interop.reflection_v1
            COMMAND "${_oft_py}" "${_oft_itest}/python/reflection_v1_test.py"
@@ -45,7 +54,8 @@ if(TARGET oft_server)
   set_tests_properties(interop.reflection_v1 PROPERTIES
                        LABELS "integration;interop" SKIP_RETURN_CODE 77 TIMEOUT 180)
   set_tests_properties(interop.grpcio_client interop.prometheus_scrape interop.openai_client
-                       interop.openai_fine_tuning interop.worker_process interop.gang_process PROPERTIES
+                       interop.openai_fine_tuning interop.worker_process interop.gang_process
+                       interop.gang_fault interop.reproducibility PROPERTIES
                        LABELS "integration;interop" SKIP_RETURN_CODE 77 TIMEOUT 600
                        ENVIRONMENT "OMP_NUM_THREADS=1;MKL_NUM_THREADS=1")
 endif()

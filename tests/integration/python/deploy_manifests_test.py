@@ -364,6 +364,16 @@ class DockerfileTest(unittest.TestCase):
             self.assertIn(flag, ep)
         self.assertIn("oftctl", text)
         self.assertIn("models/default", text)
+        # Jobs train in oft_train_worker processes by default (--job_isolation=process); the
+        # server finds the worker next to its own binary, so both land in one bin directory.
+        self.assertFalse([a for a in ep if a.startswith("--job_isolation")], ep)
+        self.assertRegex(text, r"--target[^\n]*\boft_server\b[^\n]*\boft_train_worker\b|"
+                               r"--target[^\n]*\boft_train_worker\b[^\n]*\boft_server\b")
+        cp = re.search(r"^\s*cp\s+([^;\n]*)\s(\S+)/;", text, re.M)
+        self.assertIsNotNone(cp, "no cp of the binaries into one directory")
+        self.assertIn("build/server/oft_server", cp.group(1).split())
+        self.assertIn("build/tools/oft_train_worker", cp.group(1).split())
+        self.assertRegex(text, r"COPY --from=\S+ " + re.escape(cp.group(2)) + r" " + re.escape(os.path.dirname(ep[0])) + r"\s")
 
 
 if __name__ == "__main__":

@@ -59,6 +59,14 @@ def all_workers():
     return out
 
 
+def kill_all(procs):
+    """SIGKILLs and reaps the servers in `procs` that still run (a failed step leaves them)."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 def wait_for(pred, what, timeout=120):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -197,10 +205,7 @@ def run(server, repo, tmp):
     except Failure as e:
         raise Failure(f"[{step}] {e}")
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        kill_all(procs)
 
 
 def main():
