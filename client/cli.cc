@@ -21,6 +21,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "client/cli_args.h"
+#include "client/cli_import.h"
 #include "client/job_file.h"
 #include "client/oft_client.h"
 #include "client/progress.h"
@@ -46,18 +47,9 @@ Commands:
 constexpr char kUsageTail[] = R"(
 Exit codes: 0 ok, 1 RPC error, 2 usage error, 3 watched job FAILED, 4 watched job
 CANCELLED, 5 download checksum mismatch, 6 a local file (the upload's FILE, --file,
---chat-file, a TLS PEM) cannot be read.
+--chat-file, a TLS PEM, an imported adapter's files) cannot be read.
 --max-steps and --epochs exclude each other; either replaces the job file's choice.
 )";
-
-std::string ToJson(const google::protobuf::Message& msg, bool pretty) {
-  google::protobuf::util::JsonPrintOptions opts;
-  opts.add_whitespace = pretty;
-  std::string out;
-  if (!google::protobuf::util::MessageToJsonString(msg, &out, opts).ok()) return "{}";
-  if (pretty && !out.empty() && out.back() == '\n') out.pop_back();
-  return out;
-}
 
 std::string FormatTime(const google::protobuf::Timestamp& ts) {
   if (ts.seconds() == 0 && ts.nanos() == 0) return "-";
@@ -114,6 +106,10 @@ class Cli {
         {"cancel", "JOB", "", {}, 1, 1, [](Cli& c, const Positional& p) { return c.Cancel(p[0]); }},
         {"download", "NAME[:VERSION] --out=DIR [--files=a,b]", "verifies each file's sha256",
          {"out", "files"}, 1, 1, [](Cli& c, const Positional& p) { return c.Download(p[0]); }},
+        {"import-adapter", "DIR --name=N --base-model=B [--description=D]",
+         "    publish a PEFT adapter dir (adapter_config.json + adapter_model.safetensors)",
+         {"name", "base-model", "description"}, 1, 1, [](Cli& c, const Positional& p) {
+           return RunImportAdapter(*c.client_, p[0], c.args_, c.json_, c.out_, c.err_); }},
         {"adapters", "[--name=NAME]", "", {"name"}, 0, 0,
          [](Cli& c, const Positional&) { return c.Adapters(); }},
         {"delete-adapter", "NAME:VERSION", "", {}, 1, 1,

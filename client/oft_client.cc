@@ -478,6 +478,41 @@ absl::Status Client::DeleteAdapter(const v1::AdapterVersionRef& ref) {
   return Unary(adapters_.get(), &v1::AdapterService::Stub::DeleteAdapter, req).status();
 }
 
+absl::StatusOr<v1::Adapter> Client::ImportAdapter(const std::string& dir,
+                                                  const v1::ImportAdapterMetadata& metadata) {
+  std::vector<std::pair<std::string, std::string>> files;  // name -> bytes
+  for (const char* name : {"adapter_config.json", "adapter_model.safetensors"}) {
+    OFT_ASSIGN_OR_RETURN(std::string bytes,
+                         ReadWholeFile((std::filesystem::path(dir) / name).string()));
+    files.emplace_back(name, std::move(bytes));
+  }
+  auto ctx = NewContext(options_.stream_deadline);
+  v1::Adapter adapter;
+  auto writer = adapters_->ImportAdapter(ctx.get(), &adapter);
+  v1::ImportAdapterRequest msg;
+  *msg.mutable_metadata() = metadata;
+  bool ok = writer->Write(msg);  // false: the server failed the stream; Finish says why
+  for (const auto& [name, bytes] : files) {
+    if (!ok) break;
+    Sha256Hasher hasher;
+    hasher.Update(bytes.data(), bytes.size());
+    msg.Clear();
+    msg.mutable_file_header()->set_name(name);
+    msg.mutable_file_header()->set_size_bytes(static_cast<int64_t>(bytes.size()));
+    msg.mutable_file_header()->set_sha256(hasher.HexDigest());
+    ok = writer->Write(msg);
+    for (size_t off = 0; ok && off < bytes.size(); off += kChunkBytes) {
+      msg.Clear();
+      const absl::string_view piece = absl::string_view(bytes).substr(off, kChunkBytes);
+      msg.set_chunk(piece.data(), piece.size());
+      ok = writer->Write(msg);
+    }
+  }
+  writer->WritesDone();
+  OFT_RETURN_IF_ERROR(FromGrpcStatus(writer->Finish()));
+  return adapter;
+}
+
 absl::StatusOr<std::vector<v1::AdapterFile>> Client::DownloadAdapter(
     const v1::AdapterVersionRef& ref, const std::string& out_dir,
     const std::vector<std::string>& file_names) {

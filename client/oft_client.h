@@ -167,6 +167,13 @@ class Client {
       const v1::AdapterVersionRef& ref, const std::string& out_dir,
       const std::vector<std::string>& file_names = {});
 
+  // Imports the PEFT OFT adapter in `dir` (adapter_config.json, adapter_model.safetensors)
+  // as the next version of metadata.name (ImportAdapter; each file sent with its size and
+  // sha256). Both files are read before the call: NOT_FOUND naming a missing local file,
+  // and no RPC. Errors: the server's (INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED).
+  absl::StatusOr<v1::Adapter> ImportAdapter(const std::string& dir,
+                                            const v1::ImportAdapterMetadata& metadata);
+
   // --- Models -----------------------------------------------------------------------
   absl::StatusOr<v1::ListBaseModelsResponse> ListBaseModels();
 

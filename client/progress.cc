@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "google/protobuf/util/json_util.h"
 
 namespace oft {
 
@@ -24,6 +25,15 @@ int ExitCodeForStatus(const absl::Status& status, bool is_download) {
   if (status.ok()) return kExitOk;
   if (is_download && status.code() == absl::StatusCode::kDataLoss) return kExitChecksumMismatch;
   return kExitRpcError;
+}
+
+std::string ToJson(const google::protobuf::Message& msg, bool pretty) {
+  google::protobuf::util::JsonPrintOptions opts;
+  opts.add_whitespace = pretty;
+  std::string out;
+  if (!google::protobuf::util::MessageToJsonString(msg, &out, opts).ok()) return "{}";
+  if (pretty && !out.empty() && out.back() == '\n') out.pop_back();
+  return out;
 }
 
 std::string FormatCliError(const absl::Status& status) {

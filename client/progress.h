@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "google/protobuf/message.h"
 #include "oft/v1/jobs.pb.h"
 
 namespace oft {
@@ -29,6 +30,8 @@ enum ExitCode : int {
 int ExitCodeForJobState(v1::Job::State state);
 // OK -> kExitOk; DATA_LOSS from a download -> kExitChecksumMismatch; other -> kExitRpcError.
 int ExitCodeForStatus(const absl::Status& status, bool is_download = false);
+// `msg` as JSON (proto3 JSON mapping); pretty = indented, without a trailing newline.
+std::string ToJson(const google::protobuf::Message& msg, bool pretty);
 // "oftctl: NOT_FOUND: job job-1 not found" (no trailing newline).
 std::string FormatCliError(const absl::Status& status);
 

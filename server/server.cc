@@ -586,6 +586,16 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
     for (std::string& w : check->warnings) w = self->redactor.Redact(w);
     return check->warnings;
   };
+  env.limits.max_adapter_weights_bytes = options.max_upload_bytes;
+  // ImportAdapter: the adapter must load onto the served base it names (serving_bases are
+  // filled below, before any RPC is served).
+  env.check_adapter = [self](const std::string& base_model, const std::string& dir) -> absl::Status {
+    for (const LoadedServingBase& b : self->serving_bases) {
+      // Errors name the file and tensor; ImportAdapter replaces its staging path.
+      if (b.served.name == base_model) return CheckAdapterLoads(b.served, dir);
+    }
+    return absl::NotFoundError(absl::StrCat("metadata.base_model: \"", base_model, "\" is not served"));
+  };
   s.store->SetEventListener([self](const std::string& job_id, int64_t) { self->events.Publish(job_id); });
 
   s.job_service = std::make_unique<JobServiceImpl>(&env);

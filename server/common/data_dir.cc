@@ -76,6 +76,15 @@ int64_t SweepTemporaryFiles(const std::string& dir) {
   namespace fs = std::filesystem;
   int64_t removed = 0;
   std::error_code ec;
+  // Adapter imports in progress (imports/.import-*): whole staging directories.
+  for (fs::directory_iterator d(fs::path(dir) / "imports", ec); !ec && d != fs::directory_iterator();
+       d.increment(ec)) {
+    if (!absl::StartsWith(d->path().filename().string(), ".import-")) continue;
+    std::error_code rm_ec;
+    const auto n = fs::remove_all(d->path(), rm_ec);
+    if (!rm_ec && n != static_cast<std::uintmax_t>(-1)) removed += static_cast<int64_t>(n);
+  }
+  ec.clear();
   fs::recursive_directory_iterator it(dir, fs::directory_options::skip_permission_denied, ec);
   for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
     std::error_code type_ec;

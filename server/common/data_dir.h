@@ -7,7 +7,8 @@
 // The descriptor is close-on-exec: worker processes the server starts do not hold the lock.
 //
 // SweepTemporaryFiles removes what a crash left half-written: partial uploads
-// (datasets/.upload-*) and atomic-write temporaries (<file>.tmp.<pid>.<n>). Call it only
+// (datasets/.upload-*), adapter imports in progress (imports/.import-*/, whole directories)
+// and atomic-write temporaries (<file>.tmp.<pid>.<n>). Call it only
 // while holding the lock, before serving.
 #ifndef OFT_SERVER_COMMON_DATA_DIR_H_
 #define OFT_SERVER_COMMON_DATA_DIR_H_
@@ -37,8 +38,8 @@ class DataDirLock {
   int fd_;
 };
 
-// Removes partial uploads and atomic-write temporaries under `dir`; returns how many files
-// it removed. Errors on single files are skipped (a file that cannot be removed stays).
+// Removes partial uploads, import staging directories and atomic-write temporaries under
+// `dir`; returns how many files (and directories) it removed. Errors on single files are skipped (a file that cannot be removed stays).
 int64_t SweepTemporaryFiles(const std::string& dir);
 
 }  // namespace oft

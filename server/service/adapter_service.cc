@@ -15,6 +15,7 @@
 #include "server/common/file_util.h"
 #include "server/common/names.h"
 #include "server/common/status_macros.h"
+#include "server/service/adapter_import.h"
 
 namespace oft {
 namespace {
@@ -171,8 +172,8 @@ class DownloadReactor final : public grpc::ServerWriteReactor<DownloadAdapterRes
   DownloadAdapterResponse out_;
 };
 
-// Adapter.files lists manifest.json too (proto: "PEFT layout plus manifest.json", the order
-// DownloadAdapter sends). The manifest cannot hold its own hash, so it is read here.
+}  // namespace
+
 absl::Status AddManifestFile(const ServiceEnv& env, const std::string& tenant,
                              const AdapterManifest& m, oft::v1::Adapter* adapter) {
   OFT_ASSIGN_OR_RETURN(std::string dir, env.adapters->VersionDir(tenant, m.name, m.version));
@@ -183,8 +184,6 @@ absl::Status AddManifestFile(const ServiceEnv& env, const std::string& tenant,
   f->set_sha256(Sha256Hex(text));
   return absl::OkStatus();
 }
-
-}  // namespace
 
 oft::v1::Adapter ManifestToProto(const AdapterManifest& m) {
   oft::v1::Adapter a;
@@ -276,6 +275,11 @@ grpc::ServerUnaryReactor* AdapterServiceImpl::DeleteAdapter(
     return env_->adapters->Delete(tenant, request->ref().name(), request->ref().version());
   });
   return reactor;
+}
+
+grpc::ServerReadReactor<oft::v1::ImportAdapterRequest>* AdapterServiceImpl::ImportAdapter(
+    grpc::CallbackServerContext* ctx, oft::v1::Adapter* response) {
+  return NewImportAdapterReactor(env_, ctx, response);
 }
 
 grpc::ServerUnaryReactor* ModelServiceImpl::ListBaseModels(

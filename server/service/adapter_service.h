@@ -24,6 +24,8 @@ class AdapterServiceImpl final : public oft::v1::AdapterService::CallbackService
   grpc::ServerUnaryReactor* DeleteAdapter(grpc::CallbackServerContext* ctx,
                                           const oft::v1::DeleteAdapterRequest* request,
                                           google::protobuf::Empty* response) override;
+  grpc::ServerReadReactor<oft::v1::ImportAdapterRequest>* ImportAdapter(
+      grpc::CallbackServerContext* ctx, oft::v1::Adapter* response) override;
 
  private:
   const ServiceEnv* env_;
@@ -41,6 +43,11 @@ class ModelServiceImpl final : public oft::v1::ModelService::CallbackService {
 };
 
 oft::v1::Adapter ManifestToProto(const AdapterManifest& manifest);
+
+// Appends manifest.json (size and sha256, read from the version directory) to adapter.files:
+// Adapter.files lists it too, and the manifest cannot hold its own hash.
+absl::Status AddManifestFile(const ServiceEnv& env, const std::string& tenant,
+                             const AdapterManifest& manifest, oft::v1::Adapter* adapter);
 
 }  // namespace oft
 

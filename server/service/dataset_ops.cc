@@ -1,6 +1,5 @@
 #include "server/service/dataset_ops.h"
 
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -8,13 +7,12 @@
 #include <filesystem>
 #include <system_error>
 
-#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "google/protobuf/util/time_util.h"
 #include "server/common/file_util.h"
 #include "server/common/status_macros.h"
 #include "server/data/dataset.h"
+#include "server/service/upload_file.h"
 
 namespace oft {
 namespace {
@@ -30,23 +28,10 @@ DatasetFormat FormatOf(RowFormat f) {
   return oft::v1::DATASET_FORMAT_UNSPECIFIED;
 }
 
-absl::Status WriteAll(int fd, absl::string_view bytes) {
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoStatus(errno, "writing the upload");
-    }
-    done += static_cast<size_t>(n);
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 std::string NewUploadTempPath(const ServiceEnv& env) {
-  return absl::StrFormat("%s/datasets/.upload-%016x", env.data_dir, absl::Uniform<uint64_t>(absl::BitGen()));
+  return NewTempUploadName(env.data_dir + "/datasets");
 }
 
 absl::StatusOr<DatasetRecord> PublishUpload(const ServiceEnv& env, ReceivedUpload& upload) {
@@ -92,22 +77,14 @@ absl::StatusOr<DatasetRecord> StoreDatasetBytes(const ServiceEnv& env, const std
   upload.tenant = tenant;
   upload.name = name;
   upload.size_bytes = static_cast<int64_t>(bytes.size());
-  upload.temp_path = NewUploadTempPath(env);
-  const int fd = open(upload.temp_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) return ErrnoStatus(errno, "creating the upload file");
-  absl::Status written = WriteAll(fd, bytes);
-  if (written.ok() && fsync(fd) != 0) written = ErrnoStatus(errno, "fsync of the upload");
-  close(fd);
-  absl::StatusOr<DatasetRecord> stored = absl::InternalError("not stored");
-  if (!written.ok()) {
-    stored = written;
-  } else {
-    Sha256 sha;
-    sha.Update(bytes.data(), bytes.size());
-    upload.sha256 = sha.HexDigest();
-    stored = PublishUpload(env, upload);
-  }
-  if (!upload.temp_path.empty()) unlink(upload.temp_path.c_str());
+  OFT_ASSIGN_OR_RETURN(std::unique_ptr<UploadFile> file,
+                       UploadFile::Create(NewUploadTempPath(env), "the upload file"));
+  OFT_RETURN_IF_ERROR(file->Append(bytes));
+  OFT_RETURN_IF_ERROR(file->Finish());
+  upload.temp_path = file->path();
+  upload.sha256 = file->sha256();
+  absl::StatusOr<DatasetRecord> stored = PublishUpload(env, upload);
+  if (upload.temp_path.empty()) file->Keep();  // moved to its final path
   return stored;
 }
 

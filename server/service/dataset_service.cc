@@ -1,9 +1,6 @@
 #include "server/service/dataset_service.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cerrno>
+#include <memory>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -11,19 +8,12 @@
 #include "server/common/names.h"
 #include "server/common/status_macros.h"
 #include "server/service/dataset_ops.h"
+#include "server/service/upload_file.h"
 
 namespace oft {
 namespace {
 
 using oft::v1::UploadDatasetRequest;
-
-bool IsLowerHex64(const std::string& s) {
-  if (s.size() != 64) return false;
-  for (char c : s) {
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
-  }
-  return true;
-}
 
 // Receives one upload into a temp file, then validates and publishes it on the executor.
 class UploadReactor final : public grpc::ServerReadReactor<UploadDatasetRequest> {
@@ -59,11 +49,7 @@ class UploadReactor final : public grpc::ServerReadReactor<UploadDatasetRequest>
     StartRead(&request_);
   }
 
-  void OnDone() override {
-    if (fd_ >= 0) close(fd_);
-    if (!temp_path_.empty()) unlink(temp_path_.c_str());
-    delete this;
-  }
+  void OnDone() override { delete this; }
 
  private:
   absl::Status Consume() {
@@ -72,7 +58,7 @@ class UploadReactor final : public grpc::ServerReadReactor<UploadDatasetRequest>
       have_header_ = true;
       header_ = request_.header();
       OFT_RETURN_IF_ERROR(ValidateName("header.name", header_.name()));
-      if (!IsLowerHex64(header_.sha256())) {
+      if (!IsSha256Hex(header_.sha256())) {
         return absl::InvalidArgumentError("header.sha256 must be 64 lowercase hex digits");
       }
       if (header_.size_bytes() <= 0) {
@@ -84,13 +70,7 @@ class UploadReactor final : public grpc::ServerReadReactor<UploadDatasetRequest>
             absl::StrCat("header.size_bytes ", header_.size_bytes(), " is over the upload limit of ",
                          env_->limits.max_upload_bytes, " bytes"));
       }
-      temp_path_ = NewUploadTempPath(*env_);
-      fd_ = open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-      if (fd_ < 0) {
-        const int err = errno;
-        temp_path_.clear();
-        return ErrnoStatus(err, "creating the upload file");
-      }
+      OFT_ASSIGN_OR_RETURN(file_, UploadFile::Create(NewUploadTempPath(*env_), "the upload file"));
       return absl::OkStatus();
     }
     if (!request_.has_chunk()) return absl::InvalidArgumentError("message without header or chunk");
@@ -98,30 +78,17 @@ class UploadReactor final : public grpc::ServerReadReactor<UploadDatasetRequest>
       return absl::InvalidArgumentError("header: the first message must carry the upload header");
     }
     const std::string& chunk = request_.chunk();
-    if (chunk.empty() || static_cast<int64_t>(chunk.size()) > env_->limits.max_chunk_bytes) {
-      return absl::InvalidArgumentError(absl::StrCat("chunk must be 1 to ", env_->limits.max_chunk_bytes,
-                                                     " bytes, got ", chunk.size()));
-    }
-    received_ += static_cast<int64_t>(chunk.size());
-    if (received_ > env_->limits.max_upload_bytes) {
+    OFT_RETURN_IF_ERROR(ValidateChunkSize(chunk, env_->limits.max_chunk_bytes));
+    const int64_t received = file_->size() + static_cast<int64_t>(chunk.size());
+    if (received > env_->limits.max_upload_bytes) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "upload is over the limit of ", env_->limits.max_upload_bytes, " bytes"));
     }
-    if (received_ > header_.size_bytes()) {
+    if (received > header_.size_bytes()) {
       return absl::InvalidArgumentError(absl::StrCat("upload is longer than header.size_bytes (",
                                                      header_.size_bytes(), ")"));
     }
-    sha_.Update(chunk.data(), chunk.size());
-    size_t done = 0;
-    while (done < chunk.size()) {
-      const ssize_t n = write(fd_, chunk.data() + done, chunk.size() - done);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return ErrnoStatus(errno, "writing the upload");
-      }
-      done += static_cast<size_t>(n);
-    }
-    return absl::OkStatus();
+    return file_->Append(chunk);
   }
 
   void Complete() {
@@ -135,28 +102,26 @@ class UploadReactor final : public grpc::ServerReadReactor<UploadDatasetRequest>
   }
 
   absl::Status Publish() {
-    if (received_ != header_.size_bytes()) {
+    if (file_->size() != header_.size_bytes()) {
       return absl::InvalidArgumentError(absl::StrCat("size mismatch: header.size_bytes is ",
-                                                     header_.size_bytes(), ", received ", received_,
+                                                     header_.size_bytes(), ", received ", file_->size(),
                                                      " bytes"));
     }
-    const std::string sha = sha_.HexDigest();
+    OFT_RETURN_IF_ERROR(file_->Finish());
+    const std::string sha = file_->sha256();
     if (sha != header_.sha256()) {
       return absl::InvalidArgumentError(absl::StrCat("sha256 mismatch: header.sha256 is ",
                                                      header_.sha256(), ", received bytes hash to ", sha));
     }
-    if (fsync(fd_) != 0) return ErrnoStatus(errno, "fsync of the upload");
-    close(fd_);
-    fd_ = -1;
     ReceivedUpload upload;
     upload.tenant = tenant_;
     upload.name = header_.name();
-    upload.temp_path = temp_path_;
+    upload.temp_path = file_->path();
     upload.sha256 = sha;
-    upload.size_bytes = received_;
+    upload.size_bytes = file_->size();
     upload.requested_format = header_.format();
     absl::StatusOr<DatasetRecord> stored = PublishUpload(*env_, upload);
-    if (upload.temp_path.empty()) temp_path_.clear();  // moved to its final path
+    if (upload.temp_path.empty()) file_->Keep();  // moved to its final path
     OFT_RETURN_IF_ERROR(stored.status());
     *response_ = DatasetToProto(*stored);
     return absl::OkStatus();
@@ -175,10 +140,7 @@ class UploadReactor final : public grpc::ServerReadReactor<UploadDatasetRequest>
   oft::v1::UploadDatasetHeader header_;
   bool have_header_ = false;
   bool finished_ = false;  // touched by one thread at a time (reads are sequential)
-  int64_t received_ = 0;
-  int fd_ = -1;
-  std::string temp_path_;
-  Sha256 sha_;
+  std::unique_ptr<UploadFile> file_;  // set by the header
 };
 
 absl::Status ValidateDatasetId(const std::string& id) {

@@ -30,7 +30,15 @@ namespace oft {
 struct ServiceLimits {
   int64_t max_upload_bytes = int64_t{256} << 20;  // largest dataset upload
   int64_t max_chunk_bytes = int64_t{1} << 20;     // largest upload/download chunk
+  int64_t max_adapter_config_bytes = int64_t{1} << 20;  // ImportAdapter: adapter_config.json
+  int64_t max_adapter_weights_bytes = int64_t{256} << 20;  // ImportAdapter: the safetensors
 };
+
+// Deep check of a PEFT adapter directory against a served base model (the adapter loads onto
+// it: targeted modules exist, shapes match, tensors finite with a floating dtype). Errors
+// INVALID_ARGUMENT / NOT_FOUND naming the file and tensor.
+using AdapterChecker =
+    std::function<absl::Status(const std::string& base_model, const std::string& adapter_dir)>;
 
 // Deep, trainer-side checks of a resolved job (block sizes per module, memory estimate).
 // Returns warnings to publish as events. Errors name the field.
@@ -60,6 +68,7 @@ struct ServiceEnv {
   // the checkpoint of a run interrupted by a shutdown).
   std::function<void(const std::string&)> queued_job_cancelled = [](const std::string&) {};
   JobChecker check_job;                                    // empty = no deep checks
+  AdapterChecker check_adapter;  // ImportAdapter; empty = the config is parsed, nothing loaded
   // FAILED_PRECONDITION when inference pins the version (an alias points at it).
   std::function<absl::Status(const std::string& tenant, const std::string& name,
                              int64_t version)>

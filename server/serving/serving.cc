@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/common/names.h"
+#include "server/artifacts/peft_format.h"
 #include "server/common/status_macros.h"
 #include "server/model/llama.h"
 #include "server/model/packed_linear.h"
@@ -220,6 +221,11 @@ absl::StatusOr<LoadedServingBase> LoadServingBase(const std::string& name, const
   out.served.config_sha256 = config_sha256;
   out.owner = std::move(owner);
   return out;
+}
+
+absl::Status CheckAdapterLoads(const ServedBaseModel& base, const std::string& dir) {
+  OFT_ASSIGN_OR_RETURN(PeftAdapterFiles files, ReadPeftAdapterFiles(dir));
+  return base.model->PrepareServingAdapter(files.config.oft, files.config.targets, files.packed).status();
 }
 
 }  // namespace oft

@@ -113,6 +113,11 @@ absl::StatusOr<LoadedServingBase> LoadServingBase(const std::string& name, const
                                                   std::optional<ChatTemplateKind> chat_template,
                                                   const std::string& config_sha256);
 
+// Whether the PEFT OFT adapter in `dir` loads onto `base` for serving: ReadPeftAdapterFiles
+// (tensor names, floating dtypes, finite values) then PrepareServingAdapter (every targeted
+// module exists, shapes match, no tensor without a module). Errors INVALID_ARGUMENT /
+// NOT_FOUND naming the file and the tensor or module. Loads nothing into the registry.
+absl::Status CheckAdapterLoads(const ServedBaseModel& base, const std::string& dir);
 
 }  // namespace oft
 

@@ -69,5 +69,15 @@ TEST_F(DataDirTest, SweepRemovesPartialUploadsAndTemporariesOnly) {
   EXPECT_EQ(SweepTemporaryFiles(dir_.string()), 0);
 }
 
+TEST_F(DataDirTest, SweepRemovesInterruptedAdapterImportsWhole) {
+  Touch(dir_ / "imports" / ".import-00000000deadbeef" / "adapter_config.json");
+  Touch(dir_ / "imports" / ".import-00000000deadbeef" / "adapter_model.safetensors");
+  Touch(dir_ / "imports" / "notes.txt");  // not a staging directory
+  EXPECT_EQ(SweepTemporaryFiles(dir_.string()), 3);  // two files and their directory
+  EXPECT_FALSE(fs::exists(dir_ / "imports" / ".import-00000000deadbeef"));
+  EXPECT_TRUE(fs::exists(dir_ / "imports" / "notes.txt"));
+  EXPECT_EQ(SweepTemporaryFiles(dir_.string()), 0);
+}
+
 }  // namespace
 }  // namespace oft
