@@ -381,6 +381,15 @@ TEST_F(ImportAdapterTest, TwoRankOftTrainAdapterServesLikeOftGenerate) {
   });
   ASSERT_TRUE(st.ok()) << st;
   EXPECT_EQ(served, expected);
+
+  // The adapter matters: the base model alone says something else.
+  req.clear_adapter_ref();
+  std::string base;
+  ASSERT_TRUE(alice_->Generate(req, [&](const v1::GenerateResponse& r) {
+                       base += r.text_delta();
+                       return true;
+                     }).ok());
+  EXPECT_NE(base, expected);
 }
 
 }  // namespace
