@@ -16,6 +16,7 @@
 #include "server/common/status_macros.h"
 #include "server/service/adapter_service.h"
 #include "server/service/upload_file.h"
+#include "server/service/upload_reactor.h"
 
 namespace oft {
 namespace {
@@ -34,33 +35,11 @@ struct IncomingFile {
   bool complete = false;
 };
 
-class ImportReactor final : public grpc::ServerReadReactor<ImportAdapterRequest> {
+class ImportReactor final : public UploadReactor<ImportAdapterRequest> {
  public:
   ImportReactor(const ServiceEnv* env, grpc::CallbackServerContext* ctx, oft::v1::Adapter* response)
-      : env_(env), ctx_(ctx), response_(response) {
-    absl::StatusOr<std::string> tenant = env_->auth->Authenticate(*ctx);
-    if (!tenant.ok()) {
-      Fail(tenant.status());
-      return;
-    }
-    tenant_ = *tenant;
-    StartRead(&request_);
-  }
-
-  void OnReadDone(bool ok) override {
-    if (finished_) return;
-    if (!ok) {  // the client closed its side (or the call broke): check and publish
-      if (!env_->executor->Schedule([this] { Complete(); })) {
-        Fail(absl::UnavailableError("server is shutting down"));
-      }
-      return;
-    }
-    absl::Status st = Consume();
-    if (!st.ok()) {
-      Fail(st);
-      return;
-    }
-    StartRead(&request_);
+      : UploadReactor(env, ctx), response_(response) {
+    Start();
   }
 
   void OnDone() override {
@@ -73,19 +52,19 @@ class ImportReactor final : public grpc::ServerReadReactor<ImportAdapterRequest>
   }
 
  private:
-  absl::Status Consume() {
-    if (request_.has_metadata()) return StartImport(request_.metadata());
+  absl::Status Consume(const ImportAdapterRequest& request) override {
+    if (request.has_metadata()) return StartImport(request.metadata());
     if (!have_metadata_) {
       return absl::InvalidArgumentError("metadata: the first message must carry the import metadata");
     }
-    if (request_.has_file_header()) return StartFile(request_.file_header());
-    if (!request_.has_chunk()) {
+    if (request.has_file_header()) return StartFile(request.file_header());
+    if (!request.has_chunk()) {
       return absl::InvalidArgumentError("message without metadata, file_header or chunk");
     }
     if (current_ == nullptr) {
       return absl::InvalidArgumentError("chunk: a file_header must precede the file's chunks");
     }
-    const std::string& chunk = request_.chunk();
+    const std::string& chunk = request.chunk();
     OFT_RETURN_IF_ERROR(ValidateChunkSize(chunk, env_->limits.max_chunk_bytes));
     if (current_->file->size() + static_cast<int64_t>(chunk.size()) > current_->header.size_bytes()) {
       return absl::InvalidArgumentError(absl::StrCat(current_->header.name(),
@@ -174,17 +153,7 @@ class ImportReactor final : public grpc::ServerReadReactor<ImportAdapterRequest>
     return absl::OkStatus();
   }
 
-  void Complete() {
-    absl::Status st = Publish();
-    if (!st.ok()) {
-      Fail(st);
-      return;
-    }
-    finished_ = true;
-    Finish(grpc::Status::OK);
-  }
-
-  absl::Status Publish() {
+  absl::Status Complete() override {
     if (ctx_->IsCancelled()) return absl::CancelledError("the import was cancelled");
     if (!have_metadata_) {
       return absl::InvalidArgumentError("metadata: the first message must carry the import metadata");
@@ -223,19 +192,8 @@ class ImportReactor final : public grpc::ServerReadReactor<ImportAdapterRequest>
     return AddManifestFile(*env_, tenant_, m, response_);
   }
 
-  void Fail(const absl::Status& st) {
-    if (finished_) return;
-    finished_ = true;
-    Finish(ToGrpcStatus(st));
-  }
-
-  const ServiceEnv* env_;
-  grpc::CallbackServerContext* ctx_;
   oft::v1::Adapter* response_;
-  std::string tenant_;
-  ImportAdapterRequest request_;
   bool have_metadata_ = false;
-  bool finished_ = false;  // touched by one thread at a time (reads are sequential)
   oft::v1::ImportAdapterMetadata metadata_;
   std::string staging_;  // "" until the metadata was accepted
   std::map<std::string, IncomingFile> files_;

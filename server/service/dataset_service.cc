@@ -9,6 +9,7 @@
 #include "server/common/status_macros.h"
 #include "server/service/dataset_ops.h"
 #include "server/service/upload_file.h"
+#include "server/service/upload_reactor.h"
 
 namespace oft {
 namespace {
@@ -16,47 +17,22 @@ namespace {
 using oft::v1::UploadDatasetRequest;
 
 // Receives one upload into a temp file, then validates and publishes it on the executor.
-class UploadReactor final : public grpc::ServerReadReactor<UploadDatasetRequest> {
+class DatasetUploadReactor final : public UploadReactor<UploadDatasetRequest> {
  public:
-  UploadReactor(const ServiceEnv* env, grpc::CallbackServerContext* ctx, oft::v1::Dataset* response)
-      : env_(env), response_(response) {
-    absl::StatusOr<std::string> tenant = env_->auth->Authenticate(*ctx);
-    if (!tenant.ok()) {
-      Fail(tenant.status());
-      return;
-    }
-    tenant_ = *tenant;
-    StartRead(&request_);
-  }
-
-  void OnReadDone(bool ok) override {
-    if (finished_) return;
-    if (!ok) {  // the client closed its side: check and publish
-      if (!have_header_) {
-        Fail(absl::InvalidArgumentError("header: the first message must carry the upload header"));
-        return;
-      }
-      if (!env_->executor->Schedule([this] { Complete(); })) {
-        Fail(absl::UnavailableError("server is shutting down"));
-      }
-      return;
-    }
-    absl::Status st = Consume();
-    if (!st.ok()) {
-      Fail(st);
-      return;
-    }
-    StartRead(&request_);
+  DatasetUploadReactor(const ServiceEnv* env, grpc::CallbackServerContext* ctx,
+                       oft::v1::Dataset* response)
+      : UploadReactor(env, ctx), response_(response) {
+    Start();
   }
 
   void OnDone() override { delete this; }
 
  private:
-  absl::Status Consume() {
-    if (request_.has_header()) {
+  absl::Status Consume(const UploadDatasetRequest& request) override {
+    if (request.has_header()) {
       if (have_header_) return absl::InvalidArgumentError("header: sent twice (only the first message carries it)");
       have_header_ = true;
-      header_ = request_.header();
+      header_ = request.header();
       OFT_RETURN_IF_ERROR(ValidateName("header.name", header_.name()));
       if (!IsSha256Hex(header_.sha256())) {
         return absl::InvalidArgumentError("header.sha256 must be 64 lowercase hex digits");
@@ -73,11 +49,11 @@ class UploadReactor final : public grpc::ServerReadReactor<UploadDatasetRequest>
       OFT_ASSIGN_OR_RETURN(file_, UploadFile::Create(NewUploadTempPath(*env_), "the upload file"));
       return absl::OkStatus();
     }
-    if (!request_.has_chunk()) return absl::InvalidArgumentError("message without header or chunk");
+    if (!request.has_chunk()) return absl::InvalidArgumentError("message without header or chunk");
     if (!have_header_) {
       return absl::InvalidArgumentError("header: the first message must carry the upload header");
     }
-    const std::string& chunk = request_.chunk();
+    const std::string& chunk = request.chunk();
     OFT_RETURN_IF_ERROR(ValidateChunkSize(chunk, env_->limits.max_chunk_bytes));
     const int64_t received = file_->size() + static_cast<int64_t>(chunk.size());
     if (received > env_->limits.max_upload_bytes) {
@@ -91,17 +67,10 @@ class UploadReactor final : public grpc::ServerReadReactor<UploadDatasetRequest>
     return file_->Append(chunk);
   }
 
-  void Complete() {
-    absl::Status st = Publish();
-    if (!st.ok()) {
-      Fail(st);
-      return;
+  absl::Status Complete() override {
+    if (!have_header_) {
+      return absl::InvalidArgumentError("header: the first message must carry the upload header");
     }
-    finished_ = true;
-    Finish(grpc::Status::OK);
-  }
-
-  absl::Status Publish() {
     if (file_->size() != header_.size_bytes()) {
       return absl::InvalidArgumentError(absl::StrCat("size mismatch: header.size_bytes is ",
                                                      header_.size_bytes(), ", received ", file_->size(),
@@ -127,19 +96,9 @@ class UploadReactor final : public grpc::ServerReadReactor<UploadDatasetRequest>
     return absl::OkStatus();
   }
 
-  void Fail(const absl::Status& st) {
-    if (finished_) return;
-    finished_ = true;
-    Finish(ToGrpcStatus(st));
-  }
-
-  const ServiceEnv* env_;
   oft::v1::Dataset* response_;
-  std::string tenant_;
-  UploadDatasetRequest request_;
   oft::v1::UploadDatasetHeader header_;
   bool have_header_ = false;
-  bool finished_ = false;  // touched by one thread at a time (reads are sequential)
   std::unique_ptr<UploadFile> file_;  // set by the header
 };
 
@@ -152,7 +111,7 @@ absl::Status ValidateDatasetId(const std::string& id) {
 
 grpc::ServerReadReactor<UploadDatasetRequest>* DatasetServiceImpl::UploadDataset(
     grpc::CallbackServerContext* ctx, oft::v1::Dataset* response) {
-  return new UploadReactor(env_, ctx, response);
+  return new DatasetUploadReactor(env_, ctx, response);
 }
 
 grpc::ServerUnaryReactor* DatasetServiceImpl::GetDataset(grpc::CallbackServerContext* ctx,

@@ -155,14 +155,45 @@ class ImportAdapterTest : public ::testing::Test {
     EXPECT_TRUE(st.ok()) << st;
     return tokens;
   }
-  // A raw ImportAdapter stream for alice (for streams the client library never sends).
-  std::unique_ptr<v1::AdapterService::Stub> RawStub() {
-    return v1::AdapterService::NewStub(
-        grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()));
+  // Importing `dir` as `name` is INVALID_ARGUMENT naming `what` (not the staging path), and
+  // leaves no version and no staging files.
+  void ExpectRefusedNaming(const std::string& dir, const std::string& name, const std::string& what) {
+    absl::Status st = alice_->ImportAdapter(dir, Meta(name)).status();
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+    EXPECT_THAT(st.message(), HasSubstr(what));
+    EXPECT_THAT(st.message(), ::testing::Not(HasSubstr(".import-")));
+    EXPECT_EQ(alice_->GetAdapter(Ref(name, 0)).status().code(), absl::StatusCode::kNotFound);
+    EXPECT_TRUE(WaitUntil(NoStagingLeft, absl::Seconds(10)));  // removed as the call ends
   }
-  static void Authorize(grpc::ClientContext& ctx) {
-    ctx.AddMetadata("authorization", absl::StrCat("Bearer ", kAliceKey));
-  }
+  // A raw ImportAdapter stream of alice's, its metadata sent (for streams the client library
+  // never sends).
+  struct RawImport {
+    explicit RawImport(const std::string& name)
+        : stub(v1::AdapterService::NewStub(
+              grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()))) {
+      ctx.AddMetadata("authorization", absl::StrCat("Bearer ", kAliceKey));
+      writer = stub->ImportAdapter(&ctx, &out);
+      v1::ImportAdapterRequest m;
+      *m.mutable_metadata() = Meta(name);
+      metadata_sent = writer->Write(m);
+    }
+    bool Header(const std::string& file, int64_t size) {
+      v1::ImportAdapterRequest m;
+      m.mutable_file_header()->set_name(file);
+      m.mutable_file_header()->set_size_bytes(size);
+      return writer->Write(m);
+    }
+    bool Chunk(const std::string& bytes) {
+      v1::ImportAdapterRequest m;
+      m.set_chunk(bytes);
+      return writer->Write(m);
+    }
+    std::unique_ptr<v1::AdapterService::Stub> stub;
+    grpc::ClientContext ctx;
+    v1::Adapter out;
+    std::unique_ptr<grpc::ClientWriter<v1::ImportAdapterRequest>> writer;
+    bool metadata_sent = false;
+  };
 
   static TempDir* dir_;
   static ServerProcess* server_;
@@ -209,11 +240,7 @@ TEST_F(ImportAdapterTest, BadConfigFieldIsNamed) {
   nlohmann::json config = nlohmann::json::parse(ReadFileOrDie(fs::path(d) / kConfig));
   config["peft_type"] = "LORA";
   WriteBytes(fs::path(d) / kConfig, config.dump(2));
-  absl::Status st = alice_->ImportAdapter(d, Meta("bad-config")).status();
-  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
-  EXPECT_THAT(st.message(), HasSubstr("peft_type"));
-  EXPECT_EQ(alice_->GetAdapter(Ref("bad-config", 0)).status().code(), absl::StatusCode::kNotFound);
-  EXPECT_TRUE(WaitUntil(NoStagingLeft, absl::Seconds(10)));  // removed as the call ends
+  ExpectRefusedNaming(d, "bad-config", "peft_type");
 }
 
 TEST_F(ImportAdapterTest, WrongTensorShapeIsNamed) {
@@ -226,12 +253,7 @@ TEST_F(ImportAdapterTest, WrongTensorShapeIsNamed) {
   ASSERT_NE(rows, cols);
   shape = {cols, rows};  // same bytes, wrong shape
   WriteBytes(fs::path(d) / kWeights, st.Serialize());
-  absl::Status s = alice_->ImportAdapter(d, Meta("bad-shape")).status();
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
-  EXPECT_THAT(s.message(), HasSubstr(ModuleOf(tensor)));
-  EXPECT_THAT(s.message(), ::testing::Not(HasSubstr(".import-")));  // no staging path
-  EXPECT_EQ(alice_->GetAdapter(Ref("bad-shape", 0)).status().code(), absl::StatusCode::kNotFound);
-  EXPECT_TRUE(WaitUntil(NoStagingLeft, absl::Seconds(10)));  // removed as the call ends
+  ExpectRefusedNaming(d, "bad-shape", ModuleOf(tensor));
 }
 
 TEST_F(ImportAdapterTest, NanTensorIsNamed) {
@@ -243,11 +265,7 @@ TEST_F(ImportAdapterTest, NanTensorIsNamed) {
   const float nan = std::nanf("");
   std::memcpy(st.data.data() + begin, &nan, sizeof(nan));
   WriteBytes(fs::path(d) / kWeights, st.Serialize());
-  absl::Status s = alice_->ImportAdapter(d, Meta("nan")).status();
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
-  EXPECT_THAT(s.message(), HasSubstr(tensor));
-  EXPECT_EQ(alice_->GetAdapter(Ref("nan", 0)).status().code(), absl::StatusCode::kNotFound);
-  EXPECT_TRUE(WaitUntil(NoStagingLeft, absl::Seconds(10)));  // removed as the call ends
+  ExpectRefusedNaming(d, "nan", tensor);
 }
 
 TEST_F(ImportAdapterTest, UnknownBaseModelIsNotFound) {
@@ -258,20 +276,10 @@ TEST_F(ImportAdapterTest, UnknownBaseModelIsNotFound) {
 }
 
 TEST_F(ImportAdapterTest, SizeLimitNamesTheFile) {
-  auto stub = RawStub();
-  grpc::ClientContext ctx;
-  Authorize(ctx);
-  v1::Adapter out;
-  auto writer = stub->ImportAdapter(&ctx, &out);
-  v1::ImportAdapterRequest m;
-  *m.mutable_metadata() = Meta("too-big");
-  writer->Write(m);
-  m.Clear();
-  m.mutable_file_header()->set_name(kConfig);
-  m.mutable_file_header()->set_size_bytes(int64_t{2} << 20);  // the config limit is 1 MiB
-  writer->Write(m);
-  writer->WritesDone();
-  grpc::Status st = writer->Finish();
+  RawImport call("too-big");
+  call.Header(kConfig, int64_t{2} << 20);  // the config limit is 1 MiB
+  call.writer->WritesDone();
+  grpc::Status st = call.writer->Finish();
   EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
   EXPECT_THAT(st.error_message(), HasSubstr(kConfig));
   EXPECT_THAT(st.error_message(), HasSubstr("limit"));
@@ -282,29 +290,17 @@ TEST_F(ImportAdapterTest, StreamCutMidwayLeavesNothing) {
   const std::string config = ReadFileOrDie(fs::path(Trained()) / kConfig);
   const std::string weights = ReadFileOrDie(fs::path(Trained()) / kWeights);
   {
-    auto stub = RawStub();
-    grpc::ClientContext ctx;
-    Authorize(ctx);
-    v1::Adapter out;
-    auto writer = stub->ImportAdapter(&ctx, &out);
-    v1::ImportAdapterRequest m;
-    *m.mutable_metadata() = Meta("cut");
-    ASSERT_TRUE(writer->Write(m));
-    for (const auto& [name, bytes] : {std::pair<std::string, std::string>{kConfig, config},
-                                      std::pair<std::string, std::string>{kWeights, weights}}) {
-      m.Clear();
-      m.mutable_file_header()->set_name(name);
-      m.mutable_file_header()->set_size_bytes(static_cast<int64_t>(bytes.size()));
-      ASSERT_TRUE(writer->Write(m));
-      m.Clear();
-      // The config whole, the weights only half.
-      m.set_chunk(name == kConfig ? bytes : bytes.substr(0, bytes.size() / 2));
-      ASSERT_TRUE(writer->Write(m));
-    }
+    RawImport call("cut");
+    ASSERT_TRUE(call.metadata_sent);
+    // The config whole, the weights only half.
+    ASSERT_TRUE(call.Header(kConfig, static_cast<int64_t>(config.size())));
+    ASSERT_TRUE(call.Chunk(config));
+    ASSERT_TRUE(call.Header(kWeights, static_cast<int64_t>(weights.size())));
+    ASSERT_TRUE(call.Chunk(weights.substr(0, weights.size() / 2)));
     // The server now holds staging files for this import.
     EXPECT_TRUE(WaitUntil([] { return !NoStagingLeft(); }, absl::Seconds(10)));
-    ctx.TryCancel();
-    EXPECT_FALSE(writer->Finish().ok());
+    call.ctx.TryCancel();
+    EXPECT_FALSE(call.writer->Finish().ok());
   }
   EXPECT_TRUE(WaitUntil(NoStagingLeft, absl::Seconds(10)));
   EXPECT_EQ(alice_->GetAdapter(Ref("cut", 0)).status().code(), absl::StatusCode::kNotFound);
