@@ -47,6 +47,10 @@ if(TARGET oft_server)
   add_test(NAME interop.reproducibility
            COMMAND "${_oft_py}" "${_oft_itest}/python/reproducibility_test.py"
                    "$<TARGET_FILE:oft_server>" "${PROJECT_SOURCE_DIR}")
+  # ImportAdapter (issue 12): an adapter made by Hugging Face PEFT imported through grpcio.
+  add_test(NAME interop.import_peft_adapter
+           COMMAND "${_oft_py}" "${_oft_itest}/python/import_peft_adapter_test.py"
+                   "$<TARGET_FILE:oft_server>" "${PROJECT_SOURCE_DIR}")
   # Server reflection v1 and v1alpha through grpcio (stubs generated from proto/grpc/reflection/v1).
   add_test(NAME interop.reflection_v1
            COMMAND "${_oft_py}" "${_oft_itest}/python/reflection_v1_test.py"
@@ -55,7 +59,7 @@ if(TARGET oft_server)
                        LABELS "integration;interop" SKIP_RETURN_CODE 77 TIMEOUT 180)
   set_tests_properties(interop.grpcio_client interop.prometheus_scrape interop.openai_client
                        interop.openai_fine_tuning interop.worker_process interop.gang_process
-                       interop.gang_fault interop.reproducibility PROPERTIES
+                       interop.gang_fault interop.reproducibility interop.import_peft_adapter PROPERTIES
                        LABELS "integration;interop" SKIP_RETURN_CODE 77 TIMEOUT 600
                        ENVIRONMENT "OMP_NUM_THREADS=1;MKL_NUM_THREADS=1")
 endif()
