@@ -14,6 +14,7 @@ and check every file's sha256 against its header and the manifest; health (no cr
 as Kubernetes probes call it) and reflection; SIGTERM -> exit 0.
 Exits non-zero with a message naming the failed step.
 """
+import contextlib
 import hashlib
 import json
 import os
@@ -150,6 +151,21 @@ def start_server(server, repo, tmp, extra_flags=("--metrics_listen=",)):
                 return proc, int(text), log_path
         time.sleep(0.1)
     raise Failure("oft_server did not write --port_file within 120 s")
+
+
+@contextlib.contextmanager
+def serving(server, repo, tmp, extra_flags=("--metrics_listen=",)):
+    """start_server, then a ready channel to it: yields (Popen, channel); the server is killed
+    on the way out unless the body stopped it."""
+    proc, port, _ = start_server(server, repo, tmp, extra_flags)
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        grpc.channel_ready_future(channel).result(timeout=30)
+        yield proc, channel
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def stop_server(proc):

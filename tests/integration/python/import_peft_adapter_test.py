@@ -66,7 +66,6 @@ def drop_first_tensor(safetensors):
 
 
 def run(server, repo, tmp):
-    step = "PEFT adapter"
     try:
         files = make_peft_adapter(repo, os.path.join(tmp, "peft"))
     except ImportError as e:
@@ -75,27 +74,21 @@ def run(server, repo, tmp):
     cfg = json.loads(files["adapter_config.json"])
     check(cfg["base_model_name_or_path"] != "default",
           f"PEFT recorded base_model_name_or_path {cfg['base_model_name_or_path']!r}")
-    step = "generate stubs"
     g.generate_stubs(repo, tmp)
     import grpc
     from oft.v1 import adapters_pb2, adapters_pb2_grpc, common_pb2
     from oft.v1 import inference_pb2, inference_pb2_grpc
 
-    proc, port, _ = g.start_server(server, repo, tmp)
-    try:
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        grpc.channel_ready_future(channel).result(timeout=30)
+    with g.serving(server, repo, tmp) as (proc, channel):
         md = [("authorization", f"Bearer {g.API_KEY}")]
         adapters = adapters_pb2_grpc.AdapterServiceStub(channel)
         inference = inference_pb2_grpc.InferenceServiceStub(channel)
 
-        step = "ImportAdapter"
         a = adapters.ImportAdapter(import_requests(adapters_pb2, "peft-made", files), timeout=120,
                                    metadata=md)
-        check(a.ref.name == "peft-made" and a.ref.version == 1, f"imported as {a.ref}")
-        check(a.base_model == "default", f"base_model {a.base_model!r}")
+        check(a.ref.name == "peft-made" and a.ref.version == 1, f"ImportAdapter: imported as {a.ref}")
+        check(a.base_model == "default", f"ImportAdapter: base_model {a.base_model!r}")
 
-        step = "DownloadAdapter"
         got, current = {}, None
         for r in adapters.DownloadAdapter(adapters_pb2.DownloadAdapterRequest(ref=a.ref),
                                           timeout=60, metadata=md):
@@ -105,9 +98,7 @@ def run(server, repo, tmp):
             else:
                 got[current] += r.chunk
         for name in FILES:
-            check(got.get(name) == files[name], f"{name} downloads other bytes than were imported")
-
-        step = "Generate"
+            check(got.get(name) == files[name], f"DownloadAdapter: {name} differs from the import")
 
         def tokens(**kw):
             req = inference_pb2.GenerateRequest(text=PROMPT, max_tokens=12, temperature=0.0, **kw)
@@ -115,29 +106,23 @@ def run(server, repo, tmp):
 
         ref = common_pb2.AdapterVersionRef(name="peft-made", version=1)
         tuned = tokens(adapter_ref=ref)
-        check(tuned and tuned == tokens(adapter_ref=ref), "greedy generation is not reproducible")
-        check(tuned != tokens(), "the PEFT adapter does not change greedy generation")
+        check(tuned and tuned == tokens(adapter_ref=ref), "Generate: greedy is not reproducible")
+        check(tuned != tokens(), "Generate: the PEFT adapter does not change greedy generation")
 
-        step = "ImportAdapter with a tensor missing"
         broken, dropped = drop_first_tensor(files["adapter_model.safetensors"])
+        module = dropped[len("base_model.model."):-len(".oft_R.weight")]
         try:
             adapters.ImportAdapter(import_requests(adapters_pb2, "peft-broken",
                                                    {**files, "adapter_model.safetensors": broken}),
                                    timeout=120, metadata=md)
-            raise Failure("an adapter without a targeted module's tensor was imported")
+            raise Failure("ImportAdapter: an adapter without a targeted module's tensor was imported")
         except grpc.RpcError as e:
-            module = dropped[len("base_model.model."):-len(".oft_R.weight")]
             check(e.code() == grpc.StatusCode.INVALID_ARGUMENT and module in e.details(),
-                  f"{e.code()}: {e.details()} (want INVALID_ARGUMENT naming {module})")
+                  f"ImportAdapter without {dropped}: {e.code()}: {e.details()} "
+                  f"(want INVALID_ARGUMENT naming {module})")
         g.stop_server(proc)
-        print("import_peft_adapter_test: OK")
-        return 0
-    except Failure as e:
-        raise Failure(f"[{step}] {e}")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    print("import_peft_adapter_test: OK")
+    return 0
 
 
 if __name__ == "__main__":
