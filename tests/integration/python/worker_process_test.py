@@ -5,6 +5,8 @@
 
 Through grpcio against a real server whose jobs train in oft_train_worker children:
   - a job trains in a child process (not the server's), publishes, and its adapter serves;
+  - a worker that hangs (SIGSTOP, so no heartbeat) is killed after --worker_heartbeat_seconds
+    and the job restarts from its checkpoint and succeeds;
   - SIGKILL of a worker mid-run: the job restarts from its checkpoint (a warning event says
     so) while a Generate stream keeps working; a second kill exhausts --worker_max_restarts=1
     and the job FAILS naming the signal;
@@ -23,8 +25,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import grpcio_client_test as g  # noqa: E402
 
 check, Failure = g.check, g.Failure
+HEARTBEAT_S = 8  # a worker silent this long is killed as hung (start-up under load stays below)
 FLAGS = ("--metrics_listen=", "--job_isolation=process", "--worker_max_restarts=1",
-         "--worker_grace_seconds=20")
+         "--worker_grace_seconds=20", f"--worker_heartbeat_seconds={HEARTBEAT_S}")
 
 
 def workers_of(pid):
@@ -147,6 +150,24 @@ def run(server, repo, tmp):
         tuned = c.generate(done.result)
         check(tuned != base, "the adapter trained in the worker changes nothing")
         wait_for(lambda: not workers_of(proc.pid), "the finished job's worker to exit", 30)
+
+        step = "a hung worker (SIGSTOP: no heartbeat) is killed and the job restarts from its checkpoint"
+        job = c.create(ds, "wk-hang", steps=10)
+        wait_for(lambda: c.get(job).progress.step >= 3, "step 3")
+        (pid,) = wait_for(lambda: workers_of(proc.pid), "the worker")
+        stopped_at = time.time()
+        os.kill(pid, signal.SIGSTOP)
+        wait_for(lambda: [p for p in workers_of(proc.pid) if p != pid], "the hung worker's replacement",
+                 HEARTBEAT_S + 30)
+        waited = time.time() - stopped_at
+        check(waited >= HEARTBEAT_S - 1.5, f"replaced after {waited:.1f} s, before the {HEARTBEAT_S} s heartbeat timeout")
+        check(pid not in workers_of(proc.pid), "the hung worker is still a child of the server")
+        check(c.generate() == base, "serving changed while a worker hung")
+        done = c.wait_state(job, ["SUCCEEDED", "FAILED", "CANCELLED"])
+        check(done.state == c.pb.Job.SUCCEEDED, f"job after the hang ended {done.state}: {done.failure}")
+        hung = [e.warning.message for e in c.events(job) if e.WhichOneof("payload") == "warning"
+                and "stopped sending heartbeats" in e.warning.message and "restarting" in e.warning.message]
+        check(len(hung) == 1, f"hang restart warnings: {hung}")
 
         step = "a killed worker restarts from its checkpoint, then fails past max_restarts"
         job = c.create(ds, "wk-kill", steps=400)
