@@ -160,7 +160,8 @@ def run(server, repo, tmp):
         wait_for(lambda: [p for p in workers_of(proc.pid) if p != pid], "the hung worker's replacement",
                  HEARTBEAT_S + 30)
         waited = time.time() - stopped_at
-        check(waited >= HEARTBEAT_S - 1.5, f"replaced after {waited:.1f} s, before the {HEARTBEAT_S} s heartbeat timeout")
+        # The last heartbeat may precede the stop by a second or two under load.
+        check(waited >= HEARTBEAT_S - 3, f"replaced after {waited:.1f} s, long before the {HEARTBEAT_S} s heartbeat timeout")
         check(pid not in workers_of(proc.pid), "the hung worker is still a child of the server")
         check(c.generate() == base, "serving changed while a worker hung")
         done = c.wait_state(job, ["SUCCEEDED", "FAILED", "CANCELLED"])
