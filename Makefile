@@ -47,6 +47,8 @@ bench: build
 	$(BUILD_DIR)/bench/oft_layer_bench --device=cpu --reps=7 --blocks=32,128,256
 	$(BUILD_DIR)/bench/model_bench --model_dir=models/default
 	$(BUILD_DIR)/bench/train_step_bench --blocks=32,128,256
+	OFT_CPU_GEMM=mkl $(BUILD_DIR)/bench/cpu_gemm_bench
+	OFT_CPU_GEMM=onednn $(BUILD_DIR)/bench/cpu_gemm_bench
 	$(BUILD_DIR)/bench/serve_bench --threads=1 --reps=3
 	$(BUILD_DIR)/bench/rpc_load --spawn=$(BUILD_DIR)/server/oft_server --seconds=20
 

@@ -6,7 +6,8 @@
 // Prints one JSON object per line per implementation:
 //   {"impl", "device", "dtype", "hidden", "intermediate", "layers", "vocab", "params",
 //    "batch", "seq", "block_size", "step_ms", "tokens_per_second", "peak_bytes", "reps",
-//    "threads", "isa", "cpu"}  ("isa": the CPU kernel path, forced with OFT_CPU_ISA)
+//    "threads", "isa", "cpu", "gemm"}  ("isa": the CPU kernel path, forced with OFT_CPU_ISA;
+//    "gemm": the frozen Linears' GEMM library, mkl|onednn, forced with OFT_CPU_GEMM)
 // step_ms is the median of `reps` timed steps; peak_bytes is the
 // step's peak tensor memory above what was live before it (bench/memory_tracker.h).
 // Repetitions are interleaved across implementations (one warm-up step each first).
@@ -43,6 +44,7 @@
 #include "bench/memory_tracker.h"
 #include "server/common/flags.h"
 #include "server/common/runtime.h"
+#include "server/model/cpu_linear.h"
 #include "server/model/llama.h"
 #include "server/oft/ops.h"
 #include "torch/optim/adamw.h"
@@ -144,7 +146,9 @@ int main(int argc, char** argv) {
   a.seq = pick(a.seq, 256, 1024, cuda);
   const at::ScalarType dt = a.dtype == "bf16" ? at::kBFloat16 : at::kFloat;
   if (!oft::bench::InitCpuIsa("train_step_bench")) return 2;
-  const std::string machine = oft::bench::IsaCpuJsonFields();
+  // "gemm": the library the frozen fp32 CPU Linears use (server/model/cpu_linear.h).
+  const std::string machine = oft::bench::IsaCpuJsonFields() + ",\"gemm\":\"" +
+                              (a.device == "cuda" ? "cublas" : oft::CpuGemmName(oft::ActiveCpuGemm())) + "\"";
   oft::ConfigureCpuRuntime(a.threads);
   if (!cuda) oft::bench::InstallCpuMemoryTracker();
   const c10::Device dev(cuda ? c10::kCUDA : c10::kCPU, cuda ? 0 : -1);
@@ -204,7 +208,7 @@ int main(int argc, char** argv) {
 
   const auto ids = at::randint(0, mc.vocab_size, {a.batch, a.seq + 1},
                                at::TensorOptions().dtype(at::kLong).device(dev));
-  const auto inputs = ids.narrow(1, 0, a.seq), labels = ids.narrow(1, 1, a.seq).reshape({-1});
+  const auto inputs = ids.narrow(1, 0, a.seq), labels = ids.narrow(1, 1, a.seq);
 
   struct Row {
     std::string impl;
@@ -240,8 +244,8 @@ int main(int argc, char** argv) {
     model.set_oft_compute(impl == "weight_centric" ? oft::OftCompute::kWeightCentric
                                                    : oft::OftCompute::kInputCentric);
     first_norm.requires_grad_(frozen);
-    auto logits = model.Forward(inputs);
-    auto loss = at::cross_entropy_loss(logits.reshape({-1, mc.vocab_size}).to(at::kFloat), labels);
+    // The trainer's loss (SumMaskedLoss): the head and the cross-entropy fused, no logits.
+    auto loss = model.CausalLmLoss(inputs, labels) / static_cast<double>(labels.numel());
     loss.backward();
     if (frozen) {
       first_norm.mutable_grad() = at::Tensor();

@@ -1,4 +1,5 @@
 #include "server/model/decoder_ops.h"
+#include "server/model/rms_norm_cpu.h"
 
 #include <cmath>
 #include <limits>
@@ -9,6 +10,7 @@
 namespace oft {
 
 at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& w, double eps, NormKind kind) {
+  if (FusedRmsNormApplies(x, w)) return FusedRmsNorm(x, w, eps, kind);  // one pass each way
   auto xf = x.to(at::kFloat);
   auto normed = xf * at::rsqrt(xf.pow(2).mean({-1}, /*keepdim=*/true) + eps);
   if (kind == NormKind::kOnePlusWeight) return (normed * (1.0 + w.to(at::kFloat))).to(x.scalar_type());

@@ -11,77 +11,13 @@
 #include "server/common/torch_boundary.h"
 #include "server/model/checkpoint.h"
 #include "server/model/decoder_ops.h"
+#include "server/model/linear_cross_entropy.h"
 #include "server/model/host_upload.h"
 #include "server/model/kv_pool.h"
 #include "server/model/safetensors_torch.h"
 #include "server/oft/ops.h"
 
 namespace oft {
-
-// ---------------------------------------------------------------------------------------
-// AdaptedLinear
-
-AdaptedLinear::AdaptedLinear(std::string name, at::Tensor weight, at::Tensor bias)
-    : name_(std::move(name)), weight_(std::move(weight)), bias_(std::move(bias)) {}
-
-AdaptedLinear::AdaptedLinear(std::string name, std::unique_ptr<Nf4Linear> quantized)
-    : name_(std::move(name)), nf4_(std::move(quantized)) {}
-
-at::Tensor AdaptedLinear::DenseWeight(at::ScalarType dtype) const {
-  return nf4_ ? nf4_->DequantizedWeight(dtype) : weight_.to(dtype);
-}
-
-int64_t AdaptedLinear::BaseWeightBytes() const {
-  if (nf4_) return nf4_->BaseWeightBytes();
-  int64_t n = weight_.numel() * static_cast<int64_t>(weight_.element_size());
-  if (bias_.defined()) n += bias_.numel() * static_cast<int64_t>(bias_.element_size());
-  return n;
-}
-
-at::Tensor AdaptedLinear::Forward(const at::Tensor& x, const std::vector<std::string>& active,
-                                  OftCompute compute) const {
-  if (compute == OftCompute::kWeightCentric) {
-    // W' = W (R_a R_b ...)^T = W R_last^T ... R_first^T, then one GEMM.
-    std::vector<OftRotation*> on;
-    for (const auto& [adapter, rotation] : rotations_) {
-      for (const auto& a : active) {
-        if (a == adapter) on.push_back(rotation.get());
-      }
-    }
-    if (!on.empty()) {
-      at::Tensor w = DenseWeight(x.scalar_type());
-      for (auto it = on.rbegin(); it != on.rend(); ++it) {
-        w = at::matmul(w, (*it)->Dense().to(x.scalar_type()).t());
-      }
-      const at::Tensor& b = bias();
-      return at::linear(x, w, b.defined() ? std::optional<at::Tensor>(b) : std::nullopt);
-    }
-  }
-  at::Tensor h = x;
-  for (const auto& [adapter, rotation] : rotations_) {
-    bool on = false;
-    for (const auto& a : active) on |= (a == adapter);
-    if (on) h = BlockRotate(h, rotation->Blocks());
-  }
-  if (nf4_) return nf4_->Forward(h);
-  if (packed_ && packed_->Handles(h)) return packed_->Forward(h);
-  return at::linear(h, weight_, bias_.defined() ? std::optional<at::Tensor>(bias_) : std::nullopt);
-}
-
-void AdaptedLinear::Attach(const std::string& adapter, std::shared_ptr<OftRotation> rotation) {
-  rotations_.emplace_back(adapter, std::move(rotation));
-}
-
-void AdaptedLinear::Detach(const std::string& adapter) {
-  std::erase_if(rotations_, [&](const auto& p) { return p.first == adapter; });
-}
-
-OftRotation* AdaptedLinear::Rotation(const std::string& adapter) const {
-  for (const auto& [a, r] : rotations_) {
-    if (a == adapter) return r.get();
-  }
-  return nullptr;
-}
 
 // ---------------------------------------------------------------------------------------
 // RoPE
@@ -279,7 +215,9 @@ at::Tensor LlamaModel::Project(const AdaptedLinear& lin, int64_t linear_index,
                                const at::Tensor& x, const RowState& rows,
                                const at::Tensor& tokens_per_row) const {
   static const std::vector<std::string> kNone;
-  if (rows.adapters == nullptr) return lin.Forward(x, rows.active ? *rows.active : kNone, oft_compute_);
+  if (rows.adapters == nullptr) {
+    return lin.Forward(x, rows.active ? *rows.active : kNone, oft_compute_, rows.loss_pass);
+  }
   const auto& groups = rows.adapters->per_linear_[linear_index];
   if (groups.empty()) return lin.Forward(x, kNone, oft_compute_);
   const int64_t d = x.size(-1);
@@ -562,6 +500,41 @@ at::Tensor LlamaModel::Layers(at::Tensor h, const RopeTables& rope, const LayerM
 // Forward (training and evaluation: the active adapters)
 
 at::Tensor LlamaModel::Forward(const at::Tensor& ids, const ForwardOptions& opts) const {
+  RowState rows;
+  rows.active = &active_;
+  return Head(FinalHidden(ids, opts), rows);
+}
+
+at::Tensor LlamaModel::CausalLmLoss(const at::Tensor& ids, const at::Tensor& targets,
+                                    const ForwardOptions& opts, int64_t ignore_index) const {
+  TORCH_CHECK(!opts.logits_for_last_only && opts.cache == nullptr,
+              "CausalLmLoss: a training pass (no cache, every position)");
+  TORCH_CHECK(targets.sizes() == ids.sizes(), "CausalLmLoss: targets must be ", ids.sizes(),
+              ", got ", targets.sizes());
+  const at::Tensor h = FinalHidden(ids, opts, /*loss_pass=*/true);
+  const at::Tensor flat_targets = targets.reshape({-1}).to(h.device()).to(at::kLong);
+  const ModelFamily& fam = config_.family;
+  if (!lm_head_->quantized() && oft_compute_ == OftCompute::kInputCentric) {
+    // The head's own active rotations (PEFT may target lm_head) are applied first; the GEMM,
+    // the divisor, the soft-cap and the loss run fused (linear_cross_entropy.h).
+    const at::Tensor x = lm_head_->RotateInput(h, active_);
+    LinearCrossEntropyOptions o;
+    o.ignore_index = ignore_index;
+    o.divisor = fam.logits_divisor;
+    o.softcap = fam.final_logit_softcap;
+    return LinearCrossEntropy(x.reshape({-1, x.size(-1)}), lm_head_->weight(), lm_head_->bias(),
+                              flat_targets, o);
+  }
+  RowState rows;
+  rows.active = &active_;
+  rows.loss_pass = true;
+  const at::Tensor logits = Head(h, rows);
+  return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(at::kFloat), flat_targets,
+                                {}, at::Reduction::Sum, ignore_index);
+}
+
+at::Tensor LlamaModel::FinalHidden(const at::Tensor& ids, const ForwardOptions& opts,
+                                   bool loss_pass) const {
   TORCH_CHECK(ids.dim() == 2, "ids must be [batch, tokens], got ", ids.sizes());
   TORCH_CHECK(opts.cache == nullptr || opts.cache->pool == nullptr,
               "ForwardOptions.cache is in a KvPool; pooled caches are for ServingBatch.caches only");
@@ -626,10 +599,11 @@ at::Tensor LlamaModel::Forward(const at::Tensor& ids, const ForwardOptions& opts
 
   RowState rows;
   rows.active = &active_;
+  rows.loss_pass = loss_pass;
   h = Layers(h, rope, masks, opts.cache, rows, opts.layer_runner);
   if (opts.cache) opts.cache->length = total;
   if (opts.logits_for_last_only) h = h.narrow(1, T - 1, 1);
-  return Head(h, rows);
+  return h;
 }
 
 // ---------------------------------------------------------------------------------------

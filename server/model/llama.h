@@ -64,8 +64,13 @@ class AdaptedLinear {
   AdaptedLinear(std::string name, std::unique_ptr<Nf4Linear> quantized);
 
   // y = base(R_a(...R_b(x))) for the active adapters (in attachment order), or base(x).
+  // `loss_pass`: a pass of LlamaModel::CausalLmLoss (training and evaluation loss), where a
+  // frozen fp32 CPU base GEMM may run in the training GEMM library (cpu_linear.h); inference
+  // passes keep at::linear / the packed weight.
   at::Tensor Forward(const at::Tensor& x, const std::vector<std::string>& active,
-                     OftCompute compute = OftCompute::kInputCentric) const;
+                     OftCompute compute = OftCompute::kInputCentric, bool loss_pass = false) const;
+  // R_a(...R_b(x)) for the active adapters, input-centric: Forward's input to the base GEMM.
+  at::Tensor RotateInput(const at::Tensor& x, const std::vector<std::string>& active) const;
 
   const std::string& name() const { return name_; }
   int64_t in_features() const { return nf4_ ? nf4_->in_features() : weight_.size(1); }
@@ -160,6 +165,13 @@ class LlamaModel {
   // read back (no host synchronisation): their callers (the trainer, the serving engine)
   // check them on the host first.
   at::Tensor Forward(const at::Tensor& ids, const ForwardOptions& options = {}) const;
+  // The training loss: the SUM over positions with targets != ignore_index of
+  // cross_entropy(Forward(ids, options)[b, t] in fp32, targets[b, t]), without building the
+  // [B, T, vocab] logits (LinearCrossEntropy; gradients flow to the adapters as through
+  // Forward). targets: [B, T] integer, ids' shape. Weight-centric compute and an NF4 head take
+  // the logits path. Throws c10::Error with a cache, logits_for_last_only, or a bad target.
+  at::Tensor CausalLmLoss(const at::Tensor& ids, const at::Tensor& targets,
+                          const ForwardOptions& options = {}, int64_t ignore_index = -100) const;
   // Serving: one pass over the rows of `batch`, each with its own cache, positions and
   // adapter (ServingBatch); the active adapters are not applied. ids is [rows, T], or
   // [1, sum(batch.lengths)] when packed. Returns logits [rows, T, vocab] ([1, sum, vocab]
@@ -245,6 +257,7 @@ class LlamaModel {
   // the per-row members: adapters, caches and masks of each row.
   struct RowState {
     const std::vector<std::string>* active = nullptr;  // null: no attached adapter applied
+    bool loss_pass = false;  // CausalLmLoss's pass (AdaptedLinear::Forward's loss_pass)
     const AdapterBatch* adapters = nullptr;             // per-row rotations, or null
     const std::vector<KvCache*>* caches = nullptr;      // one per row, or null
     // Per row, for full [0] and sliding-window [1] layers: an additive mask, or undefined =
@@ -289,6 +302,10 @@ class LlamaModel {
                        const RowState& rows) const;
   // One layer's gated MLP.
   at::Tensor Mlp(const Layer& layer, int64_t index, const at::Tensor& x, const RowState& rows) const;
+  // Forward up to the head: the final norm'd hidden states [B, T, H] ([B, 1, H] with
+  // logits_for_last_only), updating the cache as Forward does.
+  at::Tensor FinalHidden(const at::Tensor& ids, const ForwardOptions& options,
+                         bool loss_pass = false) const;
   // Final norm'd hidden states -> logits (lm_head, logits scaling and soft-cap).
   at::Tensor Head(const at::Tensor& h, const RowState& rows,
                   const at::Tensor& tokens_per_row = {}) const;

@@ -105,6 +105,20 @@ std::string CpuModelName() {
   return "unknown";
 }
 
+std::string CpuVendor() {
+#ifdef OFT_X86
+  unsigned int regs[4] = {};
+  if (__get_cpuid(0, &regs[0], &regs[1], &regs[2], &regs[3])) {
+    char vendor[13] = {};
+    std::memcpy(vendor, &regs[1], 4);      // EBX
+    std::memcpy(vendor + 4, &regs[3], 4);  // EDX
+    std::memcpy(vendor + 8, &regs[2], 4);  // ECX
+    return vendor;
+  }
+#endif
+  return "unknown";
+}
+
 namespace internal {
 
 absl::StatusOr<Isa> ResolveIsa(const char* env_value, const std::vector<Isa>& supported,

@@ -40,6 +40,9 @@ std::vector<Isa> SupportedIsas();
 // CPU does not report one.
 std::string CpuModelName();
 
+// The CPUID vendor string ("GenuineIntel", "AuthenticAMD", ...), "unknown" off x86.
+std::string CpuVendor();
+
 // The path OFT_CPU_ISA asks for, or DetectedIsa() when it is unset or empty.
 //   INVALID_ARGUMENT:    the value is not avx512, avx2 or generic (the message quotes it).
 //   FAILED_PRECONDITION: this CPU cannot run the forced path (the message names the path,

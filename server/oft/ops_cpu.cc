@@ -1,6 +1,7 @@
 #include "server/oft/ops_cpu.h"
 
 #include <algorithm>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -59,7 +60,9 @@ bool UseRotateKernel(at::ScalarType acc, int64_t b) {
 // The kernel wants X_i and G_i with rows b floats apart: shared rotations view x as
 // [n * r, b] as it is; per-block ones copy each block's columns in chunks of kGramChunk
 // tokens into per-thread buffers (rows d floats apart -- a power of two -- would map to few
-// cache sets and thrash them on every pass). When there are fewer output blocks than
+// cache sets and thrash them on every pass), except at the block size where the path's
+// kernel measured faster reading them in place (Kernels::gram_direct_block). Both orders
+// add the tokens in the same sequence, so the results are identical. When there are fewer output blocks than
 // threads, tokens are split too and the partial sums added in a fixed order.
 constexpr int64_t kGramChunk = 256;
 
@@ -87,14 +90,15 @@ at::Tensor BlockGramParallel(const at::Tensor& x, const at::Tensor& g, int64_t b
         k.gram(xp + t0 * b, gp + t0 * b, t1 - t0, b, b, dst, false);
         continue;
       }
+      if (b == k.gram_direct_block) {  // in place, rows d floats apart
+        k.gram(xp + t0 * d + blk * b, gp + t0 * d + blk * b, t1 - t0, d, b, dst, false);
+        continue;
+      }
       for (int64_t c = t0; c < t1; c += kGramChunk) {
         const int64_t len = std::min(kGramChunk, t1 - c);
-        for (int64_t t = 0; t < len; ++t) {  // (a loop, not memcpy: rows are short)
-          const float* xs = xp + (c + t) * d + blk * b;
-          const float* gs = gp + (c + t) * d + blk * b;
-          float* xd = px.data() + t * b;
-          float* gd = pg.data() + t * b;
-          for (int64_t j = 0; j < b; ++j) xd[j] = xs[j], gd[j] = gs[j];
+        for (int64_t t = 0; t < len; ++t) {  // memcpy: the C library's widest vector copy
+          std::memcpy(px.data() + t * b, xp + (c + t) * d + blk * b, sizeof(float) * b);
+          std::memcpy(pg.data() + t * b, gp + (c + t) * d + blk * b, sizeof(float) * b);
         }
         k.gram(px.data(), pg.data(), len, b, b, dst, /*accumulate=*/c > t0);
       }
@@ -183,7 +187,14 @@ void HornerBlock(const T* q, const std::vector<double>& c, int64_t n, size_t low
   for (int64_t i = 0; i < n; ++i) top[i * n + i] = static_cast<T>(c[m]);
   for (size_t k = m; k-- > lowest;) {
     T* hk = h.data() + (k - lowest) * nn;
-    SmallMatMul(q, hk + nn, hk, n);
+    if (k + 1 == m) {
+      // Q H_m = c_m Q: the product with a scaled identity, without the n^3 multiply (the
+      // same values: every other term of each sum is a zero).
+      const T cm = static_cast<T>(c[m]);
+      for (size_t e = 0; e < nn; ++e) hk[e] = q[e] * cm;
+    } else {
+      SmallMatMul(q, hk + nn, hk, n);
+    }
     for (int64_t i = 0; i < n; ++i) hk[i * n + i] += static_cast<T>(c[k]);
   }
 }
@@ -218,6 +229,11 @@ void BuildRotationBlocksBackward(const T* grad, const T* packed, int64_t rows, i
         if (k > 0) {  // G_k = -Q G_{k-1}
           SmallMatMul(q.data(), gk.data(), next.data(), n);
           for (int64_t e = 0; e < nn; ++e) gk[e] = -next[e];
+        }
+        if (k + 1 == m) {  // H_m = c_m I: G_k H_m^T = c_m G_k (no multiply)
+          const T cm = static_cast<T>(c[m]);
+          for (int64_t e = 0; e < nn; ++e) gq[e] += gk[e] * cm;
+          continue;
         }
         const T* hk1 = h.data() + k * nn;  // H_{k+1}
         for (int64_t i = 0; i < n; ++i) {

@@ -37,6 +37,9 @@ struct Kernels {
   int64_t gram_rows;   // rows of dR in one register tile of gram
   int64_t tile_rows;   // tokens per register tile of rotate (work-split granularity)
   Isa isa;
+  // Per-block dR reads the strided rows of x and g in place (ld = d) when b equals this;
+  // otherwise each block's columns are packed first (0: always pack). Measured per path.
+  int64_t gram_direct_block;
 };
 
 // The kernels of `isa`; the generic set when this build has no kernels for it (non-x86).

@@ -198,18 +198,22 @@ void Gram(const float* x, const float* g, int64_t n, int64_t ld, int64_t b, floa
 
 #if defined(OFT_TILES_AVX512)
 const Kernels& Avx512Kernels() {
+  // gram_direct_block 32: one 2 x 16-float column tile spans the block, and reading the rows
+  // in place beat packing them at d = 256, 1024 and 4096 (docs/benchmarks.md).
   static const Kernels k{&RotateRows, &Gram, kW, kGramRows, kRotRows,
-                         static_cast<Isa>(2)};  // Isa::kAvx512 (cpu_isa.h is not included here)
+                         static_cast<Isa>(2), /*gram_direct_block=*/32};  // Isa::kAvx512
   return k;
 }
 #elif defined(OFT_TILES_AVX2)
 const Kernels& Avx2Kernels() {
-  static const Kernels k{&RotateRows, &Gram, kW, kGramRows, kRotRows, static_cast<Isa>(1)};
+  static const Kernels k{&RotateRows, &Gram, kW, kGramRows, kRotRows, static_cast<Isa>(1),
+                         /*gram_direct_block=*/0};
   return k;
 }
 #else
 const Kernels& GenericKernels() {
-  static const Kernels k{&RotateRows, &Gram, kW, kGramRows, kRotRows, static_cast<Isa>(0)};
+  static const Kernels k{&RotateRows, &Gram, kW, kGramRows, kRotRows, static_cast<Isa>(0),
+                         /*gram_direct_block=*/0};
   return k;
 }
 #endif

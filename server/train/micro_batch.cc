@@ -46,13 +46,16 @@ at::Tensor SumMaskedLoss(const LlamaModel& model, const MicroBatch& m, const For
   ForwardOptions fo = base;
   fo.position_ids = m.position_ids;
   fo.document_ids = m.document_ids;
-  at::Tensor logits = model.Forward(m.ids, fo);  // [B, T, V]
-  const int64_t T = m.ids.size(1), V = logits.size(-1);
-  at::Tensor flat_logits = logits.narrow(1, 0, T - 1).reshape({-1, V}).to(at::kFloat);
-  at::Tensor targets = m.ids.narrow(1, 1, T - 1)
-                           .masked_fill(m.loss_mask.narrow(1, 1, T - 1).logical_not(), kIgnoreIndex)
-                           .reshape({-1});
-  return at::cross_entropy_loss(flat_logits, targets, {}, at::Reduction::Sum, kIgnoreIndex);
+  // Position t predicts token t + 1 where that token is trained; the last position predicts
+  // nothing. The loss never builds the [B, T, V] logits (LlamaModel::CausalLmLoss).
+  const int64_t T = m.ids.size(1);
+  at::Tensor targets = at::full_like(m.ids, kIgnoreIndex);
+  if (T > 1) {
+    targets.narrow(1, 0, T - 1)
+        .copy_(m.ids.narrow(1, 1, T - 1)
+                   .masked_fill(m.loss_mask.narrow(1, 1, T - 1).logical_not(), kIgnoreIndex));
+  }
+  return model.CausalLmLoss(m.ids, targets, fo, kIgnoreIndex);
 }
 
 }  // namespace oft

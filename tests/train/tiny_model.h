@@ -119,6 +119,20 @@ inline std::unique_ptr<LlamaModel> MakeTinyModel(uint64_t seed = 7) {
   return m.ok() ? std::move(*m) : nullptr;
 }
 
+// The tiny model with one random (init_weights = false) all-linear adapter "a" of block size
+// `block`, active; null on any error.
+inline std::unique_ptr<LlamaModel> MakeTinyModelWithAdapter(int64_t block = 8, uint64_t seed = 7) {
+  auto model = MakeTinyModel(seed);
+  if (model == nullptr) return nullptr;
+  OftConfig c;
+  c.oft_block_size = block;
+  c.init_weights = false;
+  TargetSpec t;
+  t.target_modules = {"all-linear"};
+  if (!model->AddAdapter("a", c, t).ok() || !model->SetActiveAdapters({"a"}).ok()) return nullptr;
+  return model;
+}
+
 inline std::unique_ptr<Tokenizer> MakeByteTokenizer() {
   auto t = Tokenizer::FromJson(ByteTokenizerJson());
   return t.ok() ? std::move(*t) : nullptr;

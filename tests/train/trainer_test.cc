@@ -25,6 +25,7 @@ namespace {
 namespace fs = std::filesystem;
 using testing::MakeByteTokenizer;
 using testing::MakeTinyModel;
+using testing::MakeTinyModelWithAdapter;
 using testing::RepetitiveRows;
 
 std::string FreshDir(const std::string& name) {
@@ -529,14 +530,8 @@ TEST(ModelForTrainingTest, DocumentIdsIsolatePackedDocuments) {
 }
 
 TEST(ModelForTrainingTest, WeightCentricMatchesInputCentric) {
-  auto model = MakeTinyModel();
-  OftConfig c;
-  c.oft_block_size = 8;
-  c.init_weights = false;
-  TargetSpec t;
-  t.target_modules = {"all-linear"};
-  ASSERT_TRUE(model->AddAdapter("a", c, t).ok());
-  ASSERT_TRUE(model->SetActiveAdapters({"a"}).ok());
+  auto model = MakeTinyModelWithAdapter();
+  ASSERT_NE(model, nullptr);
   auto ids = at::tensor(std::vector<int64_t>{1, 50, 99, 200, 3}).view({1, 5});
   auto ic = model->Forward(ids);
   model->set_oft_compute(OftCompute::kWeightCentric);
