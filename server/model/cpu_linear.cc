@@ -41,24 +41,24 @@ at::Tensor Gemm(const at::Tensor& a, const at::Tensor& w, const at::Tensor& b) {
   return at::linear(a, w, b.defined() ? std::optional<at::Tensor>(b) : std::nullopt);
 }
 
+// x [..., K] times w^T (w [N, K]) plus b, over every leading dimension: [..., N].
+at::Tensor LinearNd(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  std::vector<int64_t> out(x.sizes().begin(), x.sizes().end());
+  out.back() = w.size(0);
+  return Gemm(x.contiguous().view({-1, x.size(-1)}), w, b).view(out);
+}
+
 class CpuLinearFunction : public torch::autograd::Function<CpuLinearFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
                             const at::Tensor& b) {
     ctx->saved_data["w"] = w;  // frozen: no version check needed
-    const int64_t k = x.size(-1);
-    std::vector<int64_t> out(x.sizes().begin(), x.sizes().end());
-    out.back() = w.size(0);
-    return Gemm(x.contiguous().view({-1, k}), w, b.numel() > 0 ? b : at::Tensor()).view(out);
+    return LinearNd(x, w, b.numel() > 0 ? b : at::Tensor());
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const at::Tensor w = ctx->saved_data["w"].toTensor();
-    const at::Tensor& dy = grad_outputs[0];
-    std::vector<int64_t> in(dy.sizes().begin(), dy.sizes().end());
-    in.back() = w.size(1);
-    const at::Tensor dx = Gemm(dy.contiguous().view({-1, w.size(0)}), w.t(), at::Tensor()).view(in);
-    return {dx, at::Tensor(), at::Tensor()};
+    return {LinearNd(grad_outputs[0], w.t(), at::Tensor()), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -93,10 +93,7 @@ at::Tensor CpuLinear(const at::Tensor& x, const at::Tensor& w, const at::Tensor&
   // An empty bias stands for none (autograd's Function cannot take an undefined input).
   const at::Tensor bias = b.defined() ? b : at::empty({0}, w.options());
   if (at::GradMode::is_enabled() && x.requires_grad()) return CpuLinearFunction::apply(x, w, bias);
-  const int64_t k = x.size(-1);
-  std::vector<int64_t> out(x.sizes().begin(), x.sizes().end());
-  out.back() = w.size(0);
-  return Gemm(x.contiguous().view({-1, k}), w, b).view(out);
+  return LinearNd(x, w, b);
 }
 
 at::Tensor CpuGemmNT(const at::Tensor& a, const at::Tensor& w) { return Gemm(a.contiguous(), w, at::Tensor()); }
