@@ -4,16 +4,25 @@
 // the reference implementation). This is how ops_cpu.cc's choice between its register tiles
 // and MKL was measured (docs/benchmarks.md).
 //
+// "backward" is both gradients of one call (what training runs: the input gradient and the
+// rotation gradient, fused into one pass over the tokens where ops_cpu.cc can).
+// "rotate_x3" and "backward_x3" are one input and three rotations (q/k/v) through
+// BlockRotateMany's kernels: compare them with 3 x "rotate" and 3 x "backward" (which omits
+// the two additions of the input gradients that autograd adds to separate rotations).
+//
 // Prints one JSON line per (kernel, impl, block size):
-//   {"bench":"oft_kernel","kernel":"rotate"|"input_grad"|"rotation_grad"|"build"|
+//   {"bench":"oft_kernel","kernel":"rotate"|"input_grad"|"rotation_grad"|"backward"|
+//    "rotate_x3"|"backward_x3"|"build"|
 //    "build_backward","impl":"tiles"|"mkl","isa","cpu","d","tokens","block_size","rows",
-//    "ms","gflops","reps","threads"}
+//    "ms","gflops","reps","threads","caches":"warm"|"cold"}
 // ms is the median of --reps timed calls after one warm-up; repetitions are interleaved
-// across paths and implementations. gflops counts 2 flops per multiply-add of the product
+// across paths and implementations. With --cold=1 every timed call starts with the caches
+// holding none of its operands: a 256 MiB buffer is written and read first (not timed), as in
+// a training step, where a Linear's backward finds its saved input long evicted. gflops counts 2 flops per multiply-add of the product
 // (the build: of its Horner products).
 //
 // Usage: oft_kernel_bench [--d=4096] [--tokens=2048] [--blocks=16,32,64,128,256]
-//                         [--shared=0|1] [--reps=7] [--threads=N] [--terms=5]
+//                         [--shared=0|1] [--reps=7] [--threads=N] [--terms=5] [--cold=0|1]
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -48,14 +57,14 @@ struct Case {
 int main(int argc, char** argv) {
   if (oft::AnswerHelp(argc, argv,
       "usage: oft_kernel_bench [--d=N] [--tokens=N] [--blocks=32,128,256] [--shared=N]\n"
-      "                        [--terms=N] [--reps=N] [--threads=N]\n"
+      "                        [--terms=N] [--reps=N] [--threads=N] [--cold=0|1]\n"
       "The fp32 block-rotation kernels and the Cayley-Neumann build on every ISA path of this\n"
       "CPU against MKL through ATen; JSON lines on stdout.\n")) {
     return 0;
   }
   int64_t d = 4096, tokens = 2048, terms = 5;
   std::vector<int64_t> blocks = {16, 32, 64, 128, 256};
-  bool shared = false;
+  bool shared = false, cold = false;
   int reps = 7, threads = 0;
   for (int i = 1; i < argc; ++i) {
     const char* v;
@@ -66,6 +75,7 @@ int main(int argc, char** argv) {
     else if (oft::ParseFlag(argv[i], "--reps", &v)) reps = std::max(1, std::atoi(v));
     else if (oft::ParseFlag(argv[i], "--threads", &v)) threads = std::atoi(v);
     else if (oft::ParseFlag(argv[i], "--terms", &v)) terms = std::atoll(v);
+    else if (oft::ParseFlag(argv[i], "--cold", &v)) cold = std::atoi(v) != 0;
     else {
       std::fprintf(stderr, "oft_kernel_bench: unknown argument %s\n", argv[i]);
       return 2;
@@ -96,6 +106,16 @@ int main(int argc, char** argv) {
                        [=] { oft::cpu::BlockRotateBackward(g, x, rot, true, false); }});
       cases.push_back({"rotation_grad", "tiles", isa, b, prod,
                        [=] { oft::cpu::BlockRotateBackward(g, x, rot, false, true); }});
+      cases.push_back({"backward", "tiles", isa, b, 2 * prod,
+                       [=] { oft::cpu::BlockRotateBackward(g, x, rot, true, true); }});
+      if (!shared && oft::cpu::BlockRotateManyApplies(x, {rot})) {
+        const std::vector<at::Tensor> rots{rot, rot * 0.5, rot * 0.25}, gs{g, g * 0.5, g * 0.25};
+        cases.push_back({"rotate_x3", "tiles", isa, b, 3 * prod,
+                         [=] { oft::cpu::BlockRotateManyForward(x, rots); }});
+        cases.push_back({"backward_x3", "tiles", isa, b, 6 * prod, [=] {
+                           oft::cpu::BlockRotateManyBackward(gs, x, rots, true, {true, true, true});
+                         }});
+      }
       cases.push_back({"build", "tiles", isa, b, build,
                        [=] { oft::cpu::BuildRotationForward(packed, b, terms, true); }});
       cases.push_back({"build_backward", "tiles", isa, b, 3 * build, [=] {
@@ -108,11 +128,21 @@ int main(int argc, char** argv) {
                      [=] { oft::reference::BlockRotateBackward(g, x, rot, true, false); }});
     cases.push_back({"rotation_grad", "mkl", native, b, prod,
                      [=] { oft::reference::BlockRotateBackward(g, x, rot, false, true); }});
+    cases.push_back({"backward", "mkl", native, b, 2 * prod,
+                     [=] { oft::reference::BlockRotateBackward(g, x, rot, true, true); }});
   }
+  // Larger than any L3 this runs on; written and summed so no level keeps x, g or R.
+  std::vector<float> evict(cold ? (size_t{256} << 20) / sizeof(float) : 0);
+  volatile float sink = 0;
   const oft::cpu::Isa original = oft::cpu::ActiveIsa();
   for (int r = -1; r < reps; ++r) {  // r = -1: warm-up
     for (auto& c : cases) {
       (void)oft::cpu::SetIsaForTesting(c.isa);
+      if (cold) {
+        float sum = 0;
+        for (size_t e = 0; e < evict.size(); e += 16) sum += (evict[e] += 1.0f);
+        sink = sink + sum;
+      }
       const double t0 = oft::bench::NowMs();
       c.run();
       if (r >= 0) c.times.push_back(oft::bench::NowMs() - t0);
@@ -124,10 +154,10 @@ int main(int argc, char** argv) {
     std::printf(
         "{\"bench\":\"oft_kernel\",\"kernel\":\"%s\",\"impl\":\"%s\",\"isa\":\"%s\",\"cpu\":\"%s\","
         "\"d\":%lld,\"tokens\":%lld,\"block_size\":%lld,\"rows\":%lld,\"ms\":%.3f,\"gflops\":%.1f,"
-        "\"reps\":%d,\"threads\":%d}\n",
+        "\"reps\":%d,\"threads\":%d,\"caches\":\"%s\"}\n",
         c.kernel.c_str(), c.impl.c_str(), oft::cpu::IsaName(c.isa), cpu.c_str(), (long long)d,
         (long long)tokens, (long long)c.b, (long long)(shared ? 1 : d / c.b), ms,
-        c.flops / ms / 1e6, reps, at::get_num_threads());
+        c.flops / ms / 1e6, reps, at::get_num_threads(), cold ? "cold" : "warm");
   }
   return 0;
 }

@@ -48,11 +48,47 @@ at::Tensor AdaptedLinear::Forward(const at::Tensor& x, const std::vector<std::st
       return at::linear(x, w, b.defined() ? std::optional<at::Tensor>(b) : std::nullopt);
     }
   }
-  const at::Tensor h = RotateInput(x, active);
+  return Base(RotateInput(x, active), loss_pass);
+}
+
+at::Tensor AdaptedLinear::Base(const at::Tensor& h, bool loss_pass) const {
   if (nf4_) return nf4_->Forward(h);
   if (packed_ && packed_->Handles(h)) return packed_->Forward(h);
   if (loss_pass && CpuLinearApplies(h, weight_, bias_)) return CpuLinear(h, weight_, bias_);
   return at::linear(h, weight_, bias_.defined() ? std::optional<at::Tensor>(bias_) : std::nullopt);
+}
+
+std::vector<at::Tensor> AdaptedLinear::ForwardSiblings(
+    const std::vector<const AdaptedLinear*>& linears, const at::Tensor& x,
+    const std::vector<std::string>& active, OftCompute compute, bool loss_pass) {
+  std::vector<OftRotation*> on;  // the one active rotation of each Linear
+  if (compute == OftCompute::kInputCentric) {
+    for (const AdaptedLinear* lin : linears) {
+      OftRotation* only = nullptr;
+      int count = 0;
+      for (const auto& [adapter, rotation] : lin->rotations_) {
+        for (const auto& a : active) {
+          if (a == adapter) only = rotation.get(), ++count;
+        }
+      }
+      if (count != 1) break;
+      on.push_back(only);
+    }
+  }
+  std::vector<at::Tensor> out;
+  out.reserve(linears.size());
+  if (on.size() != linears.size()) {
+    for (const AdaptedLinear* lin : linears) out.push_back(lin->Forward(x, active, compute, loss_pass));
+    return out;
+  }
+  // Blocks() in the Linears' order: module dropout draws from the generator as the
+  // separate Forwards would.
+  std::vector<at::Tensor> blocks;
+  blocks.reserve(on.size());
+  for (OftRotation* rotation : on) blocks.push_back(rotation->Blocks());
+  const std::vector<at::Tensor> rotated = BlockRotateMany(x, blocks);
+  for (size_t j = 0; j < linears.size(); ++j) out.push_back(linears[j]->Base(rotated[j], loss_pass));
+  return out;
 }
 
 at::Tensor AdaptedLinear::RotateInput(const at::Tensor& x, const std::vector<std::string>& active) const {

@@ -233,6 +233,25 @@ at::Tensor LlamaModel::Project(const AdaptedLinear& lin, int64_t linear_index,
   return lin.Forward(x2.view(x.sizes()), kNone, oft_compute_);
 }
 
+std::vector<at::Tensor> LlamaModel::ProjectSiblings(const Layer& layer, int64_t index,
+                                                    const std::vector<int>& slots,
+                                                    const at::Tensor& x,
+                                                    const RowState& rows) const {
+  std::vector<at::Tensor> out;
+  if (rows.adapters != nullptr) {  // serving: per-row adapters, one Project each
+    for (int slot : slots) {
+      out.push_back(Project(*layer.linears[slot], slots_.per_layer * index + slot, x, rows,
+                            rows.tokens_per_row));
+    }
+    return out;
+  }
+  static const std::vector<std::string> kNone;
+  std::vector<const AdaptedLinear*> linears;
+  for (int slot : slots) linears.push_back(layer.linears[slot].get());
+  return AdaptedLinear::ForwardSiblings(linears, x, rows.active ? *rows.active : kNone,
+                                        oft_compute_, rows.loss_pass);
+}
+
 at::Tensor LlamaModel::Norm(const at::Tensor& x, const at::Tensor& w) const {
   return RmsNorm(x, w, config_.rms_norm_eps, config_.family.norm);
 }
@@ -256,9 +275,10 @@ at::Tensor LlamaModel::Attention(const Layer& layer, int64_t index, const at::Te
     k = qkv.narrow(-1, nh * hd, nkv * hd);
     v = qkv.narrow(-1, (nh + nkv) * hd, nkv * hd);
   } else {
-    q = proj(slots_.q, h);
-    k = proj(slots_.k, h);
-    v = proj(slots_.v, h);
+    auto qkv = ProjectSiblings(layer, index, {slots_.q, slots_.k, slots_.v}, h, rows);
+    q = qkv[0];
+    k = qkv[1];
+    v = qkv[2];
   }
   if (fam.qk_norm == QkNorm::kFullProjection) {
     q = Norm(q, layer.q_norm);
@@ -350,8 +370,9 @@ at::Tensor LlamaModel::Mlp(const Layer& layer, int64_t index, const at::Tensor& 
     gate = gu.narrow(-1, 0, I);
     up = gu.narrow(-1, I, I);
   } else {
-    gate = proj(slots_.gate, x);
-    up = proj(slots_.up, x);
+    auto gu = ProjectSiblings(layer, index, {slots_.gate, slots_.up}, x, rows);
+    gate = gu[0];
+    up = gu[1];
   }
   return proj(slots_.down, GatedActivation(gate, up, config_.family.activation));
 }

@@ -71,6 +71,14 @@ class AdaptedLinear {
                      OftCompute compute = OftCompute::kInputCentric, bool loss_pass = false) const;
   // R_a(...R_b(x)) for the active adapters, input-centric: Forward's input to the base GEMM.
   at::Tensor RotateInput(const at::Tensor& x, const std::vector<std::string>& active) const;
+  // Forward of several Linears that read the same x (q/k/v, gate/up): out[j] equals
+  // linears[j]->Forward(x, ...) in value. When compute is input-centric and each Linear has
+  // exactly one active rotation, the rotations run as one oft::BlockRotateMany (x read
+  // once; backward sums x's gradient in the same pass); otherwise each Forward runs.
+  static std::vector<at::Tensor> ForwardSiblings(const std::vector<const AdaptedLinear*>& linears,
+                                                 const at::Tensor& x,
+                                                 const std::vector<std::string>& active,
+                                                 OftCompute compute, bool loss_pass);
 
   const std::string& name() const { return name_; }
   int64_t in_features() const { return nf4_ ? nf4_->in_features() : weight_.size(1); }
@@ -95,6 +103,9 @@ class AdaptedLinear {
   OftRotation* Rotation(const std::string& adapter) const;  // nullptr when absent
 
  private:
+  // The base Linear of Forward on an already rotated input.
+  at::Tensor Base(const at::Tensor& h, bool loss_pass) const;
+
   std::string name_;
   at::Tensor weight_;  // [out, in], frozen; undefined when quantized
   at::Tensor bias_;    // [out] or undefined
@@ -314,6 +325,12 @@ class LlamaModel {
   // Row i owns tokens_per_row[i] consecutive tokens of x (undefined: an equal share each).
   at::Tensor Project(const AdaptedLinear& lin, int64_t linear_index, const at::Tensor& x,
                      const RowState& rows, const at::Tensor& tokens_per_row = {}) const;
+  // Project for the Linears of `slots` in layer `index` that read the same x (q/k/v,
+  // gate/up): AdaptedLinear::ForwardSiblings in training and plain passes, one Project each
+  // for serving batches.
+  std::vector<at::Tensor> ProjectSiblings(const Layer& layer, int64_t index,
+                                          const std::vector<int>& slots, const at::Tensor& x,
+                                          const RowState& rows) const;
   std::vector<AdaptedLinear*> AllLinears() const;
 
   ModelConfig config_;

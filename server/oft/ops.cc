@@ -160,6 +160,32 @@ class BlockRotateFunction : public torch::autograd::Function<BlockRotateFunction
   }
 };
 
+// BlockRotateMany on the CPU kernels: saves x and the rotations, and returns x's gradient
+// summed over the outputs (ops_cpu.h). Gradients of unused outputs stay undefined.
+class BlockRotateManyFunction : public torch::autograd::Function<BlockRotateManyFunction> {
+ public:
+  static tensor_list forward(AutogradContext* ctx, const at::Tensor& x, at::TensorList rotations) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    ctx->set_materialize_grads(false);
+    tensor_list saved{x};
+    saved.insert(saved.end(), rotations.begin(), rotations.end());
+    ctx->save_for_backward(saved);
+    return cpu::BlockRotateManyForward(x, rotations);
+  }
+
+  static tensor_list backward(AutogradContext* ctx, tensor_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const std::vector<at::Tensor> rotations(saved.begin() + 1, saved.end());
+    std::vector<bool> need(rotations.size());
+    for (size_t j = 0; j < rotations.size(); ++j) need[j] = ctx->needs_input_grad(1 + j);
+    auto [gx, gr] = cpu::BlockRotateManyBackward(grad_outputs, saved[0], rotations,
+                                                 ctx->needs_input_grad(0), need);
+    tensor_list out{gx};
+    out.insert(out.end(), gr.begin(), gr.end());
+    return out;
+  }
+};
+
 at::Tensor BuildRotationAutograd(const at::Tensor& packed, int64_t block_size, int64_t num_terms,
                                  bool use_cayley_neumann) {
   return BuildRotationFunction::apply(packed, block_size, num_terms, use_cayley_neumann);
@@ -178,6 +204,19 @@ at::Tensor BuildRotation(const at::Tensor& packed, int64_t block_size, int64_t n
 
 at::Tensor BlockRotate(const at::Tensor& x, const at::Tensor& rotation) {
   return BlockRotateOp().call(x, rotation);
+}
+
+std::vector<at::Tensor> BlockRotateMany(const at::Tensor& x, at::TensorList rotations) {
+  const c10::Device dev = x.device();
+  if (cpu::BlockRotateManyApplies(x, rotations) &&
+      KernelPathFor(KernelId::kBlockRotate, dev) == KernelPath::kOptimized &&
+      KernelPathFor(KernelId::kBlockRotateBackward, dev) == KernelPath::kOptimized) {
+    return BlockRotateManyFunction::apply(x, rotations);
+  }
+  std::vector<at::Tensor> ys;
+  ys.reserve(rotations.size());
+  for (const at::Tensor& r : rotations) ys.push_back(BlockRotate(x, r));
+  return ys;
 }
 
 at::Tensor GatheredBlockRotate(const at::Tensor& x, const at::Tensor& rotations,

@@ -8,6 +8,7 @@
 #define OFT_SERVER_OFT_OPS_H_
 
 #include <cstdint>
+#include <vector>
 
 #include "ATen/core/Tensor.h"
 
@@ -28,6 +29,14 @@ at::Tensor BuildRotation(const at::Tensor& packed, int64_t block_size, int64_t n
 //   returns [..., d] in x's dtype; accumulation is in fp32 (fp64 for fp64 inputs).
 at::Tensor BlockRotate(const at::Tensor& x, const at::Tensor& rotation);
 
+// One input rotated by several rotations: y_j = BlockRotate(x, rotations[j]), for the
+// Linears that read the same activations (q/k/v, gate/up). Differentiable. On the CPU's fp32
+// kernels (ops_cpu.h: BlockRotateManyApplies) it reads x once forward, and backward returns
+// x's gradient already summed over j from one pass over the tokens. The forward values
+// equal separate BlockRotate calls bit for bit; x's gradient is the same sum in a fixed
+// order (g_0 R_0^T + g_1 R_1^T + ...). Elsewhere (CUDA, bf16, shared rotations, fewer
+// blocks than threads, a kernel on the composite path) it is m BlockRotate calls.
+std::vector<at::Tensor> BlockRotateMany(const at::Tensor& x, at::TensorList rotations);
 // Per-row block rotation for serving many adapters in one batch (forward only, no autograd):
 //   y[n] = BlockRotate(x[n], rotations[index[n]])   when index[n] >= 0
 //   y[n] = x[n]                                     when index[n] == -1

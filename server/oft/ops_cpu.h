@@ -6,6 +6,7 @@
 #define OFT_SERVER_OFT_OPS_CPU_H_
 
 #include <tuple>
+#include <vector>
 
 #include "ATen/core/Tensor.h"
 
@@ -32,6 +33,20 @@ std::tuple<at::Tensor, at::Tensor> BlockRotateBackward(const at::Tensor& grad, c
 at::Tensor GatheredBlockRotateForward(const at::Tensor& x, const at::Tensor& rotations,
                                       const at::Tensor& index);
 inline constexpr int64_t kGatheredBlasRun = 64;
+
+// One input rotated by several rotations in one pass over the tokens (ops_cpu_many.cc; the
+// op behind oft::BlockRotateMany, and BlockRotateBackward's fused path when both gradients
+// are wanted). Applies to fp32 CPU x with per-block fp32 rotations of one block size
+// (b >= the path's narrowest) and at least as many blocks as threads; the functions check
+// it and throw otherwise.
+bool BlockRotateManyApplies(const at::Tensor& x, at::TensorList rotations);
+// y_j = BlockRotateForward(x, rotations[j]), bit for bit.
+std::vector<at::Tensor> BlockRotateManyForward(const at::Tensor& x, at::TensorList rotations);
+// The input gradient sum_j grads[j] R_j^T (undefined unless need_x; undefined grads[j]
+// count as zero) and dR_j = X^T G_j (undefined unless need_rotation[j]).
+std::tuple<at::Tensor, std::vector<at::Tensor>> BlockRotateManyBackward(
+    at::TensorList grads, const at::Tensor& x, at::TensorList rotations, bool need_x,
+    const std::vector<bool>& need_rotation);
 
 }  // namespace oft::cpu
 

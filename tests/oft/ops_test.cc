@@ -2,11 +2,13 @@
 // of §1.5, and finite differences in fp64.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <vector>
 
 #include "server/oft/ops.h"
 #include "server/oft/ops_cpu.h"
@@ -204,6 +206,50 @@ TEST(OftOps, BlockRotateGradientsMatchFiniteDifferences) {
     auto nr = NumericGrad([&](const torch::Tensor& v) { return BlockRotate(x, v); }, r.clone(), w);
     EXPECT_LT(MaxAbs(grads[0], nx), 1e-8) << "rows=" << rows;
     EXPECT_LT(MaxAbs(grads[1], nr), 1e-8) << "rows=" << rows;
+  }
+}
+
+// BlockRotateMany through autograd (the CPU fp32 fused op, and the fallback of separate
+// rotations for fp64): every output, x's summed gradient and each rotation's gradient equal
+// those of separate BlockRotate calls, with one output left out of the loss.
+TEST(OftOps, BlockRotateManyMatchesSeparateRotationsThroughAutograd) {
+  for (auto dt : {torch::kFloat32, torch::kFloat64}) {
+    torch::manual_seed(11);
+    const int64_t b = 32, r = std::max<int64_t>(4, at::get_num_threads()), d = r * b;
+    auto x = torch::randn({2, 77, d}, dt);
+    std::vector<torch::Tensor> rots, ws;
+    for (int j = 0; j < 3; ++j) {
+      rots.push_back(BuildRotation(RandomPacked(r, b, 0.3, 20 + j), b, 5, true).to(dt));
+      ws.push_back(torch::randn({2, 77, d}, dt));
+    }
+    auto run = [&](bool many) {
+      auto xg = x.clone().requires_grad_(true);
+      std::vector<torch::Tensor> rg;
+      for (const auto& rot : rots) rg.push_back(rot.clone().requires_grad_(true));
+      std::vector<torch::Tensor> ys;
+      if (many) {
+        ys = BlockRotateMany(xg, rg);
+      } else {
+        for (const auto& rot : rg) ys.push_back(BlockRotate(xg, rot));
+      }
+      auto loss = (ys[0] * ws[0]).sum() + (ys[2] * ws[2]).sum();  // ys[1] unused
+      std::vector<torch::Tensor> inputs{xg};
+      inputs.insert(inputs.end(), rg.begin(), rg.end());
+      auto grads = torch::autograd::grad({loss}, inputs, {}, std::nullopt, false,
+                                         /*allow_unused=*/true);
+      grads.insert(grads.begin(), ys.begin(), ys.end());
+      return grads;  // y0 y1 y2 gx gr0 gr1 gr2
+    };
+    auto fused = run(true), separate = run(false);
+    const double tol = dt == torch::kFloat32 ? 1e-4 : 1e-12;
+    for (int e = 0; e < 3; ++e) EXPECT_TRUE(torch::equal(fused[e], separate[e])) << e;
+    EXPECT_LT(MaxAbs(fused[3], separate[3]), tol) << c10::toString(dt);
+    EXPECT_LT(MaxAbs(fused[4], separate[4]), tol * 10) << c10::toString(dt);
+    EXPECT_LT(MaxAbs(fused[6], separate[6]), tol * 10) << c10::toString(dt);
+    // The unused output's rotation: zero (fused) or no gradient at all (separate).
+    if (fused[5].defined()) {
+      EXPECT_EQ(fused[5].abs().max().item<double>(), 0.0);
+    }
   }
 }
 
