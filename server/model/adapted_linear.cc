@@ -1,4 +1,5 @@
 // AdaptedLinear (declared in llama.h): a frozen Linear plus the OFT rotations attached to it.
+#include <algorithm>
 #include <memory>
 #include <optional>
 #include <string>
@@ -64,15 +65,9 @@ std::vector<at::Tensor> AdaptedLinear::ForwardSiblings(
   std::vector<OftRotation*> on;  // the one active rotation of each Linear
   if (compute == OftCompute::kInputCentric) {
     for (const AdaptedLinear* lin : linears) {
-      OftRotation* only = nullptr;
-      int count = 0;
-      for (const auto& [adapter, rotation] : lin->rotations_) {
-        for (const auto& a : active) {
-          if (a == adapter) only = rotation.get(), ++count;
-        }
-      }
-      if (count != 1) break;
-      on.push_back(only);
+      const std::vector<OftRotation*> mine = lin->ActiveRotations(active);
+      if (mine.size() != 1) break;
+      on.push_back(mine[0]);
     }
   }
   std::vector<at::Tensor> out;
@@ -91,13 +86,20 @@ std::vector<at::Tensor> AdaptedLinear::ForwardSiblings(
   return out;
 }
 
+std::vector<OftRotation*> AdaptedLinear::ActiveRotations(
+    const std::vector<std::string>& active) const {
+  std::vector<OftRotation*> on;
+  for (const auto& [adapter, rotation] : rotations_) {
+    if (std::find(active.begin(), active.end(), adapter) != active.end()) {
+      on.push_back(rotation.get());
+    }
+  }
+  return on;
+}
+
 at::Tensor AdaptedLinear::RotateInput(const at::Tensor& x, const std::vector<std::string>& active) const {
   at::Tensor h = x;
-  for (const auto& [adapter, rotation] : rotations_) {
-    bool on = false;
-    for (const auto& a : active) on |= (a == adapter);
-    if (on) h = BlockRotate(h, rotation->Blocks());
-  }
+  for (OftRotation* rotation : ActiveRotations(active)) h = BlockRotate(h, rotation->Blocks());
   return h;
 }
 

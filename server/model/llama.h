@@ -105,6 +105,8 @@ class AdaptedLinear {
  private:
   // The base Linear of Forward on an already rotated input.
   at::Tensor Base(const at::Tensor& h, bool loss_pass) const;
+  // The rotations of the adapters named in `active`, in attachment order.
+  std::vector<OftRotation*> ActiveRotations(const std::vector<std::string>& active) const;
 
   std::string name_;
   at::Tensor weight_;  // [out, in], frozen; undefined when quantized

@@ -157,7 +157,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> BlockRotateManyBackward(
       }
     }
   });
-  if (gx.defined()) gx = gx.view(x.sizes()).to(x.scalar_type());
+  if (gx.defined()) gx = gx.view(x.sizes());  // x is fp32 (BlockRotateManyApplies)
   return {gx, gr};
 }
 
