@@ -6,7 +6,9 @@
 // ("isa": the CPU kernel path, OFT_CPU_ISA=avx512|avx2|generic forces one; "cpu": the model)
 // fwd_bwd_ms is the median of `reps` timed forward+backward steps (after warm-up);
 // extra_peak_bytes is the step's peak tensor memory minus the base_only step's peak.
-// Then one {"summary": ...} line per (device, dtype, tokens) with the ratios.
+// The three are timed round-robin (base, input-centric, weight-centric, base, ...), so a slow
+// phase of a shared machine hits all alike. Then one {"summary": ...} line per (device,
+// dtype, tokens) with the ratios: medians of the per-round side-by-side ratios.
 //
 // Usage: oft_layer_bench [--device=cpu|cuda] [--dtype=fp32|bf16|fp16] [--tokens=512,2048]
 //                        [--d=4096] [--blocks=32[,128,256]] [--reps=5] [--threads=N]
@@ -18,6 +20,7 @@
 #include <cstring>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "ATen/ATen.h"
@@ -51,23 +54,16 @@ struct Result {
   int64_t peak_bytes;  // above the pre-step baseline
 };
 
+// One timed step: its time and its peak memory above the pre-step baseline.
 template <typename Step>
-Result Measure(const c10::Device& dev, int reps, Step step) {
-  step();  // warm-up (allocator caches, kernel selection)
+std::pair<double, int64_t> TimeOnce(const c10::Device& dev, Step& step) {
   oft::bench::SyncDevice(dev);
-  std::vector<double> times;
-  int64_t peak = 0;
-  for (int i = 0; i < reps; ++i) {
-    oft::bench::SyncDevice(dev);
-    const int64_t base = oft::bench::CurrentBytes(dev);
-    oft::bench::ResetPeak(dev);
-    const double t0 = oft::bench::NowMs();
-    step();
-    oft::bench::SyncDevice(dev);
-    times.push_back(oft::bench::NowMs() - t0);
-    peak = std::max(peak, oft::bench::PeakBytes(dev) - base);
-  }
-  return {oft::bench::Median(times), peak};
+  const int64_t base = oft::bench::CurrentBytes(dev);
+  oft::bench::ResetPeak(dev);
+  const double t0 = oft::bench::NowMs();
+  step();
+  oft::bench::SyncDevice(dev);
+  return {oft::bench::NowMs() - t0, oft::bench::PeakBytes(dev) - base};
 }
 
 const char* DtypeName(at::ScalarType t) {
@@ -145,15 +141,30 @@ int main(int argc, char** argv) {
           {"input_centric", [&](const at::Tensor& v) { return l.Forward(v); }},
           {"weight_centric", [&](const at::Tensor& v) { return l.ForwardWeightCentric(v); }},
       };
-      Result results[3];
-      for (int k = 0; k < 3; ++k) {
-        const auto& impl = impls[k];
-        results[k] = Measure(dev, a.reps, [&] {
+      // Round-robin: every round times each implementation once, after one warm-up each
+      // (allocator caches, kernel selection).
+      std::vector<std::function<void()>> steps;
+      for (const Impl& impl : impls) {
+        steps.push_back([&] {
           x.mutable_grad() = at::Tensor();
           l.oft_r().mutable_grad() = at::Tensor();
           auto y = impl.fwd(x);
           y.backward(gy);
         });
+      }
+      for (auto& step : steps) step();
+      std::vector<double> times[3];
+      Result results[3] = {};
+      for (int r = 0; r < a.reps; ++r) {
+        for (int k = 0; k < 3; ++k) {
+          auto [ms, peak] = TimeOnce(dev, steps[k]);
+          times[k].push_back(ms);
+          results[k].peak_bytes = std::max(results[k].peak_bytes, peak);
+        }
+      }
+      for (int k = 0; k < 3; ++k) {
+        const auto& impl = impls[k];
+        results[k].median_ms = oft::bench::Median(times[k]);
         std::printf(
             "{\"impl\":\"%s\",\"device\":\"%s\",\"dtype\":\"%s\",\"d_in\":%lld,\"d_out\":%lld,"
             "\"block_size\":%lld,\"tokens\":%lld,\"fwd_bwd_ms\":%.3f,\"extra_peak_bytes\":%lld,"
@@ -164,15 +175,21 @@ int main(int argc, char** argv) {
             (long long)results[k].peak_bytes, a.reps, at::get_num_threads(), machine.c_str());
         std::fflush(stdout);
       }
+      auto ratio = [&](int num, int den) {
+        std::vector<double> v;
+        for (int r = 0; r < a.reps; ++r) v.push_back(times[num][r] / times[den][r]);
+        return oft::bench::Median(v);
+      };
       const double ic_extra = static_cast<double>(results[1].peak_bytes - results[0].peak_bytes);
       const double wc_extra = static_cast<double>(results[2].peak_bytes - results[0].peak_bytes);
       std::printf(
           "{\"summary\":true,\"device\":\"%s\",\"dtype\":\"%s\",\"block_size\":%lld,\"tokens\":%lld,"
           "\"weight_centric_over_input_centric_time\":%.2f,"
           "\"input_centric_over_base_time\":%.3f,"
-          "\"input_centric_over_weight_centric_extra_bytes\":%.4f,%s}\n",
-          a.device.c_str(), DtypeName(dt), (long long)block, (long long)t, results[2].median_ms / results[1].median_ms,
-          results[1].median_ms / results[0].median_ms, wc_extra > 0 ? ic_extra / wc_extra : 0.0, machine.c_str());
+          "\"input_centric_over_weight_centric_extra_bytes\":%.4f,"
+          "\"stat\":\"median of %d side-by-side ratios\",%s}\n",
+          a.device.c_str(), DtypeName(dt), (long long)block, (long long)t, ratio(2, 1), ratio(1, 0),
+          wc_extra > 0 ? ic_extra / wc_extra : 0.0, a.reps, machine.c_str());
       std::fflush(stdout);
     }
   }

@@ -6,11 +6,14 @@
 //
 // Usage: serve_bench [--model_dir=models/default] [--device=cpu] [--requests=8]
 //                    [--tokens=64] [--threads=0] [--block=32] [--reps=3] [--swaps=10]
-//                    [--compare_unpacked]
+//                    [--compare_unpacked] [--compare_fp32_rotations]
 //   --threads=0 (default): the engine picks its thread count per Forward (decode_threads.h)
 //     up to all hardware threads; N > 0: always N.
 //   --compare_unpacked: also runs base and mixed on a second copy of the model without the
 //     packed decode weights (at::linear), interleaved with the others.
+//   --compare_fp32_rotations: also runs one adapter and mixed with the adapters served as fp32
+//     R (ServedRotations::kFp32) instead of the compact fp16 R - I, on the same model through
+//     a second registry and engine, interleaved with the others.
 // The model is loaded as the server loads it (LoadServingBase: packed decode weights on the
 // CPU). Repetitions are interleaved across the scenarios (base, one, mixed, base, ...) so that
 // a slow phase of a shared machine hits every scenario alike; each row reports the median.
@@ -221,7 +224,7 @@ int main(int argc, char** argv) {
   if (oft::AnswerHelp(argc, argv,
       "usage: serve_bench [--model_dir=models/default] [--device=cpu] [--requests=8]\n"
       "                   [--tokens=64] [--threads=0] [--block=32] [--reps=3] [--swaps=10]\n"
-      "                   [--compare_unpacked]\n"
+      "                   [--compare_unpacked] [--compare_fp32_rotations]\n"
       "Generation tokens/s and time to first token (base, one adapter, 8 adapters mixed; medians\n"
       "of --reps side-by-side repetitions), cold and warm adapter load, alias swap -> first token\n"
       "under load. --threads=0: the engine picks threads per forward. JSON lines on stdout.\n"
@@ -231,7 +234,7 @@ int main(int argc, char** argv) {
   std::string model_dir = "models/default", device = "cpu", v;
   int64_t requests = 8, tokens = 64, block = 32;
   int threads = 0, reps = 3, swaps = 10;
-  bool compare_unpacked = false;
+  bool compare_unpacked = false, compare_fp32 = false;
   for (int i = 1; i < argc; ++i) {
     if (oft::ParseFlag(argv[i], "--model_dir", &v)) model_dir = v;
     else if (oft::ParseFlag(argv[i], "--device", &v)) device = v;
@@ -242,6 +245,7 @@ int main(int argc, char** argv) {
     else if (oft::ParseFlag(argv[i], "--reps", &v)) reps = std::max(1, std::stoi(v));
     else if (oft::ParseFlag(argv[i], "--swaps", &v)) swaps = std::max(1, std::stoi(v));
     else if (std::string(argv[i]) == "--compare_unpacked") compare_unpacked = true;
+    else if (std::string(argv[i]) == "--compare_fp32_rotations") compare_fp32 = true;
     else {
       std::fprintf(stderr, "unknown argument %s\n", argv[i]);
       return 2;
@@ -356,6 +360,25 @@ int main(int argc, char** argv) {
       unpacked_handles.push_back(*h);
     }
   }
+  // The same model with its adapters served as fp32 R (--compare_fp32_rotations).
+  std::unique_ptr<oft::Engine> fp32_engine;
+  std::unique_ptr<oft::AdapterRegistry> fp32_registry;
+  std::vector<oft::AdapterHandle> fp32_handles;
+  if (compare_fp32) {
+    eo.model = model;
+    auto e = oft::Engine::Create(eo);
+    oft::AdapterRegistryOptions fro = ro;
+    fro.served_rotations = oft::ServedRotations::kFp32;
+    auto r = oft::AdapterRegistry::Create(fro);
+    if (!e.ok() || !r.ok()) return 1;
+    fp32_engine = std::move(*e);
+    fp32_registry = std::move(*r);
+    for (int i = 0; i < 8; ++i) {
+      auto h = fp32_registry->Load("bench", "a" + std::to_string(i), 1);
+      if (!h.ok()) return 1;
+      fp32_handles.push_back(*h);
+    }
+  }
   const std::vector<int32_t> prompt = (*tok)->Encode("The quick brown fox jumps over the lazy dog.", true);
   struct Scenario {
     const char* name;
@@ -372,6 +395,13 @@ int main(int argc, char** argv) {
                          std::vector<oft::AdapterHandle>(requests, nullptr)});
     scenarios.push_back({"mixed_8_adapters_unpacked", unpacked_engine.get(), {}});
     for (int64_t i = 0; i < requests; ++i) scenarios.back().adapters.push_back(unpacked_handles[i % 8]);
+  }
+  const size_t fp32_first = scenarios.size();
+  if (compare_fp32) {
+    scenarios.push_back({"one_adapter_fp32_rotations", fp32_engine.get(),
+                         std::vector<oft::AdapterHandle>(requests, fp32_handles[0])});
+    scenarios.push_back({"mixed_8_adapters_fp32_rotations", fp32_engine.get(), {}});
+    for (int64_t i = 0; i < requests; ++i) scenarios.back().adapters.push_back(fp32_handles[i % 8]);
   }
   for (auto& s : scenarios) RunBatch(*s.engine, prompt, s.adapters, 8);  // warm-up
   std::vector<std::vector<Result>> runs(scenarios.size());
@@ -409,6 +439,15 @@ int main(int argc, char** argv) {
                 "\"mixed_8_adapters\":%.3f,\"stat\":\"median of %d side-by-side ratios\"}\n",
                 env.c_str(), threads_field.c_str(), ratio_to(0, 3), ratio_to(2, 4), reps);
     unpacked_engine->Stop();
+  }
+  if (compare_fp32) {
+    std::printf("{\"bench\":\"serve_compact_vs_fp32_rotations\",%s,\"threads\":%s,"
+                "\"one_adapter\":%.3f,\"mixed_8_adapters\":%.3f,\"adapter_bytes_compact\":%lld,"
+                "\"adapter_bytes_fp32\":%lld,\"stat\":\"median of %d side-by-side ratios\"}\n",
+                env.c_str(), threads_field.c_str(), ratio_to(1, fp32_first),
+                ratio_to(2, fp32_first + 1), static_cast<long long>(handles[0]->memory_bytes),
+                static_cast<long long>(fp32_handles[0]->memory_bytes), reps);
+    fp32_engine->Stop();
   }
 
   // Alias swap under load (see MeasureSwapUnderLoad): 8 streams with mixed adapters, on an

@@ -8,6 +8,7 @@
 //              [--max_upload_bytes=N] [--max_message_bytes=N] [--max_active_jobs_per_tenant=N]
 //              [--adapter_memory_budget_bytes=N] [--serving_device=cpu|cuda:N]
 //              [--serving_threads=N] [--device_memory_bytes=N] [--cuda_kernels=auto|on|off]
+//              [--served_rotations=compact|fp32]
 //              [--port_file=FILE] [--metrics_port_file=FILE] [--executor_threads=N]
 //              [--http_listen=HOST:PORT] [--http_port_file=FILE] [--http_threads=N]
 //              [--health_saturation_seconds=S] [--shutdown_timeout_seconds=S]
@@ -55,6 +56,7 @@ constexpr char kUsage[] =
     "                  [--max_upload_bytes=N] [--max_message_bytes=N]\n"
     "                  [--max_active_jobs_per_tenant=N] [--adapter_memory_budget_bytes=N]\n"
     "                  [--serving_device=cpu|cuda:N] [--serving_threads=N]\n"
+    "                  [--served_rotations=compact|fp32]\n"
     "                  [--device_memory_bytes=N] [--port_file=FILE] [--metrics_port_file=FILE]\n"
     "                  [--executor_threads=N] [--health_saturation_seconds=S]\n"
     "                  [--shutdown_timeout_seconds=S] [--checkpoint_retention=none|last|all]\n"
@@ -192,6 +194,11 @@ int main(int argc, char** argv) {
         return Usage(std::string(m.status().message()));
       }
       o.cuda_kernels = v;
+    } else if (name == "served_rotations") {
+      if (v != "compact" && v != "fp32") {
+        return Usage("--served_rotations must be compact or fp32, got \"" + v + "\"");
+      }
+      o.served_rotations = v;
     } else if (name == "serving_threads") {
       if (!ParseInt(name, v, &n, &err)) return Usage(err);
       o.serving_threads = static_cast<int>(n);

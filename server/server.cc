@@ -405,6 +405,10 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
   s.options = options;
   if (options.devices.empty()) return absl::InvalidArgumentError("--devices: at least one device");
   OFT_ASSIGN_OR_RETURN(s.retention, ParseCheckpointRetention(options.checkpoint_retention));
+  if (options.served_rotations != "compact" && options.served_rotations != "fp32") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "served_rotations must be compact or fp32, got \"", options.served_rotations, "\""));
+  }
   std::error_code ec;
   for (const char* sub : {"", "/datasets", "/jobs"}) {
     std::filesystem::create_directories(options.data_dir + sub, ec);
@@ -621,6 +625,8 @@ absl::StatusOr<std::unique_ptr<OftServer>> OftServer::Start(const ServerOptions&
     io.adapter_memory_budget_bytes = options.adapter_memory_budget_bytes;
     io.state_dir = options.data_dir + "/serving";
     io.engine_threads = options.serving_threads;
+    io.served_rotations =
+        options.served_rotations == "fp32" ? ServedRotations::kFp32 : ServedRotations::kCompact;
     ServiceMetrics* m = s.metrics.get();
     io.on_adapter_load = [m](double seconds) { m->ObserveAdapterLoad(seconds); };
     io.on_adapters_loaded = [m](int64_t n) { m->SetAdaptersLoaded(n); };

@@ -48,6 +48,9 @@ struct ServerOptions {
   std::string serving_device = "cpu";              // where inference runs ("cpu", "cuda:N")
   std::string cuda_kernels = "auto";  // custom kernels: auto (self-check, fall back) | on | off
   int serving_threads = 0;                         // torch threads per engine; 0 = as is
+  // Served adapter rotations on a CPU fp32 model: "compact" (fp16 R - I, half the bytes per
+  // decode row) or "fp32" (exact R); server/model/serving_batch.h.
+  std::string served_rotations = "compact";
   int64_t device_memory_bytes = 0;  // memory a job may use; 0 = the machine's RAM (CPU)
   int executor_threads = 8;         // threads for blocking RPC work (SQLite, files)
   // Health is NOT_SERVING while queued blocking work waits longer than this; 0 = never.

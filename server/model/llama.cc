@@ -228,7 +228,7 @@ at::Tensor LlamaModel::Project(const AdaptedLinear& lin, int64_t linear_index,
                                ? g.row_index.repeat_interleave(tokens_per_row, 0, x2.size(0))
                            : per_row == 1 ? g.row_index
                                           : g.row_index.repeat_interleave(per_row);
-    x2 = GatheredBlockRotate(x2, g.rotations, idx);
+    x2 = GatheredBlockRotate(x2, g.rotations, idx, g.delta);
   }
   return lin.Forward(x2.view(x.sizes()), kNone, oft_compute_);
 }

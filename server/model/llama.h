@@ -205,10 +205,12 @@ class LlamaModel {
   // as PEFT saves them) without attaching anything to the model. Reads only the config and
   // the Linear shapes, so it may run concurrently with Forward(). Errors: INVALID_ARGUMENT
   // (bad config; a targeted module without a tensor, a tensor for a module not targeted, a
-  // shape mismatch — each named), NOT_FOUND (no module matched the targets).
+  // shape mismatch — each named; with the compact form, R - I beyond fp16's range),
+  // NOT_FOUND (no module matched the targets). `form`: serving_batch.h.
   absl::StatusOr<std::shared_ptr<const ServingAdapter>> PrepareServingAdapter(
       const OftConfig& config, const TargetSpec& targets,
-      const std::map<std::string, at::Tensor>& packed) const;
+      const std::map<std::string, at::Tensor>& packed,
+      ServedRotations form = ServedRotations::kCompact) const;
   // The per-row adapter selection for a batch: rows[i] rotates row i (nullptr: base).
   // Every adapter must come from this model's PrepareServingAdapter. Throws c10::Error.
   AdapterBatch MakeAdapterBatch(const std::vector<const ServingAdapter*>& rows) const;

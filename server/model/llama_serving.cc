@@ -16,6 +16,7 @@
 #include "server/model/host_upload.h"
 #include "server/model/kv_pool.h"
 #include "server/model/llama.h"
+#include "server/oft/cpu_isa.h"
 
 namespace oft {
 
@@ -136,7 +137,7 @@ at::Tensor LlamaModel::ForwardBatch(const at::Tensor& ids, const ServingBatch& b
 
 absl::StatusOr<std::shared_ptr<const ServingAdapter>> LlamaModel::PrepareServingAdapter(
     const OftConfig& config, const TargetSpec& targets,
-    const std::map<std::string, at::Tensor>& packed) const {
+    const std::map<std::string, at::Tensor>& packed, ServedRotations form) const {
   OFT_RETURN_IF_ERROR(config.Validate());
   const std::vector<AdaptedLinear*> linears = AllLinears();
   std::vector<std::string> names;
@@ -156,6 +157,9 @@ absl::StatusOr<std::shared_ptr<const ServingAdapter>> LlamaModel::PrepareServing
   eval_config.module_dropout = 0.0;
   const auto pdtype = dtype_ == at::kDouble ? at::kDouble : at::kFloat;
   const auto options = at::TensorOptions().dtype(pdtype).device(device());
+  // The served form (serving_batch.h).
+  adapter->delta_ = form == ServedRotations::kCompact && device().is_cpu() && dtype_ == at::kFloat &&
+                    cpu::ConvertsHalfInHardware(cpu::ActiveIsa());
   for (size_t i = 0; i < linears.size(); ++i) {
     const std::string& n = linears[i]->name();
     if (std::find(selected.begin(), selected.end(), n) == selected.end()) continue;
@@ -179,9 +183,25 @@ absl::StatusOr<std::shared_ptr<const ServingAdapter>> LlamaModel::PrepareServing
       rot->oft_r().copy_(it->second);
       rot->SetTraining(false);
       adapter->blocks_[i] = rot->EvalBlocks().detach().contiguous();  // [rows, b, b]
-      adapter->bytes_ += adapter->blocks_[i].numel() *
-                         static_cast<int64_t>(adapter->blocks_[i].element_size());
     }));
+    if (adapter->delta_) {
+      constexpr double kHalfMax = 65504.0;
+      double largest = 0.0;
+      OFT_RETURN_IF_ERROR(TorchCall("PrepareServingAdapter", [&] {
+        const int64_t b = adapter->blocks_[i].size(1);
+        at::Tensor d = adapter->blocks_[i] - at::eye(b, adapter->blocks_[i].options());
+        largest = d.abs().max().item<double>();
+        adapter->blocks_[i] = d.to(at::kHalf).contiguous();
+      }));
+      if (!(largest <= kHalfMax)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "module ", n, ": its rotation R has an entry of R - I of magnitude ", largest,
+            ", beyond the fp16 range (", kHalfMax, ") in which CPU serving stores R - I; an "
+            "orthogonal R has entries in [-1, 1], so this adapter's parameters have diverged"));
+      }
+    }
+    adapter->bytes_ += adapter->blocks_[i].numel() *
+                       static_cast<int64_t>(adapter->blocks_[i].element_size());
   }
   return std::shared_ptr<const ServingAdapter>(std::move(adapter));
 }
@@ -217,6 +237,7 @@ AdapterBatch LlamaModel::MakeAdapterBatch(const std::vector<const ServingAdapter
       }
       AdapterBatch::Group g;
       g.rotations = at::stack(stack, 0).contiguous();  // [A, r, b, b]
+      g.delta = list.front()->delta();
       all_index.insert(all_index.end(), index.begin(), index.end());
       batch.per_linear_[li].push_back(std::move(g));
     }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "ATen/core/Tensor.h"
+#include "server/model/served_rotations.h"
 #include "server/oft/config.h"
 
 namespace oft {
@@ -24,11 +25,26 @@ struct KvCache;
 // of every Linear it targets, built once from the packed parameters (inference: no grad, no
 // module dropout, COFT projection applied), never attached to the model. Immutable, so any
 // number of threads and batches may share it; its memory is freed with the last reference.
+//
+// The blocks' served form depends on the model:
+//   fp32 model on the CPU, on a kernel path that converts fp16 in hardware (AVX2, AVX-512:
+//     cpu::ConvertsHalfInHardware): D = R - I in fp16 (delta() is true). A decode row reads
+//     its adapter's blocks from memory at every Linear, so with many adapters in a batch the
+//     bytes per step, not the FLOPs, set the cost; fp16 halves them. Holding R - I rather
+//     than R keeps the identity exact and gives each entry of the adapter's own contribution
+//     fp16's 11-bit significand (relative error <= 2^-11 per entry of R - I). An adapter
+//     whose R - I has an entry beyond fp16's range (65504) is refused by
+//     PrepareServingAdapter. (On the generic path the conversion costs more compute than
+//     the bytes save: docs/benchmarks.md.)
+//   otherwise (CUDA, an fp64/bf16/fp16 model, the generic CPU path), or when prepared with
+//     ServedRotations::kFp32: R in fp32 (fp64 for an fp64 model).
 class ServingAdapter {
  public:
-  // Blocks [rows, b, b] (fp32; fp64 for an fp64 model) of the Linear at `linear_index` in
-  // LlamaModel::LinearNames() order; undefined where the adapter does not apply.
+  // Blocks [rows, b, b] of the Linear at `linear_index` in LlamaModel::LinearNames() order,
+  // in the served form above; undefined where the adapter does not apply.
   const at::Tensor& blocks(size_t linear_index) const { return blocks_[linear_index]; }
+  // True when blocks() hold R - I (oft::GatheredBlockRotate's `delta`).
+  bool delta() const { return delta_; }
   size_t num_linears() const { return blocks_.size(); }
   // Bytes held by the blocks.
   int64_t bytes() const { return bytes_; }
@@ -37,6 +53,7 @@ class ServingAdapter {
  private:
   friend class LlamaModel;
   std::vector<at::Tensor> blocks_;
+  bool delta_ = false;
   int64_t bytes_ = 0;
   OftConfig config_;
 };
@@ -50,8 +67,9 @@ class AdapterBatch {
  public:
   // One block size's adapters at one Linear: stacked blocks and each row's index into them.
   struct Group {
-    at::Tensor rotations;  // [A, r, b, b] on the model's device, model's rotation dtype
+    at::Tensor rotations;  // [A, r, b, b] on the model's device: ServingAdapter::blocks()
     at::Tensor row_index;  // [B] int64 on that device: index into rotations, -1 = not rotated
+    bool delta = false;    // rotations hold R - I (ServingAdapter::delta())
   };
   AdapterBatch() = default;
   // `per_linear` has one entry per Linear of the model (LinearNames() order; empty = no row

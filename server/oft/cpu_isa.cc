@@ -62,7 +62,9 @@ bool CpuSupports(Isa isa) {
 #ifdef OFT_X86
     case Isa::kAvx2:
       // libgcc's CPU model also checks that the OS saves the ymm/zmm state (XGETBV).
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+      // F16C (fp16 -> fp32 loads of the served adapter blocks) came with every AVX2 CPU.
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+             __builtin_cpu_supports("f16c");
     case Isa::kAvx512:
       return __builtin_cpu_supports("avx512f") && CpuSupports(Isa::kAvx2);
 #else
@@ -73,6 +75,8 @@ bool CpuSupports(Isa isa) {
   }
   return false;
 }
+
+bool ConvertsHalfInHardware(Isa isa) { return isa != Isa::kGeneric; }
 
 Isa DetectedIsa() {
   if (CpuSupports(Isa::kAvx512)) return Isa::kAvx512;

@@ -27,11 +27,16 @@ const char* IsaName(Isa isa);
 // INVALID_ARGUMENT naming the accepted values when `name` is not one of IsaName()'s.
 absl::StatusOr<Isa> ParseIsa(absl::string_view name);
 
-// True when this CPU (and OS) can run `isa`: AVX2 needs AVX2 and FMA; AVX-512 needs AVX512F.
+// True when this CPU (and OS) can run `isa`: AVX2 needs AVX2, FMA and F16C; AVX-512 needs
+// AVX512F.
 bool CpuSupports(Isa isa);
 
 // The best path this CPU supports.
 Isa DetectedIsa();
+
+// True when `isa`'s kernels convert fp16 to fp32 in hardware (F16C / AVX-512F: the AVX
+// paths); the generic path converts with integer operations, several per value.
+bool ConvertsHalfInHardware(Isa isa);
 
 // Every path this CPU supports, generic first.
 std::vector<Isa> SupportedIsas();

@@ -51,7 +51,7 @@ using BlockRotateBackwardFn = std::tuple<at::Tensor, at::Tensor> (*)(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& rotation, bool need_x,
     bool need_rotation);
 using GatheredBlockRotateFn = at::Tensor (*)(const at::Tensor& x, const at::Tensor& rotations,
-                                             const at::Tensor& index);
+                                             const at::Tensor& index, bool delta);
 using Nf4DequantizeFn = at::Tensor (*)(const at::Tensor& codes, const at::Tensor& absmax,
                                        const std::optional<at::Tensor>& absmax_scale,
                                        double absmax_offset, int64_t numel, int64_t block_size,

@@ -83,9 +83,9 @@ std::tuple<at::Tensor, at::Tensor> BlockRotateBackwardDispatch(const at::Tensor&
 }
 
 at::Tensor GatheredBlockRotateDispatch(const at::Tensor& x, const at::Tensor& rotations,
-                                       const at::Tensor& index) {
+                                       const at::Tensor& index, bool delta) {
   return SelectKernel<GatheredBlockRotateFn>(KernelId::kGatheredBlockRotate, x.device())(
-      x, rotations, index);
+      x, rotations, index, delta);
 }
 
 const auto& BuildRotationOp() {
@@ -220,12 +220,12 @@ std::vector<at::Tensor> BlockRotateMany(const at::Tensor& x, at::TensorList rota
 }
 
 at::Tensor GatheredBlockRotate(const at::Tensor& x, const at::Tensor& rotations,
-                               const at::Tensor& index) {
+                               const at::Tensor& index, bool delta) {
   static const auto op = c10::Dispatcher::singleton()
                              .findSchemaOrThrow("oft::gathered_block_rotate", "")
                              .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
-                                               const at::Tensor&)>();
-  return op.call(x, rotations, index);
+                                               const at::Tensor&, bool)>();
+  return op.call(x, rotations, index, delta);
 }
 
 }  // namespace oft
@@ -239,7 +239,9 @@ TORCH_LIBRARY(oft, m) {
   m.def("block_rotate_backward(Tensor grad, Tensor x, Tensor rotation, bool need_x,"
         " bool need_rotation) -> (Tensor, Tensor)");
   // Inference only (serving many adapters in one batch): no autograd kernel.
-  m.def("gathered_block_rotate(Tensor x, Tensor rotations, Tensor index) -> Tensor");
+  // delta: rotations hold R - I (ops.h).
+  m.def("gathered_block_rotate(Tensor x, Tensor rotations, Tensor index, bool delta=False)"
+        " -> Tensor");
 }
 
 // The same dispatch functions serve both keys; without CUDA kernels in the binary, CUDA

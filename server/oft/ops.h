@@ -46,8 +46,12 @@ std::vector<at::Tensor> BlockRotateMany(const at::Tensor& x, at::TensorList rota
 //   returns [N, d] in x's dtype; accumulation is in fp32 (fp64 for fp64 inputs).
 // Each row's result depends only on that row, its index and the rotations (not on the
 // other rows), so a request's output does not depend on what else is in the batch.
+// With `delta`, rotations hold D = R - I instead of R (serving's compact form, fp16 on the
+// CPU: ServingAdapter), and y[n] = x[n] + BlockRotate(x[n], D[index[n]]) for index[n] >= 0.
+// The CPU kernels read fp16 D directly for fp32 x (half of fp32 R's bytes per row); other
+// combinations convert the rows' blocks to R in the accumulation dtype first.
 at::Tensor GatheredBlockRotate(const at::Tensor& x, const at::Tensor& rotations,
-                               const at::Tensor& index);
+                               const at::Tensor& index, bool delta = false);
 
 // Skew-symmetric matrices from packed parameters, [rows, n] -> [rows, b, b] (no autograd
 // kernel of its own; differentiable through ATen).

@@ -259,13 +259,19 @@ bool UseFusedBuild(const at::Tensor& packed) {
 }  // namespace
 
 at::Tensor GatheredBlockRotateForward(const at::Tensor& x, const at::Tensor& rotations,
-                                      const at::Tensor& index) {
+                                      const at::Tensor& index, bool delta) {
   const int64_t r = reference::CheckGatheredBlockRotateArgs(x, rotations, index);
   const int64_t n = x.size(0), d = x.size(1), a_count = rotations.size(0);
   const int64_t rows = rotations.size(1), b = rotations.size(2);
   const auto acc = reference::AccumulationType(x.scalar_type());
+  // fp16 D read by the kernel as it is; any other form becomes R in acc_t, one adapter's
+  // blocks at a time (R = D + I), when a run of rows needs it.
+  const bool half_delta = delta && rotations.scalar_type() == at::kHalf &&
+                          x.scalar_type() == at::kFloat && UseRotateKernel(acc, b);
   const at::Tensor xc = x.contiguous();                     // [N, d]
-  const at::Tensor rot = rotations.to(acc).contiguous();    // [A, rows, b, b]
+  const at::Tensor rot = half_delta || delta ? rotations.contiguous()
+                                             : rotations.to(acc).contiguous();  // [A, rows, b, b]
+  const at::Tensor eye = delta ? at::eye(b, rotations.options().dtype(acc)) : at::Tensor();
   const at::Tensor idx = index.contiguous();                // [N]
   at::Tensor y = at::empty_like(xc);                        // [N, d]
   const int64_t* ip = idx.const_data_ptr<int64_t>();
@@ -278,7 +284,6 @@ at::Tensor GatheredBlockRotateForward(const at::Tensor& x, const at::Tensor& rot
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* xp = xc.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
-    const acc_t* rp = rot.const_data_ptr<acc_t>();
     std::vector<acc_t> buf(b);
     const bool fast = std::is_same_v<scalar_t, float> && UseRotateKernel(acc, b);
     int64_t start = 0;
@@ -289,16 +294,30 @@ at::Tensor GatheredBlockRotateForward(const at::Tensor& x, const at::Tensor& rot
       const int64_t len = end - start;
       if (a < 0) {
         std::copy(xp + start * d, xp + end * d, yp + start * d);
-      } else if (fast) {
-        ActiveKernels().rotate(reinterpret_cast<const float*>(xp) + start * d, d,
-                      reinterpret_cast<const float*>(rp) + a * rows * b * b, rows == 1, len, r, b,
-                      reinterpret_cast<float*>(yp) + start * d, d);
+        start = end;
+        continue;
+      }
+      const auto* xf = reinterpret_cast<const float*>(xp) + start * d;
+      auto* yf = reinterpret_cast<float*>(yp) + start * d;
+      if (half_delta) {
+        const auto* dp = reinterpret_cast<const uint16_t*>(rot.const_data_ptr<at::Half>());
+        ActiveKernels().rotate_delta_half(xf, d, dp + a * rows * b * b, rows == 1, len, r, b, yf, d);
+        start = end;
+        continue;
+      }
+      // This adapter's R ([rows, b, b], acc_t): a slice of rot, or formed from D.
+      const at::Tensor ra = delta ? (rot[a].to(acc) + eye).contiguous() : at::Tensor();
+      const acc_t* rp = delta ? ra.const_data_ptr<acc_t>()
+                              : rot.const_data_ptr<acc_t>() + a * rows * b * b;
+      if (fast) {
+        ActiveKernels().rotate(xf, d, reinterpret_cast<const float*>(rp), rows == 1, len, r, b,
+                               yf, d);
       } else if (len >= kGatheredBlasRun) {
-        y.narrow(0, start, len).copy_(BlockRotateForward(xc.narrow(0, start, len), rot[a]));
+        y.narrow(0, start, len).copy_(
+            BlockRotateForward(xc.narrow(0, start, len), delta ? ra : rot[a]));
       } else {
-        const acc_t* ra = rp + a * rows * b * b;
         for (int64_t t = start; t < end; ++t) {
-          RotateOneRow(xp + t * d, ra, rows == 1, r, b, yp + t * d, buf.data());
+          RotateOneRow(xp + t * d, rp, rows == 1, r, b, yp + t * d, buf.data());
         }
       }
       start = end;

@@ -26,12 +26,14 @@ std::tuple<at::Tensor, at::Tensor> BlockRotateBackward(const at::Tensor& grad, c
                                                        const at::Tensor& rotation, bool need_x,
                                                        bool need_rotation);
 
-// fp32 with b >= 16: every run of consecutive rows with
-// the same adapter goes through the tiled kernel, which gives each token bit-identical
-// results whatever its neighbours. Otherwise (fp64, b < 16) runs of at least
+// fp32 with b >= the path's narrowest block: every run of consecutive rows with the same
+// adapter goes through the tiled kernel, which gives each token bit-identical results
+// whatever its neighbours; with `delta` and fp16 rotations, the kernel reads D = R - I as
+// fp16 and adds x. Otherwise (fp64, narrow blocks, other delta dtypes) each run's blocks are
+// taken as R in the accumulation dtype (R = D + I with `delta`): runs of at least
 // kGatheredBlasRun rows use the strided-GEMM path and shorter runs a direct loop per token.
 at::Tensor GatheredBlockRotateForward(const at::Tensor& x, const at::Tensor& rotations,
-                                      const at::Tensor& index);
+                                      const at::Tensor& index, bool delta = false);
 inline constexpr int64_t kGatheredBlasRun = 64;
 
 // One input rotated by several rotations in one pass over the tokens (ops_cpu_many.cc; the

@@ -28,6 +28,11 @@ struct Kernels {
   // Requires b >= min_block.
   void (*rotate)(const float* x, int64_t ldx, const float* rot, bool shared, int64_t n,
                       int64_t r, int64_t b, float* y, int64_t ldy);
+  // The same with the served form of the blocks, D_i = R_i - I in IEEE fp16 (bits):
+  //   y[t, i*b + j] = x[t, i*b + j] + sum_k x[t, i*b + k] * D_i[k, j]
+  // (the sum as in `rotate`, then x added). y must not overlap x. Requires b >= min_block.
+  void (*rotate_delta_half)(const float* x, int64_t ldx, const uint16_t* delta, bool shared,
+                            int64_t n, int64_t r, int64_t b, float* y, int64_t ldy);
   // out (+)= x^T g for x, g: [n, b] with row stride ld; out: [b, b] (row stride b),
   // overwritten, or added to with `accumulate`. Fastest with ld == b (packed rows).
   // Requires b >= min_block and b >= gram_rows.

@@ -107,9 +107,14 @@ int64_t CheckGatheredBlockRotateArgs(const at::Tensor& x, const at::Tensor& rota
   return d / b;
 }
 
-at::Tensor GatheredBlockRotateForward(const at::Tensor& x, const at::Tensor& rotations,
-                                      const at::Tensor& index) {
-  CheckGatheredBlockRotateArgs(x, rotations, index);
+at::Tensor GatheredBlockRotateForward(const at::Tensor& x, const at::Tensor& rotations_in,
+                                      const at::Tensor& index, bool delta) {
+  CheckGatheredBlockRotateArgs(x, rotations_in, index);
+  const at::Tensor rotations =
+      delta ? rotations_in.to(AccumulationType(x.scalar_type())) +
+                  at::eye(rotations_in.size(2), rotations_in.options().dtype(
+                                                    AccumulationType(x.scalar_type())))
+            : rotations_in;
   if (x.size(0) > 0) {
     TORCH_CHECK(index.min().item<int64_t>() >= -1 &&
                     index.max().item<int64_t>() < rotations.size(0),

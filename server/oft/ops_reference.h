@@ -25,9 +25,10 @@ std::tuple<at::Tensor, at::Tensor> BlockRotateBackward(const at::Tensor& grad, c
                                                        const at::Tensor& rotation, bool need_x,
                                                        bool need_rotation);
 
-// x [N, d], rotations [A, rows, b, b], index [N] (-1 = identity) -> [N, d] in x's dtype
+// x [N, d], rotations [A, rows, b, b], index [N] (-1 = identity) -> [N, d] in x's dtype.
+// delta: rotations hold R - I; R = rotations + I is formed in the accumulation dtype first.
 at::Tensor GatheredBlockRotateForward(const at::Tensor& x, const at::Tensor& rotations,
-                                      const at::Tensor& index);
+                                      const at::Tensor& index, bool delta = false);
 
 // Accumulation dtype of the rotation: fp64 for fp64 inputs, fp32 otherwise.
 inline at::ScalarType AccumulationType(at::ScalarType t) {

@@ -226,9 +226,15 @@ Verdict CheckGatheredBlockRotate(KernelFnPtr opt, KernelFnPtr comp, Inputs& in,
     const at::Tensor rotations =
         CompositeRotation(in, kAdapters * (kWidth / b), b).view({kAdapters, kWidth / b, b, b});
     const at::Tensor index = in.Randint(-1, kAdapters, {kRows}, at::kLong);  // -1: no adapter
-    const at::Tensor got = reinterpret_cast<GatheredBlockRotateFn>(opt)(x, rotations, index);
-    const at::Tensor want = reinterpret_cast<GatheredBlockRotateFn>(comp)(x, rotations, index);
+    const auto opt_fn = reinterpret_cast<GatheredBlockRotateFn>(opt);
+    const auto comp_fn = reinterpret_cast<GatheredBlockRotateFn>(comp);
+    const at::Tensor got = opt_fn(x, rotations, index, false);
+    const at::Tensor want = comp_fn(x, rotations, index, false);
     worst = Worst(worst, Compare(absl::StrCat("b=", b), got, want, TolFor(dtype)));
+    // The served form (R - I in fp16), as the CPU engine uses it.
+    const at::Tensor delta = (rotations - at::eye(b, rotations.options())).to(at::kHalf);
+    worst = Worst(worst, Compare(absl::StrCat("b=", b, " delta"), opt_fn(x, delta, index, true),
+                                 comp_fn(x, delta, index, true), TolFor(dtype)));
   }
   return worst;
 }

@@ -40,9 +40,13 @@ void AdapterBatchCache::CopyIn(const ServingAdapter& a, int64_t slot) {
     if (it == stacks_[li].end()) {
       Stack s;
       s.blocks = at::zeros({capacity_, d / b, b, b}, blk.options());
+      s.delta = a.delta();
       bytes_ += s.blocks.numel() * static_cast<int64_t>(s.blocks.element_size());
       it = stacks_[li].emplace(b, std::move(s)).first;
     }
+    TORCH_CHECK(it->second.delta == a.delta() &&
+                    it->second.blocks.scalar_type() == blk.scalar_type(),
+                "adapter blocks in another served form than the cached ones");
     it->second.blocks[slot].copy_(blk.expand({d / b, b, b}));
     ++copies_;
   }
@@ -139,6 +143,7 @@ AdapterBatch AdapterBatchCache::Make(const std::vector<std::shared_ptr<const Ser
     for (int64_t g = 0; g < G; ++g) {
       AdapterBatch::Group group;
       group.rotations = groups[g].second->blocks;
+      group.delta = groups[g].second->delta;
       group.row_index = dev[g];
       per_linear[groups[g].first].push_back(std::move(group));
     }

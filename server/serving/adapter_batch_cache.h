@@ -52,7 +52,8 @@ class AdapterBatchCache {
 
  private:
   struct Stack {
-    at::Tensor blocks;  // [capacity, d / b, b, b]
+    at::Tensor blocks;  // [capacity, d / b, b, b], ServingAdapter::blocks()' form
+    bool delta = false;  // ServingAdapter::delta() of every adapter in it
   };
   // Gives `a` a slot (copying its blocks) unless it has one; `in_use` slots are not taken.
   int64_t SlotFor(const std::shared_ptr<const ServingAdapter>& a, const std::vector<bool>& in_use);

@@ -115,7 +115,8 @@ absl::StatusOr<AdapterHandle> AdapterRegistry::LoadFromStore(const AdapterId& id
   OFT_ASSIGN_OR_RETURN(PeftAdapterFiles files, ReadPeftAdapterFiles(dir));
   OFT_ASSIGN_OR_RETURN(std::shared_ptr<const ServingAdapter> weights,
                        base->second.model->PrepareServingAdapter(files.config.oft, files.config.targets,
-                                                                 files.packed));
+                                                                 files.packed,
+                                                                 options_.served_rotations));
   if (weights->bytes() > options_.memory_budget_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "adapter ", Describe(id), " needs ", weights->bytes(), " bytes, more than the whole adapter "

@@ -36,6 +36,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/model/served_rotations.h"
 
 namespace oft {
 
@@ -106,6 +107,7 @@ struct AdapterRegistryOptions {
   std::string state_dir;                       // "" = no persistence
   std::function<void(double seconds)> on_load;     // after each successful load (metrics)
   std::function<void(int64_t count)> loaded_count; // after each change of the loaded set
+  ServedRotations served_rotations = ServedRotations::kCompact;  // ServingAdapter's form
 };
 
 class AdapterRegistry {

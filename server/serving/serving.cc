@@ -55,6 +55,7 @@ absl::StatusOr<std::unique_ptr<InferenceBackend>> InferenceBackend::Create(Infer
   ro.store = options.store;
   ro.memory_budget_bytes = options.adapter_memory_budget_bytes;
   ro.state_dir = options.state_dir;
+  ro.served_rotations = options.served_rotations;
   ro.on_load = options.on_adapter_load;
   ro.loaded_count = options.on_adapters_loaded;
   for (const auto& spec : options.bases) {

@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "server/data/chat_template.h"
 #include "server/data/dataset.h"
+#include "server/model/served_rotations.h"
 #include "server/serving/adapter_registry.h"
 #include "server/serving/generate_params.h"
 #include "server/serving/generation_types.h"
@@ -44,6 +45,7 @@ struct InferenceOptions {
   std::string state_dir;                      // loaded set + aliases persisted here; "" = off
   int engine_threads = 0;                     // torch threads per engine; 0 = per Forward by its work
   int64_t max_batch = 16;                     // rows per decode step and base model
+  ServedRotations served_rotations = ServedRotations::kCompact;  // adapters' served form
   std::function<void(double seconds)> on_adapter_load;  // oft_adapter_load_seconds
   std::function<void(int64_t count)> on_adapters_loaded;  // oft_adapters_loaded
   std::function<void(int64_t tokens)> on_tokens;        // oft_generated_tokens_total

@@ -26,6 +26,7 @@
 #include "server/model/generate.h"
 #include "server/model/llama.h"
 #include "server/model/safetensors.h"
+#include "server/oft/cpu_isa.h"
 
 namespace oft {
 namespace {
@@ -160,7 +161,8 @@ TEST_P(LlamaParity, MixedAdapterBatchEqualsSolo) {
   cfg.oft_block_size = 16;
   TargetSpec t;
   t.target_modules = {"all-linear"};
-  std::map<std::string, std::shared_ptr<const ServingAdapter>> prepared;
+  // fp32 R (exact) for the machinery; the compact fp16 R - I is compared at the end.
+  std::map<std::string, std::shared_ptr<const ServingAdapter>> prepared, compact;
   for (const char* name : {"a", "b"}) {
     ASSERT_TRUE(m.AddAdapter(name, cfg, t).ok());
     torch::manual_seed(name[0]);
@@ -169,9 +171,13 @@ TEST_P(LlamaParity, MixedAdapterBatchEqualsSolo) {
       torch::NoGradGuard ng;
       for (auto& [n, p] : params) p.normal_(0.0, 0.05);
     }
-    auto p = m.PrepareServingAdapter(cfg, t, params);
+    auto p = m.PrepareServingAdapter(cfg, t, params, ServedRotations::kFp32);
     ASSERT_TRUE(p.ok()) << p.status();
     prepared[name] = *p;
+    auto c = m.PrepareServingAdapter(cfg, t, params);
+    ASSERT_TRUE(c.ok()) << c.status();
+    ASSERT_EQ((*c)->delta(), cpu::ConvertsHalfInHardware(cpu::ActiveIsa()));
+    compact[name] = *c;
   }
   auto e = LoadExpected(FixtureDir() + "/" + GetParam());
   torch::NoGradGuard ng;
@@ -219,6 +225,21 @@ TEST_P(LlamaParity, MixedAdapterBatchEqualsSolo) {
   }
   // The adapters change the output (so the comparison above is not vacuous).
   EXPECT_GT((prefill[0] - prefill[2]).abs().max().item<double>(), 1e-3);
+  // The compact form (what CPU serving uses by default): within fp16's rounding of R - I,
+  // measured against what each adapter changes.
+  AdapterBatch compact_batch = m.MakeAdapterBatch({compact["a"].get(), compact["b"].get(), nullptr});
+  std::vector<KvCache> compact_caches(3);
+  ServingBatch cb;
+  for (auto& c : compact_caches) cb.caches.push_back(&c);
+  cb.adapters = &compact_batch;
+  auto compact_prefill = m.ForwardBatch(ids.repeat({3, 1}), cb);
+  for (int r = 0; r < 2; ++r) {
+    const double effect = (prefill[r] - prefill[2]).abs().max().item<double>();
+    const double diff = (compact_prefill[r] - prefill[r]).abs().max().item<double>();
+    // Measured: diff / effect 1.8e-4 .. 5.7e-4 over the fixtures (2^-11 = 4.9e-4).
+    EXPECT_LT(diff, 2e-3 * effect) << GetParam() << " row " << r;
+  }
+  EXPECT_TRUE(at::equal(compact_prefill[2], prefill[2]));  // the row without an adapter
 }
 
 // Rows of different lengths (5 and 11 tokens, packed into one prefill, then one decode step

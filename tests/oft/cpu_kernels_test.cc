@@ -189,6 +189,66 @@ TEST_P(CpuKernelsTest, GatheredRotationMatchesTheReference) {
   }
 }
 
+// The served form (D = R - I in fp16, y = x + x D): the kernel against the fp64 rotation by
+// R = D + I, across block sizes, token counts around every tile height, shared and
+// per-block, strided rows; and through the gathered op, where it must be the path taken.
+TEST_P(CpuKernelsTest, ServedDeltaFormMatchesTheReference) {
+  const auto& k = cpu::internal::ActiveKernels();
+  for (int64_t b : {16, 32, 43, 64}) {
+    for (int64_t tokens : {1, 2, 3, 4, 5, 7, 9, 130}) {
+      for (int64_t rows : {1, 3}) {
+        torch::manual_seed(b * 100 + tokens * 3 + rows);
+        const int64_t d = 3 * b;
+        auto wide = torch::randn({tokens, d + 5});
+        auto x = wide.narrow(1, 2, d);  // row stride d + 5
+        auto delta = (torch::randn({rows, b, b}) * 0.2).to(torch::kHalf);
+        auto y = torch::full({tokens, d}, 7.0f);
+        k.rotate_delta_half(x.data_ptr<float>(), d + 5,
+                            reinterpret_cast<const uint16_t*>(delta.data_ptr<at::Half>()),
+                            rows == 1, tokens, d / b, b, y.data_ptr<float>(), d);
+        auto r64 = delta.to(torch::kFloat64) + torch::eye(b, torch::kFloat64);
+        auto ref = reference::BlockRotateForward(x.to(torch::kFloat64), r64);
+        const std::string where = std::string(cpu::IsaName(GetParam())) + " b=" +
+                                  std::to_string(b) + " tokens=" + std::to_string(tokens) +
+                                  " rows=" + std::to_string(rows);
+        EXPECT_LT(MaxAbs(y, ref), 1e-5) << where;
+      }
+    }
+  }
+  // The gathered op on fp32 x with fp16 D uses this kernel: bit-identical to calling it.
+  torch::manual_seed(5);
+  const int64_t b = 32, d = 4 * b;
+  auto x = torch::randn({6, d});
+  auto delta = (torch::randn({2, 4, b, b}) * 0.2).to(torch::kHalf);
+  auto index = torch::tensor(std::vector<int64_t>{1, 1, 1, 1, 1, 1}, torch::kLong);
+  auto y = torch::empty({6, d});
+  k.rotate_delta_half(x.data_ptr<float>(), d,
+                      reinterpret_cast<const uint16_t*>(delta.data_ptr<at::Half>()) + 4 * b * b,
+                      false, 6, 4, b, y.data_ptr<float>(), d);
+  EXPECT_TRUE(torch::equal(cpu::GatheredBlockRotateForward(x, delta, index, true), y));
+}
+
+// fp16 -> fp32 loads are exact for every kind of finite half (the generic path converts with
+// integer bit moves): one-hot rows give y[j] = D[k, j] exactly for j != k.
+TEST_P(CpuKernelsTest, HalfLoadsAreExact) {
+  const int64_t b = 32;
+  const std::vector<float> values = {0.0f, -0.0f, 1.0f, -1.0f, 65504.0f, -65504.0f,
+                                     6.103515625e-05f /* smallest normal */,
+                                     5.9604644775390625e-08f /* smallest subnormal */,
+                                     -3.0398368835449219e-05f /* subnormal */, 0.333251953125f,
+                                     -1.9990234375f, 2.0f};
+  auto delta = torch::empty({1, b, b}, torch::kFloat);
+  for (int64_t e = 0; e < b * b; ++e) delta.view({-1})[e] = values[e % values.size()];
+  delta = delta.to(torch::kHalf);
+  auto x = torch::eye(b);  // token k is one-hot at k
+  auto y = torch::empty({b, b});
+  cpu::internal::ActiveKernels().rotate_delta_half(
+      x.data_ptr<float>(), b, reinterpret_cast<const uint16_t*>(delta.data_ptr<at::Half>()),
+      true, b, 1, b, y.data_ptr<float>(), b);
+  auto off = torch::ones({b, b}) - torch::eye(b);
+  EXPECT_TRUE(torch::equal(y * off, delta[0].to(torch::kFloat) * off)) << cpu::IsaName(GetParam());
+}
+
 // The fused Cayley-Neumann build runs its b x b products on the same kernels.
 TEST_P(CpuKernelsTest, RotationBuildMatchesTheReference) {
   for (int64_t b : {16, 43, 128}) {

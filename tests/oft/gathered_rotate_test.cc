@@ -2,6 +2,8 @@
 // the reference against plain per-row BlockRotate.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "ATen/ATen.h"
 #include "server/oft/ops.h"
 #include "server/oft/ops_cpu.h"
@@ -75,6 +77,50 @@ TEST(GatheredRotateTest, RowResultDoesNotDependOnOtherRows) {
   for (int64_t i = 0; i < 6; ++i) {
     auto alone = GatheredBlockRotate(x.narrow(0, i, 1), rot, index.narrow(0, i, 1));
     EXPECT_TRUE(at::equal(batched.narrow(0, i, 1), alone)) << "row " << i;
+  }
+}
+
+// The served form: rotations hold D = R - I (fp16 on the fp32 CPU path). Against the
+// reference (R = D + I), against the same rotation stored as fp32 R within fp16's rounding
+// of R - I, per dtype, with pass-through rows exact and rows independent of each other.
+TEST(GatheredRotateTest, DeltaFormRotatesByIdentityPlusDelta) {
+  at::manual_seed(5);
+  const int64_t n = 40, d = 96, b = 32;
+  auto rot = RandomRotations(3, d / b, b);  // [3, 3, b, b]
+  auto delta = (rot - at::eye(b)).to(at::kHalf);
+  auto index = at::randint(-1, 3, {n}, at::kLong);
+  index.narrow(0, 10, 12).fill_(1);
+  for (auto dtype : {at::kFloat, at::kDouble, at::kBFloat16}) {
+    auto x = at::randn({n, d}).to(dtype);
+    auto y = GatheredBlockRotate(x, delta, index, /*delta=*/true);
+    EXPECT_EQ(y.scalar_type(), dtype);
+    auto ref = reference::GatheredBlockRotateForward(x.to(at::kDouble), delta.to(at::kDouble),
+                                                     index, true);
+    const double tol = dtype == at::kBFloat16 ? 3e-2 : 1e-5;
+    EXPECT_TRUE(at::allclose(y.to(at::kDouble), ref, tol, tol)) << dtype;
+    for (int64_t i = 0; i < n; ++i) {
+      if (index[i].item<int64_t>() < 0) {
+        EXPECT_TRUE(at::equal(y[i], x[i])) << dtype << " row " << i;
+      }
+    }
+  }
+  // fp32 x: within fp16's rounding of each entry of R - I (|error| <= 2^-11 |D|) of the
+  // fp32 R result.
+  auto x = at::randn({n, d});
+  auto y = GatheredBlockRotate(x, delta, index, true);
+  auto exact = GatheredBlockRotate(x, rot, index);
+  auto d_abs = (rot - at::eye(b)).abs();  // [3, 3, b, b]
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t a = index[i].item<int64_t>();
+    if (a < 0) continue;
+    auto bound = BlockRotate(x[i].abs().unsqueeze(0), d_abs[a]).squeeze(0) * std::ldexp(1.0, -11);
+    EXPECT_TRUE(((y[i] - exact[i]).abs() <= bound * 1.01 + 2e-6).all().item<bool>()) << "row " << i;
+  }
+  // Row independence (bitwise) as for R.
+  for (int64_t i = 0; i < n; i += 7) {
+    EXPECT_TRUE(at::equal(y.narrow(0, i, 1),
+                          GatheredBlockRotate(x.narrow(0, i, 1), delta, index.narrow(0, i, 1), true)))
+        << "row " << i;
   }
 }
 

@@ -30,8 +30,14 @@ at::Tensor ThrowingBlockRotate(const at::Tensor& x, const at::Tensor&) {
 
 // Rows with index -1 must pass through; this one rotates them with adapter 0.
 at::Tensor IgnoresIdentityRows(const at::Tensor& x, const at::Tensor& rotations,
-                               const at::Tensor& index) {
-  return reference::GatheredBlockRotateForward(x, rotations, index.clamp_min(0));
+                               const at::Tensor& index, bool delta) {
+  return reference::GatheredBlockRotateForward(x, rotations, index.clamp_min(0), delta);
+}
+
+// Right for R, but takes the served form's D = R - I for R (forgets the identity).
+at::Tensor IgnoresDelta(const at::Tensor& x, const at::Tensor& rotations, const at::Tensor& index,
+                        bool /*delta*/) {
+  return reference::GatheredBlockRotateForward(x, rotations, index, false);
 }
 
 // Low nibble first instead of high nibble first.
@@ -174,6 +180,18 @@ TEST_F(SelfCheckTest, GatheredAndNf4KernelsAreCheckedToo) {
   auto q = Quantize(w);
   ASSERT_TRUE(q.ok());
   EXPECT_LT((Dequantize(*q) - w).abs().max().item<double>(), 0.2 * w.abs().max().item<double>());
+}
+
+TEST_F(SelfCheckTest, GatheredKernelIsCheckedInTheServedDeltaFormToo) {
+  ScopedOptimizedKernel wrong(KernelId::kGatheredBlockRotate, c10::kCPU,
+                              EraseKernel<GatheredBlockRotateFn>(&IgnoresDelta));
+  auto report = Run(KernelMode::kAuto);
+  ASSERT_TRUE(report.ok()) << report.status();
+  for (const KernelCheckResult* r : ResultsOf(*report, KernelId::kGatheredBlockRotate)) {
+    EXPECT_EQ(r->outcome, KernelCheckOutcome::kMismatch) << r->dtype;
+    EXPECT_NE(r->detail.find("delta"), std::string::npos) << r->detail;
+  }
+  EXPECT_EQ(PathIn(*report, KernelId::kGatheredBlockRotate), KernelPath::kComposite);
 }
 
 TEST_F(SelfCheckTest, ModeOnRefusesAFailingKernel) {

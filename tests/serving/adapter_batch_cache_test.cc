@@ -9,6 +9,7 @@
 
 #include "ATen/ATen.h"
 #include "ATen/core/grad_mode.h"
+#include "server/oft/cpu_isa.h"
 #include "tests/serving/serving_fixtures.h"
 
 namespace oft {
@@ -79,6 +80,53 @@ TEST_F(AdapterBatchCacheTest, RotatesEachRowAsMakeAdapterBatchDoes) {
   // The adapters do change the rows (else a missing rotation would go unnoticed).
   EXPECT_FALSE(at::allclose(got.narrow(0, 1, 1), Run(model_->MakeAdapterBatch({nullptr}), ids.narrow(0, 1, 1)),
                             1e-3, 1e-3));
+}
+
+// On the CPU an fp32 model serves R - I in fp16 (serving_batch.h): half the bytes of fp32 R,
+// the same logits as the training path's fp32 R within fp16's rounding of R - I, and an
+// adapter whose R - I leaves fp16's range is refused with the module named.
+TEST_F(AdapterBatchCacheTest, CpuServedFormIsHalfPrecisionDeltaAndStaysClose) {
+  const auto& a = adapters_["a"];
+  if (!cpu::ConvertsHalfInHardware(cpu::ActiveIsa())) {
+    EXPECT_FALSE(a->delta());
+    GTEST_SKIP() << "the " << cpu::IsaName(cpu::ActiveIsa()) << " path serves fp32 R";
+  }
+  ASSERT_TRUE(a->delta());
+  int64_t fp32_bytes = 0;
+  for (size_t i = 0; i < a->num_linears(); ++i) {
+    if (!a->blocks(i).defined()) continue;
+    EXPECT_EQ(a->blocks(i).scalar_type(), at::kHalf);
+    fp32_bytes += a->blocks(i).numel() * 4;
+  }
+  EXPECT_EQ(a->bytes() * 2, fp32_bytes);
+  // Served logits vs the attached adapter's own forward (fp32 R).
+  auto source = MakeTinyModel();
+  ASSERT_TRUE(AddRandomAdapter(*source, "a", 11).ok());
+  ASSERT_TRUE(source->SetActiveAdapters({"a"}).ok());
+  at::manual_seed(4);
+  auto ids = at::randint(0, testing::kTinyVocab, {1, 7}, at::kLong);
+  at::Tensor attached;
+  {
+    at::NoGradGuard ng;
+    attached = source->Forward(ids, ForwardOptions());
+  }
+  AdapterBatchCache cache(*model_);
+  const at::Tensor served = Run(cache.Make({a}), ids);
+  const double diff = (served - attached).abs().max().item<double>();
+  EXPECT_LT(diff, 1e-3);
+  EXPECT_GT(cache.bytes(), 0);
+  // Parameters so large that R - I leaves fp16's range (a diverged adapter).
+  auto params = source->AdapterParameters("a");
+  ASSERT_TRUE(params.ok());
+  {
+    at::NoGradGuard ng;
+    for (auto& [n, p] : *params) p.fill_(1e3);
+  }
+  auto refused = model_->PrepareServingAdapter(*source->AdapterConfig("a"), AllLinear(), *params);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("module "), std::string::npos) << refused.status();
+  EXPECT_NE(refused.status().message().find("fp16 range"), std::string::npos) << refused.status();
 }
 
 TEST_F(AdapterBatchCacheTest, CopiesAnAdapterOnceAndReusesLeastRecentlyUsedSlots) {

@@ -18,6 +18,7 @@
 #include "server/artifacts/peft_format.h"
 #include "server/artifacts/store.h"
 #include "server/model/generate.h"
+#include "server/oft/cpu_isa.h"
 #include "server/serving/engine.h"
 #include "server/serving/serving.h"
 #include "tests/serving/serving_fixtures.h"
@@ -118,6 +119,27 @@ TEST_F(RegistryTest, LoadsLatestAndAliasSwapKeepsInFlightVersion) {
   EXPECT_EQ(list.adapters[1].aliases, std::vector<std::string>{"prod"});
   EXPECT_TRUE(r->List("other").adapters.empty());  // tenants are separate
   EXPECT_EQ(r->AcquireAlias("other", "prod").status().code(), absl::StatusCode::kNotFound);
+}
+
+// The served form follows the registry's option: the compact form (fp16 R - I on the AVX
+// paths) holds half the bytes of fp32 R, and the memory accounting counts what is held.
+TEST_F(RegistryTest, ServedRotationsOptionPicksTheForm) {
+  Publish("bot", 1);
+  auto compact_registry = Make(Options());
+  auto compact = compact_registry->Load("t", "bot", 1);
+  ASSERT_TRUE(compact.ok()) << compact.status();
+  auto o = Options();
+  o.served_rotations = ServedRotations::kFp32;
+  auto fp32_registry = Make(o);
+  auto fp32 = fp32_registry->Load("t", "bot", 1);
+  ASSERT_TRUE(fp32.ok()) << fp32.status();
+  EXPECT_FALSE((*fp32)->weights->delta());
+  if (cpu::ConvertsHalfInHardware(cpu::ActiveIsa())) {
+    EXPECT_TRUE((*compact)->weights->delta());
+    EXPECT_EQ((*compact)->memory_bytes * 2, (*fp32)->memory_bytes);
+  } else {
+    EXPECT_FALSE((*compact)->weights->delta());
+  }
 }
 
 TEST_F(RegistryTest, FailedLoadLeavesAliasServing) {

@@ -75,15 +75,14 @@ inline absl::StatusOr<AdapterManifest> PublishRandomAdapter(
 
 // The serving form of adapter `name` attached to `attached`, prepared on `serving` (as the
 // registry does on load); null after a failed expectation.
-inline std::shared_ptr<const ServingAdapter> Prepare(const LlamaModel& serving,
-                                                     const LlamaModel& attached,
-                                                     const std::string& name,
-                                                     const TargetSpec& targets = AllLinear()) {
+inline std::shared_ptr<const ServingAdapter> Prepare(
+    const LlamaModel& serving, const LlamaModel& attached, const std::string& name,
+    const TargetSpec& targets = AllLinear(), ServedRotations form = ServedRotations::kCompact) {
   auto params = attached.AdapterParameters(name);
   EXPECT_TRUE(params.ok()) << params.status();
   auto cfg = attached.AdapterConfig(name);
   if (!params.ok() || !cfg.ok()) return nullptr;
-  auto a = serving.PrepareServingAdapter(*cfg, targets, *params);
+  auto a = serving.PrepareServingAdapter(*cfg, targets, *params, form);
   EXPECT_TRUE(a.ok()) << a.status();
   return a.ok() ? *a : nullptr;
 }

@@ -219,9 +219,10 @@ std::tuple<at::Tensor, at::Tensor> BlockRotateBackwardCuda(const at::Tensor& gra
   return {grad_x, grad_rotation};
 }
 
-// x [N, d], rotations [A, rows, b, b], index [N] int64 -> [N, d] in x's dtype.
+// x [N, d], rotations [A, rows, b, b], index [N] int64 -> [N, d] in x's dtype. The served
+// form with `delta` (R - I) is a CPU format; on CUDA it takes the composite path.
 at::Tensor GatheredBlockRotateCuda(const at::Tensor& x, const at::Tensor& rotations,
-                                   const at::Tensor& index) {
+                                   const at::Tensor& index, bool delta) {
   const int64_t r = reference::CheckGatheredBlockRotateArgs(x, rotations, index);
   TORCH_CHECK(x.is_cuda(), "oft::gathered_block_rotate (CUDA): x must be a CUDA tensor, is on ",
               x.device());
@@ -230,8 +231,8 @@ at::Tensor GatheredBlockRotateCuda(const at::Tensor& x, const at::Tensor& rotati
                                         rotations.size(1) == 1};
   const auto dtype = ActKernelDtype(x.scalar_type());
   if (shape.tokens == 0) return at::empty(x.sizes(), x.options());
-  if (!dtype || !cuda::GatheredRotateSupported(shape)) {
-    return reference::GatheredBlockRotateForward(x, rotations, index);
+  if (delta || !dtype || !cuda::GatheredRotateSupported(shape)) {
+    return reference::GatheredBlockRotateForward(x, rotations, index, delta);
   }
   const at::Tensor xc = x.contiguous();                                         // [N, d]
   const at::Tensor rot = rotations.to(AccType(x.scalar_type())).contiguous();   // [A, rows, b, b]
