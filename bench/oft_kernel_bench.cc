@@ -9,10 +9,13 @@
 // "rotate_x3" and "backward_x3" are one input and three rotations (q/k/v) through
 // BlockRotateMany's kernels: compare them with 3 x "rotate" and 3 x "backward" (which omits
 // the two additions of the input gradients that autograd adds to separate rotations).
+// "gathered_decode" is a serving decode step's rotation at one Linear: 8 rows, each with its
+// own adapter (8 stacked per-block rotations, fp32 R), through gathered_block_rotate;
+// "gathered_decode_fp16_delta" is the same with the compact served form (fp16 R - I).
 //
 // Prints one JSON line per (kernel, impl, block size):
 //   {"bench":"oft_kernel","kernel":"rotate"|"input_grad"|"rotation_grad"|"backward"|
-//    "rotate_x3"|"backward_x3"|"build"|
+//    "rotate_x3"|"backward_x3"|"gathered_decode"|"gathered_decode_fp16_delta"|"build"|
 //    "build_backward","impl":"tiles"|"mkl","isa","cpu","d","tokens","block_size","rows",
 //    "ms","gflops","reps","threads","caches":"warm"|"cold"}
 // ms is the median of --reps timed calls after one warm-up; repetitions are interleaved
@@ -115,6 +118,17 @@ int main(int argc, char** argv) {
         cases.push_back({"backward_x3", "tiles", isa, b, 6 * prod, [=] {
                            oft::cpu::BlockRotateManyBackward(gs, x, rots, true, {true, true, true});
                          }});
+      }
+      if (!shared && tokens >= 8) {
+        const at::Tensor stack = at::randn({8, rows, b, b}) / std::sqrt(static_cast<double>(b));
+        const at::Tensor delta = (stack - at::eye(b)).to(at::kHalf);
+        const at::Tensor rows8 = x.narrow(0, 0, 8).contiguous();
+        const at::Tensor index = at::arange(8, at::kLong);
+        const double gathered = 2.0 * 8 * d * b;
+        cases.push_back({"gathered_decode", "tiles", isa, b, gathered,
+                         [=] { oft::cpu::GatheredBlockRotateForward(rows8, stack, index); }});
+        cases.push_back({"gathered_decode_fp16_delta", "tiles", isa, b, gathered,
+                         [=] { oft::cpu::GatheredBlockRotateForward(rows8, delta, index, true); }});
       }
       cases.push_back({"build", "tiles", isa, b, build,
                        [=] { oft::cpu::BuildRotationForward(packed, b, terms, true); }});

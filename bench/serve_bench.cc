@@ -342,43 +342,40 @@ int main(int argc, char** argv) {
   eo.threads = threads;
   auto engine = oft::Engine::Create(eo);
   if (!engine.ok()) return 1;
-  std::unique_ptr<oft::Engine> unpacked_engine;
-  std::unique_ptr<oft::AdapterRegistry> unpacked_registry;
-  std::vector<oft::AdapterHandle> unpacked_handles;
-  if (compare_unpacked) {
-    eo.model = unpacked->get();
-    auto e = oft::Engine::Create(eo);
-    oft::AdapterRegistryOptions uro = ro;
-    uro.bases["default"] = oft::ServingBase{unpacked->get(), ""};
-    auto r = oft::AdapterRegistry::Create(uro);
-    if (!e.ok() || !r.ok()) return 1;
-    unpacked_engine = std::move(*e);
-    unpacked_registry = std::move(*r);
+  // A second engine and registry serving the 8 adapters on `m` with registry options `o`:
+  // the unpacked model (--compare_unpacked) or fp32 R (--compare_fp32_rotations).
+  struct Variant {
+    std::unique_ptr<oft::Engine> engine;
+    std::unique_ptr<oft::AdapterRegistry> registry;
+    std::vector<oft::AdapterHandle> handles;
+  };
+  auto make_variant = [&](const oft::LlamaModel* m, oft::AdapterRegistryOptions o, Variant* v) {
+    oft::EngineOptions veo = eo;
+    veo.model = m;
+    o.bases["default"] = oft::ServingBase{m, ""};
+    auto e = oft::Engine::Create(veo);
+    auto r = oft::AdapterRegistry::Create(o);
+    if (!e.ok() || !r.ok()) return false;
+    v->engine = std::move(*e);
+    v->registry = std::move(*r);
     for (int i = 0; i < 8; ++i) {
-      auto h = unpacked_registry->Load("bench", "a" + std::to_string(i), 1);
-      if (!h.ok()) return 1;
-      unpacked_handles.push_back(*h);
+      std::string name = "a";
+      name += std::to_string(i);  // (not "a" + ...: GCC 12's -Wrestrict misfires on it here)
+      auto h = v->registry->Load("bench", name, 1);
+      if (!h.ok()) return false;
+      v->handles.push_back(*h);
     }
-  }
-  // The same model with its adapters served as fp32 R (--compare_fp32_rotations).
-  std::unique_ptr<oft::Engine> fp32_engine;
-  std::unique_ptr<oft::AdapterRegistry> fp32_registry;
-  std::vector<oft::AdapterHandle> fp32_handles;
-  if (compare_fp32) {
-    eo.model = model;
-    auto e = oft::Engine::Create(eo);
-    oft::AdapterRegistryOptions fro = ro;
-    fro.served_rotations = oft::ServedRotations::kFp32;
-    auto r = oft::AdapterRegistry::Create(fro);
-    if (!e.ok() || !r.ok()) return 1;
-    fp32_engine = std::move(*e);
-    fp32_registry = std::move(*r);
-    for (int i = 0; i < 8; ++i) {
-      auto h = fp32_registry->Load("bench", "a" + std::to_string(i), 1);
-      if (!h.ok()) return 1;
-      fp32_handles.push_back(*h);
-    }
-  }
+    return true;
+  };
+  Variant unpacked_v, fp32_v;
+  if (compare_unpacked && !make_variant(unpacked->get(), ro, &unpacked_v)) return 1;
+  oft::AdapterRegistryOptions fro = ro;
+  fro.served_rotations = oft::ServedRotations::kFp32;
+  if (compare_fp32 && !make_variant(model, fro, &fp32_v)) return 1;
+  oft::Engine* unpacked_engine = unpacked_v.engine.get();
+  oft::Engine* fp32_engine = fp32_v.engine.get();
+  const std::vector<oft::AdapterHandle>& unpacked_handles = unpacked_v.handles;
+  const std::vector<oft::AdapterHandle>& fp32_handles = fp32_v.handles;
   const std::vector<int32_t> prompt = (*tok)->Encode("The quick brown fox jumps over the lazy dog.", true);
   struct Scenario {
     const char* name;
@@ -391,16 +388,16 @@ int main(int argc, char** argv) {
       {"mixed_8_adapters", engine->get(), {}}};
   for (int64_t i = 0; i < requests; ++i) scenarios[2].adapters.push_back(handles[i % 8]);
   if (compare_unpacked) {
-    scenarios.push_back({"base_unpacked", unpacked_engine.get(),
+    scenarios.push_back({"base_unpacked", unpacked_engine,
                          std::vector<oft::AdapterHandle>(requests, nullptr)});
-    scenarios.push_back({"mixed_8_adapters_unpacked", unpacked_engine.get(), {}});
+    scenarios.push_back({"mixed_8_adapters_unpacked", unpacked_engine, {}});
     for (int64_t i = 0; i < requests; ++i) scenarios.back().adapters.push_back(unpacked_handles[i % 8]);
   }
   const size_t fp32_first = scenarios.size();
   if (compare_fp32) {
-    scenarios.push_back({"one_adapter_fp32_rotations", fp32_engine.get(),
+    scenarios.push_back({"one_adapter_fp32_rotations", fp32_engine,
                          std::vector<oft::AdapterHandle>(requests, fp32_handles[0])});
-    scenarios.push_back({"mixed_8_adapters_fp32_rotations", fp32_engine.get(), {}});
+    scenarios.push_back({"mixed_8_adapters_fp32_rotations", fp32_engine, {}});
     for (int64_t i = 0; i < requests; ++i) scenarios.back().adapters.push_back(fp32_handles[i % 8]);
   }
   for (auto& s : scenarios) RunBatch(*s.engine, prompt, s.adapters, 8);  // warm-up

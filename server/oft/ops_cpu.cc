@@ -271,7 +271,8 @@ at::Tensor GatheredBlockRotateForward(const at::Tensor& x, const at::Tensor& rot
   const at::Tensor xc = x.contiguous();                     // [N, d]
   const at::Tensor rot = half_delta || delta ? rotations.contiguous()
                                              : rotations.to(acc).contiguous();  // [A, rows, b, b]
-  const at::Tensor eye = delta ? at::eye(b, rotations.options().dtype(acc)) : at::Tensor();
+  const at::Tensor eye =
+      delta && !half_delta ? at::eye(b, rotations.options().dtype(acc)) : at::Tensor();
   const at::Tensor idx = index.contiguous();                // [N]
   at::Tensor y = at::empty_like(xc);                        // [N, d]
   const int64_t* ip = idx.const_data_ptr<int64_t>();
