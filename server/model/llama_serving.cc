@@ -158,8 +158,8 @@ absl::StatusOr<std::shared_ptr<const ServingAdapter>> LlamaModel::PrepareServing
   const auto pdtype = dtype_ == at::kDouble ? at::kDouble : at::kFloat;
   const auto options = at::TensorOptions().dtype(pdtype).device(device());
   // The served form (serving_batch.h).
-  adapter->delta_ = form == ServedRotations::kCompact && device().is_cpu() && dtype_ == at::kFloat &&
-                    cpu::ConvertsHalfInHardware(cpu::ActiveIsa());
+  adapter->delta_ = form == ServedRotations::kCompact && device().is_cpu() &&
+                    dtype_ == at::kFloat && cpu::ConvertsHalfInHardware(cpu::ActiveIsa());
   for (size_t i = 0; i < linears.size(); ++i) {
     const std::string& n = linears[i]->name();
     if (std::find(selected.begin(), selected.end(), n) == selected.end()) continue;

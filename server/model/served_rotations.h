@@ -6,7 +6,7 @@
 namespace oft {
 
 enum class ServedRotations {
-  kCompact,  // fp16 R - I where the model is fp32 on the CPU, R elsewhere (the default)
+  kCompact,  // fp16 R - I for an fp32 model on the CPU's AVX paths, R elsewhere (default)
   kFp32,     // R in fp32 everywhere: exact, twice the compact form's bytes per decode row
 };
 

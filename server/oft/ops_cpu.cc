@@ -269,8 +269,8 @@ at::Tensor GatheredBlockRotateForward(const at::Tensor& x, const at::Tensor& rot
   const bool half_delta = delta && rotations.scalar_type() == at::kHalf &&
                           x.scalar_type() == at::kFloat && UseRotateKernel(acc, b);
   const at::Tensor xc = x.contiguous();                     // [N, d]
-  const at::Tensor rot = half_delta || delta ? rotations.contiguous()
-                                             : rotations.to(acc).contiguous();  // [A, rows, b, b]
+  const at::Tensor rot =
+      delta ? rotations.contiguous() : rotations.to(acc).contiguous();  // [A, rows, b, b]
   const at::Tensor eye =
       delta && !half_delta ? at::eye(b, rotations.options().dtype(acc)) : at::Tensor();
   const at::Tensor idx = index.contiguous();                // [N]
@@ -302,7 +302,8 @@ at::Tensor GatheredBlockRotateForward(const at::Tensor& x, const at::Tensor& rot
       auto* yf = reinterpret_cast<float*>(yp) + start * d;
       if (half_delta) {
         const auto* dp = reinterpret_cast<const uint16_t*>(rot.const_data_ptr<at::Half>());
-        ActiveKernels().rotate_delta_half(xf, d, dp + a * rows * b * b, rows == 1, len, r, b, yf, d);
+        ActiveKernels().rotate_delta_half(xf, d, dp + a * rows * b * b, rows == 1, len, r, b, yf,
+                                          d);
         start = end;
         continue;
       }

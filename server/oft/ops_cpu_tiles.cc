@@ -92,7 +92,8 @@ OFT_INLINE V LoadHalf(const uint16_t* p) {
   const U sign = h & 0x8000u;
   const U mag = h ^ sign;
   const U normal = (mag << 13) + (112u << 23);
-  const V sub = __builtin_convertvector(reinterpret_cast<const S&>(mag), V) * 5.9604644775390625e-8f;
+  const V sub =
+      __builtin_convertvector(reinterpret_cast<const S&>(mag), V) * 5.9604644775390625e-8f;  // 2^-24
   U sub_bits;
   __builtin_memcpy(&sub_bits, &sub, sizeof(sub_bits));
   const U is_sub = (U)((mag >> 10) == 0u);  // all ones where subnormal or zero
@@ -159,7 +160,9 @@ OFT_INLINE void RotateBlock(const float* x, int64_t ldx, const M* m, int64_t b, 
   for (; j + kWide <= b; j += kWide) {
     Tile<RT, kRotVecs, M, kAddX>(x, ldx, 1, m + j, b, b, y + j, ldy, 0, false, x + j);
   }
-  for (; j + kW <= b; j += kW) Tile<RT, 1, M, kAddX>(x, ldx, 1, m + j, b, b, y + j, ldy, 0, false, x + j);
+  for (; j + kW <= b; j += kW) {
+    Tile<RT, 1, M, kAddX>(x, ldx, 1, m + j, b, b, y + j, ldy, 0, false, x + j);
+  }
   if (j < b) {
     Tile<RT, 1, M, kAddX>(x, ldx, 1, m + b - kW, b, b, y + b - kW, ldy, 0, false, x + b - kW);
   }
@@ -302,14 +305,14 @@ const Kernels& Avx512Kernels() {
 }
 #elif defined(OFT_TILES_AVX2)
 const Kernels& Avx2Kernels() {
-  static const Kernels k{&RotateRows, &RotateRowsDeltaHalf, &Gram, kW, kGramRows, kRotRows, static_cast<Isa>(1),
-                         /*gram_direct_block=*/0};
+  static const Kernels k{&RotateRows, &RotateRowsDeltaHalf, &Gram, kW, kGramRows, kRotRows,
+                         static_cast<Isa>(1), /*gram_direct_block=*/0};  // Isa::kAvx2
   return k;
 }
 #else
 const Kernels& GenericKernels() {
-  static const Kernels k{&RotateRows, &RotateRowsDeltaHalf, &Gram, kW, kGramRows, kRotRows, static_cast<Isa>(0),
-                         /*gram_direct_block=*/0};
+  static const Kernels k{&RotateRows, &RotateRowsDeltaHalf, &Gram, kW, kGramRows, kRotRows,
+                         static_cast<Isa>(0), /*gram_direct_block=*/0};  // Isa::kGeneric
   return k;
 }
 #endif
