@@ -229,7 +229,12 @@ AdapterBatch LlamaModel::MakeAdapterBatch(const std::vector<const ServingAdapter
     const int64_t d = linears[li]->in_features();
     for (const auto& [b, list] : by_size) {
       std::vector<at::Tensor> stack;
-      for (const ServingAdapter* a : list) stack.push_back(a->blocks(li).expand({d / b, b, b}));
+      for (const ServingAdapter* a : list) {
+        TORCH_CHECK(a->delta() == list.front()->delta(),
+                    "MakeAdapterBatch: adapters prepared in different served forms "
+                    "(ServedRotations) cannot share a batch");
+        stack.push_back(a->blocks(li).expand({d / b, b, b}));
+      }
       std::vector<int64_t> index(rows.size(), -1);
       for (size_t r = 0; r < rows.size(); ++r) {
         auto it = std::find(list.begin(), list.end(), rows[r]);

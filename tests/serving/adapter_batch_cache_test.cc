@@ -115,6 +115,11 @@ TEST_F(AdapterBatchCacheTest, CpuServedFormIsHalfPrecisionDeltaAndStaysClose) {
   const double diff = (served - attached).abs().max().item<double>();
   EXPECT_LT(diff, 1e-3);
   EXPECT_GT(cache.bytes(), 0);
+  // The two forms do not share a batch (their stacks would mix R and R - I).
+  auto exact = model_->PrepareServingAdapter(*source->AdapterConfig("a"), AllLinear(),
+                                             *source->AdapterParameters("a"), ServedRotations::kFp32);
+  ASSERT_TRUE(exact.ok()) << exact.status();
+  EXPECT_THROW(model_->MakeAdapterBatch({a.get(), exact->get()}), c10::Error);
   // Parameters so large that R - I leaves fp16's range (a diverged adapter).
   auto params = source->AdapterParameters("a");
   ASSERT_TRUE(params.ok());
