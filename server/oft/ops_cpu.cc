@@ -380,14 +380,14 @@ std::tuple<at::Tensor, at::Tensor> BlockRotateBackward(const at::Tensor& grad, c
                                                        bool need_rotation) {
   const int64_t r = reference::CheckBlockRotateArgs(x, rotation);
   const int64_t d = x.size(-1), b = rotation.size(1);
-  const auto acc = reference::AccumulationType(x.scalar_type());
-  const auto gf = grad.reshape({-1, d}).to(acc).contiguous();
-  const int64_t t = gf.size(0);
-  at::Tensor gx, gr;
   if (need_x && need_rotation && BlockRotateManyApplies(x, {rotation})) {
     auto [many_gx, many_gr] = BlockRotateManyBackward({grad}, x, {rotation}, true, {true});
     return {many_gx, many_gr[0]};
   }
+  const auto acc = reference::AccumulationType(x.scalar_type());
+  const auto gf = grad.reshape({-1, d}).to(acc).contiguous();
+  const int64_t t = gf.size(0);
+  at::Tensor gx, gr;
   if (need_x) {
     gx = at::empty({t, d}, gf.options());
     RotateBlocks(gx, gf, rotation.to(acc).contiguous(), r, b, /*transpose_mats=*/true);
