@@ -1,7 +1,8 @@
 // Train-step benchmark: one optimizer step (forward + CE loss + backward + AdamW)
-// of a Llama-shaped model with an OFTv2 adapter on every decoder Linear, input-centric vs
-// weight-centric, against the frozen model alone (forward + backward through all layers,
-// no adapter, no optimizer).
+// of a Llama-shaped model with an OFTv2 adapter on every decoder Linear, against the frozen
+// model alone (forward + backward through all layers, no adapter, no optimizer). Impls (the
+// model's OftCompute, llama.h): oft = kAuto, what the trainer runs; input_centric; folded;
+// weight_centric; frozen.
 //
 // Prints one JSON object per line per implementation:
 //   {"impl", "device", "dtype", "hidden", "intermediate", "layers", "vocab", "params",
@@ -13,13 +14,14 @@
 // Repetitions are interleaved across implementations (one warm-up step each first).
 // --blocks (or --block) takes a list: one adapter per block size, one row per (impl, block).
 // Then one {"summary": true, ...} line per block size with the ratios and the targets:
-//   input-centric within 1.25x of the frozen step; weight-centric >= 3x input-centric.
+//   input-centric within 1.25x of the frozen step; weight-centric >= 3x input-centric; and
+//   oft / frozen, folded / input-centric where those ran.
 //
 // Usage: train_step_bench [--model_dir=DIR] [--device=cpu|cuda] [--dtype=fp32|bf16]
 //          [--hidden=4096] [--intermediate=11008] [--layers=1] [--heads=32] [--kv_heads=8]
 //          [--vocab=32000] [--batch=1] [--seq=256] [--blocks=32[,128,256]] [--reps=3]
 //          [--threads=N]
-//          [--impls=frozen,input_centric,weight_centric]
+//          [--impls=frozen,oft,input_centric,folded,weight_centric]
 // Without --model_dir a random Llama is built in memory. Defaults: CPU, fp32, one 4096-wide
 // layer; with --device=cuda, a ~1.1B-parameter TinyLlama-shaped model (2048 wide, 22
 // layers, 32 heads / 4 kv heads, MLP 5632) in bf16, batch 4, seq 1024.
@@ -97,7 +99,7 @@ int main(int argc, char** argv) {
       "usage: train_step_bench [--model_dir=DIR] [--device=cpu|cuda] [--dtype=fp32|bf16]\n"
       "         [--hidden=4096] [--intermediate=11008] [--layers=1] [--heads=32] [--kv_heads=8]\n"
       "         [--vocab=32000] [--batch=1] [--seq=256] [--block=32] [--reps=3] [--threads=N]\n"
-      "         [--impls=frozen,input_centric,weight_centric]\n"
+      "         [--impls=frozen,oft,input_centric,folded,weight_centric]\n"
       "One optimizer step: OFTv2 input-centric vs weight-centric vs the frozen model (time and\n"
       "peak memory); JSON lines on stdout.\n")) {
     return 0;
@@ -220,7 +222,8 @@ int main(int argc, char** argv) {
   std::vector<Row> rows;
   for (const auto& impl_sv : absl::StrSplit(a.impls, ',')) {
     const std::string impl(impl_sv);
-    if (impl != "frozen" && impl != "input_centric" && impl != "weight_centric") {
+    if (impl != "frozen" && impl != "oft" && impl != "input_centric" && impl != "folded" &&
+        impl != "weight_centric") {
       std::fprintf(stderr, "unknown impl %s\n", impl.c_str());
       return 2;
     }
@@ -241,8 +244,10 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "train_step_bench: SetActiveAdapters: %s\n", std::string(s.message()).c_str());
       std::exit(1);
     }
-    model.set_oft_compute(impl == "weight_centric" ? oft::OftCompute::kWeightCentric
-                                                   : oft::OftCompute::kInputCentric);
+    model.set_oft_compute(impl == "weight_centric"  ? oft::OftCompute::kWeightCentric
+                          : impl == "input_centric" ? oft::OftCompute::kInputCentric
+                          : impl == "folded"        ? oft::OftCompute::kFolded
+                                                    : oft::OftCompute::kAuto);
     first_norm.requires_grad_(frozen);
     // The trainer's loss (SumMaskedLoss): the head and the cross-entropy fused, no logits.
     auto loss = model.CausalLmLoss(inputs, labels) / static_cast<double>(labels.numel());
@@ -294,21 +299,31 @@ int main(int argc, char** argv) {
   const Row* fr = find("frozen", 0);
   for (int64_t b : a.blocks) {
     const Row *ic = find("input_centric", b), *wc = find("weight_centric", b);
-    if (!ic || (!fr && !wc)) continue;
+    const Row *auto_row = find("oft", b), *folded = find("folded", b);
     std::string fields;
-    if (fr) {
+    if (fr && auto_row) {
+      absl::StrAppend(&fields, ",\"oft_over_frozen_time\":",
+                      absl::StrFormat("%.3f", auto_row->ms / fr->ms),
+                      ",\"oft_extra_peak_bytes\":", auto_row->peak - fr->peak);
+    }
+    if (ic && folded) {
+      absl::StrAppend(&fields, ",\"folded_over_input_centric_time\":",
+                      absl::StrFormat("%.3f", folded->ms / ic->ms));
+    }
+    if (ic && fr) {
       const double r = ic->ms / fr->ms;
       absl::StrAppend(&fields, ",\"input_centric_over_frozen_time\":", absl::StrFormat("%.3f", r),
                       ",\"input_centric_extra_peak_bytes\":", ic->peak - fr->peak,
                       ",\"target_input_centric_within_1_25x\":", r <= 1.25 ? "true" : "false");
     }
-    if (wc) {
+    if (wc && ic) {
       const double r = wc->ms / ic->ms;
       absl::StrAppend(&fields, ",\"weight_centric_over_input_centric_time\":",
                       absl::StrFormat("%.2f", r),
                       ",\"target_weight_centric_3x_slower\":", r >= 3.0 ? "true" : "false");
       if (fr) absl::StrAppend(&fields, ",\"weight_centric_extra_peak_bytes\":", wc->peak - fr->peak);
     }
+    if (fields.empty()) continue;
     std::printf("{\"summary\":true,\"device\":\"%s\",\"dtype\":\"%s\",\"hidden\":%lld,"
                 "\"block_size\":%lld%s,%s}\n",
                 a.device.c_str(), a.dtype.c_str(), (long long)mc.hidden_size, (long long)b,

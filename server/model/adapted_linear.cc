@@ -8,6 +8,7 @@
 
 #include "ATen/ATen.h"
 #include "server/model/cpu_linear.h"
+#include "server/model/folded_linear.h"
 #include "server/model/llama.h"
 #include "server/oft/ops.h"
 
@@ -49,7 +50,35 @@ at::Tensor AdaptedLinear::Forward(const at::Tensor& x, const std::vector<std::st
       return at::linear(x, w, b.defined() ? std::optional<at::Tensor>(b) : std::nullopt);
     }
   }
+  if (compute == OftCompute::kAuto || compute == OftCompute::kFolded) {
+    const std::vector<OftRotation*> on = ActiveRotations(active);
+    if (on.size() == 1) {
+      at::Tensor blocks = on[0]->Blocks();
+      if (Folds(x, compute, blocks)) return Folded({this}, x, {blocks}, loss_pass)[0];
+      return Base(BlockRotate(x, blocks), loss_pass);
+    }
+  }
   return Base(RotateInput(x, active), loss_pass);
+}
+
+bool AdaptedLinear::Folds(const at::Tensor& x, OftCompute compute, const at::Tensor& rotation) const {
+  if (nf4_ || !FoldedOftApplies(x, weight_, bias_, rotation)) return false;
+  if (compute == OftCompute::kFolded) return true;
+  return compute == OftCompute::kAuto && x.device().is_cpu() &&
+         FoldedOftPays(x.numel() / x.size(-1), out_features());
+}
+
+std::vector<at::Tensor> AdaptedLinear::Folded(const std::vector<const AdaptedLinear*>& linears,
+                                              const at::Tensor& x,
+                                              const std::vector<at::Tensor>& rotations,
+                                              bool loss_pass) {
+  std::vector<FoldedOftInput> in;
+  bool fast = loss_pass;
+  for (size_t j = 0; j < linears.size(); ++j) {
+    in.push_back({linears[j]->weight_, linears[j]->bias_, rotations[j]});
+    fast = fast && CpuLinearApplies(x, linears[j]->weight_, at::Tensor());
+  }
+  return FoldedOftLinears(x, in, fast);
 }
 
 at::Tensor AdaptedLinear::Base(const at::Tensor& h, bool loss_pass) const {
@@ -63,7 +92,7 @@ std::vector<at::Tensor> AdaptedLinear::ForwardSiblings(
     const std::vector<const AdaptedLinear*>& linears, const at::Tensor& x,
     const std::vector<std::string>& active, OftCompute compute, bool loss_pass) {
   std::vector<OftRotation*> on;  // the one active rotation of each Linear
-  if (compute == OftCompute::kInputCentric) {
+  if (compute != OftCompute::kWeightCentric) {
     for (const AdaptedLinear* lin : linears) {
       const std::vector<OftRotation*> mine = lin->ActiveRotations(active);
       if (mine.size() != 1) break;
@@ -77,12 +106,35 @@ std::vector<at::Tensor> AdaptedLinear::ForwardSiblings(
     return out;
   }
   // Blocks() in the Linears' order: module dropout draws from the generator as the
-  // separate Forwards would.
+  // separate Forwards would. The Linears that fold run as one folded group; the others
+  // share one BlockRotateMany.
   std::vector<at::Tensor> blocks;
   blocks.reserve(on.size());
   for (OftRotation* rotation : on) blocks.push_back(rotation->Blocks());
-  const std::vector<at::Tensor> rotated = BlockRotateMany(x, blocks);
-  for (size_t j = 0; j < linears.size(); ++j) out.push_back(linears[j]->Base(rotated[j], loss_pass));
+  std::vector<size_t> fold, rotate;  // indices of the Linears that fold / rotate x
+  std::vector<const AdaptedLinear*> fold_linears;
+  std::vector<at::Tensor> fold_blocks, rotate_blocks;
+  for (size_t j = 0; j < linears.size(); ++j) {
+    if (linears[j]->Folds(x, compute, blocks[j])) {
+      fold.push_back(j);
+      fold_linears.push_back(linears[j]);
+      fold_blocks.push_back(blocks[j]);
+    } else {
+      rotate.push_back(j);
+      rotate_blocks.push_back(blocks[j]);
+    }
+  }
+  out.resize(linears.size());
+  if (!fold.empty()) {
+    const std::vector<at::Tensor> ys = Folded(fold_linears, x, fold_blocks, loss_pass);
+    for (size_t k = 0; k < fold.size(); ++k) out[fold[k]] = ys[k];
+  }
+  if (!rotate.empty()) {
+    const std::vector<at::Tensor> rotated = BlockRotateMany(x, rotate_blocks);
+    for (size_t k = 0; k < rotate.size(); ++k) {
+      out[rotate[k]] = linears[rotate[k]]->Base(rotated[k], loss_pass);
+    }
+  }
   return out;
 }
 

@@ -535,7 +535,7 @@ at::Tensor LlamaModel::CausalLmLoss(const at::Tensor& ids, const at::Tensor& tar
   const at::Tensor h = FinalHidden(ids, opts, /*loss_pass=*/true);
   const at::Tensor flat_targets = targets.reshape({-1}).to(h.device()).to(at::kLong);
   const ModelFamily& fam = config_.family;
-  if (!lm_head_->quantized() && oft_compute_ == OftCompute::kInputCentric) {
+  if (!lm_head_->quantized() && oft_compute_ != OftCompute::kWeightCentric) {
     // The head's own active rotations (PEFT may target lm_head) are applied first; the GEMM,
     // the divisor, the soft-cap and the loss run fused (linear_cross_entropy.h).
     const at::Tensor x = lm_head_->RotateInput(h, active_);

@@ -50,11 +50,19 @@
 
 namespace oft {
 
-// How an adapted Linear applies its OFT rotations. Input-centric (the default, OFTv2) rotates
-// the activations block-wise before the base GEMM; weight-centric (the original OFT, kept as a
-// reference for tests and benchmarks) builds the dense block-diagonal R, forms W' = W R^T and
-// runs one GEMM with W'. Both give the same result up to rounding.
-enum class OftCompute { kInputCentric, kWeightCentric };
+// How an adapted Linear applies its OFT rotation. All give the same result up to rounding.
+//   kInputCentric (OFTv2): rotate the activations block-wise, then the base GEMM.
+//   kFolded: fold the rotation into the weight for the pass, W' = W R^T, and run one GEMM
+//     with W' (folded_linear.h); backward never rotates the activations' gradient.
+//   kAuto (the model's default): kFolded where it costs fewer multiply-adds (the pass has at
+//     least as many tokens as the Linear has outputs: FoldedOftPays) on the CPU, else
+//     input-centric. The rule reads only shapes and the device, so a job's arithmetic does not
+//     depend on timing. CUDA keeps input-centric until folding is measured there.
+//   kWeightCentric (the original OFT, a reference for tests and benchmarks): the dense
+//     block-diagonal R, W' = W R^T through autograd, one GEMM with W'.
+// kFolded and kAuto fold only a dense base with exactly one active rotation; stacked
+// adapters and NF4 bases (QOFT) stay input-centric.
+enum class OftCompute { kAuto, kInputCentric, kFolded, kWeightCentric };
 
 // A frozen Linear (dense, or NF4-quantized for QOFT) plus the OFT rotations of the
 // adapters attached to it.
@@ -73,8 +81,10 @@ class AdaptedLinear {
   at::Tensor RotateInput(const at::Tensor& x, const std::vector<std::string>& active) const;
   // Forward of several Linears that read the same x (q/k/v, gate/up): out[j] equals
   // linears[j]->Forward(x, ...) in value. When compute is input-centric and each Linear has
-  // exactly one active rotation, the rotations run as one oft::BlockRotateMany (x read
-  // once; backward sums x's gradient in the same pass); otherwise each Forward runs.
+  // exactly one active rotation, the Linears that fold run as one folded group and the
+  // others' rotations as one oft::BlockRotateMany (x read once either way; backward sums x's
+  // gradient in the same pass); otherwise each Forward runs. Blocks() are drawn in the
+  // Linears' order either way.
   static std::vector<at::Tensor> ForwardSiblings(const std::vector<const AdaptedLinear*>& linears,
                                                  const at::Tensor& x,
                                                  const std::vector<std::string>& active,
@@ -105,6 +115,12 @@ class AdaptedLinear {
  private:
   // The base Linear of Forward on an already rotated input.
   at::Tensor Base(const at::Tensor& h, bool loss_pass) const;
+  // Whether this Linear folds `rotation` into its weight for input x (OftCompute above).
+  bool Folds(const at::Tensor& x, OftCompute compute, const at::Tensor& rotation) const;
+  // Folded Linears (folded_linear.h) that read the same x, with their rotations.
+  static std::vector<at::Tensor> Folded(const std::vector<const AdaptedLinear*>& linears,
+                                        const at::Tensor& x,
+                                        const std::vector<at::Tensor>& rotations, bool loss_pass);
   // The rotations of the adapters named in `active`, in attachment order.
   std::vector<OftRotation*> ActiveRotations(const std::vector<std::string>& active) const;
 
@@ -224,7 +240,7 @@ class LlamaModel {
   absl::StatusOr<OftConfig> AdapterConfig(const std::string& name) const;
   // Sets training mode of the adapter rotations (module dropout).
   void SetTraining(bool training);
-  // How adapted Linears apply rotations (default input-centric). Same thread rules as
+  // How adapted Linears apply rotations (default kAuto). Same thread rules as
   // adding adapters: not while Forward() runs.
   void set_oft_compute(OftCompute compute) { oft_compute_ = compute; }
   OftCompute oft_compute() const { return oft_compute_; }
@@ -348,7 +364,7 @@ class LlamaModel {
   at::Tensor local_inv_freq_;  // the sliding layers' (family.local_rope_theta), or undefined
   std::map<std::string, OftConfig> adapters_;
   std::vector<std::string> active_;
-  OftCompute oft_compute_ = OftCompute::kInputCentric;
+  OftCompute oft_compute_ = OftCompute::kAuto;
 };
 
 // The compute dtype a model is loaded with on `device`: fp32 on the CPU; on CUDA the

@@ -206,13 +206,40 @@ at::Tensor BlockRotate(const at::Tensor& x, const at::Tensor& rotation) {
   return BlockRotateOp().call(x, rotation);
 }
 
-std::vector<at::Tensor> BlockRotateMany(const at::Tensor& x, at::TensorList rotations) {
+std::tuple<at::Tensor, at::Tensor> BlockRotateGrads(const at::Tensor& grad, const at::Tensor& x,
+                                                    const at::Tensor& rotation, bool need_x,
+                                                    bool need_rotation) {
+  return BlockRotateBackwardOp().call(grad.contiguous(), x, rotation, need_x, need_rotation);
+}
+
+namespace {
+// Whether BlockRotateMany and BlockRotateGramMany run the fused CPU kernels.
+bool ManyKernelsApply(const at::Tensor& x, at::TensorList rotations) {
   const c10::Device dev = x.device();
-  if (cpu::BlockRotateManyApplies(x, rotations) &&
-      KernelPathFor(KernelId::kBlockRotate, dev) == KernelPath::kOptimized &&
-      KernelPathFor(KernelId::kBlockRotateBackward, dev) == KernelPath::kOptimized) {
-    return BlockRotateManyFunction::apply(x, rotations);
+  return cpu::BlockRotateManyApplies(x, rotations) &&
+         KernelPathFor(KernelId::kBlockRotate, dev) == KernelPath::kOptimized &&
+         KernelPathFor(KernelId::kBlockRotateBackward, dev) == KernelPath::kOptimized;
+}
+}  // namespace
+
+std::vector<at::Tensor> BlockRotateGramMany(at::TensorList grads, const at::Tensor& x,
+                                            at::TensorList rotations) {
+  TORCH_CHECK(grads.size() == rotations.size(), "BlockRotateGramMany: ", rotations.size(),
+              " rotations but ", grads.size(), " gradients");
+  if (ManyKernelsApply(x, rotations)) {
+    std::vector<bool> need(rotations.size());
+    for (size_t j = 0; j < need.size(); ++j) need[j] = grads[j].defined();
+    return std::get<1>(cpu::BlockRotateManyBackward(grads, x, rotations, false, need));
   }
+  std::vector<at::Tensor> out(rotations.size());
+  for (size_t j = 0; j < out.size(); ++j) {
+    if (grads[j].defined()) out[j] = std::get<1>(BlockRotateGrads(grads[j], x, rotations[j], false, true));
+  }
+  return out;
+}
+
+std::vector<at::Tensor> BlockRotateMany(const at::Tensor& x, at::TensorList rotations) {
+  if (ManyKernelsApply(x, rotations)) return BlockRotateManyFunction::apply(x, rotations);
   std::vector<at::Tensor> ys;
   ys.reserve(rotations.size());
   for (const at::Tensor& r : rotations) ys.push_back(BlockRotate(x, r));

@@ -8,6 +8,7 @@
 #define OFT_SERVER_OFT_OPS_H_
 
 #include <cstdint>
+#include <tuple>
 #include <vector>
 
 #include "ATen/core/Tensor.h"
@@ -28,6 +29,13 @@ at::Tensor BuildRotation(const at::Tensor& packed, int64_t block_size, int64_t n
 //   x: [..., d] (fp32, bf16 or fp16); rotation: [rows, b, b] with rows*b == d or rows == 1.
 //   returns [..., d] in x's dtype; accumulation is in fp32 (fp64 for fp64 inputs).
 at::Tensor BlockRotate(const at::Tensor& x, const at::Tensor& rotation);
+// BlockRotate's two gradients for dL/dy = grad (no autograd of its own):
+//   dL/dx = grad R^T block-wise (undefined unless need_x),
+//   dL/dR[i] = sum over tokens of x_i^T grad_i (summed over blocks too when rows == 1;
+//   undefined unless need_rotation).
+std::tuple<at::Tensor, at::Tensor> BlockRotateGrads(const at::Tensor& grad, const at::Tensor& x,
+                                                    const at::Tensor& rotation, bool need_x,
+                                                    bool need_rotation);
 
 // One input rotated by several rotations: y_j = BlockRotate(x, rotations[j]), for the
 // Linears that read the same activations (q/k/v, gate/up). Differentiable. On the CPU's fp32
@@ -37,6 +45,12 @@ at::Tensor BlockRotate(const at::Tensor& x, const at::Tensor& rotation);
 // order (g_0 R_0^T + g_1 R_1^T + ...). Elsewhere (CUDA, bf16, shared rotations, fewer
 // blocks than threads, a kernel on the composite path) it is m BlockRotate calls.
 std::vector<at::Tensor> BlockRotateMany(const at::Tensor& x, at::TensorList rotations);
+// The rotation gradients of several BlockRotate(x, rotations[j]) at once:
+//   out[j] = std::get<1>(BlockRotateGrads(grads[j], x, rotations[j], false, true)),
+// undefined where grads[j] is. Where BlockRotateMany takes the CPU kernels it packs x's
+// blocks once for all j in one pass over the tokens (same sums, same order as there).
+std::vector<at::Tensor> BlockRotateGramMany(at::TensorList grads, const at::Tensor& x,
+                                            at::TensorList rotations);
 // Per-row block rotation for serving many adapters in one batch (forward only, no autograd):
 //   y[n] = BlockRotate(x[n], rotations[index[n]])   when index[n] >= 0
 //   y[n] = x[n]                                     when index[n] == -1

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <filesystem>
 #include <map>
+#include <set>
 #include <fstream>
 #include <functional>
 #include <string>
@@ -17,6 +18,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "server/train/trainer_checkpoint.h"
+#include "torch/csrc/autograd/function.h"
 #include "tests/train/tiny_model.h"
 
 namespace oft {
@@ -540,6 +542,64 @@ TEST(ModelForTrainingTest, WeightCentricMatchesInputCentric) {
   ASSERT_TRUE(model->SetActiveAdapters({}).ok());
   auto base = model->Forward(ids);
   EXPECT_FALSE(at::allclose(ic, base, 1e-4, 1e-4));
+}
+
+// Whether the autograd graph behind `t` has a node whose name contains `what`.
+bool GraphHas(const at::Tensor& t, const std::string& what) {
+  std::vector<torch::autograd::Node*> stack{t.grad_fn().get()};
+  std::set<torch::autograd::Node*> seen;
+  while (!stack.empty()) {
+    torch::autograd::Node* n = stack.back();
+    stack.pop_back();
+    if (n == nullptr || !seen.insert(n).second) continue;
+    if (n->name().find(what) != std::string::npos) return true;
+    for (const auto& e : n->next_edges()) stack.push_back(e.function.get());
+  }
+  return false;
+}
+
+// The model's default compute (kAuto) folds the Linears whose outputs the pass's tokens reach
+// (tiny model: q/k/v/o/down have 16-32 outputs, gate/up 64), so at 40 tokens q/k/v fold as a
+// group while gate/up still rotate x together, and at 5 tokens nothing folds. The loss and
+// every adapter gradient match input-centric.
+TEST(ModelForTrainingTest, AutoFoldsWhereItPaysAndMatchesInputCentric) {
+  auto model = MakeTinyModelWithAdapter();
+  ASSERT_NE(model, nullptr);
+  EXPECT_EQ(model->oft_compute(), OftCompute::kAuto);
+  at::manual_seed(5);
+  for (const int64_t tokens : {40, 5}) {
+    SCOPED_TRACE(tokens);
+    const at::Tensor ids = at::randint(0, 256, {1, tokens + 1}, at::kLong);
+    const at::Tensor in = ids.narrow(1, 0, tokens), targets = ids.narrow(1, 1, tokens);
+    std::map<std::string, at::Tensor> grads[3];
+    double loss[3];
+    bool folded[3];
+    const OftCompute computes[3] = {OftCompute::kAuto, OftCompute::kInputCentric, OftCompute::kFolded};
+    for (int k = 0; k < 3; ++k) {
+      model->set_oft_compute(computes[k]);
+      const at::Tensor l = model->CausalLmLoss(in, targets);
+      folded[k] = GraphHas(l, "FoldedOft");
+      l.backward();
+      auto params = model->AdapterParameters("a");
+      ASSERT_TRUE(params.ok()) << params.status();
+      for (auto& [n, p] : *params) {
+        grads[k][n] = p.grad().clone();
+        p.mutable_grad() = at::Tensor();
+      }
+      loss[k] = l.item<double>();
+    }
+    model->set_oft_compute(OftCompute::kAuto);
+    EXPECT_EQ(folded[0], tokens == 40);
+    EXPECT_FALSE(folded[1]);
+    EXPECT_TRUE(folded[2]);
+    for (int k : {0, 2}) {
+      EXPECT_NEAR(loss[k], loss[1], 1e-5 * std::abs(loss[1]));
+      for (const auto& [n, g] : grads[1]) {  // fp32 rounding, relative to the largest entry
+        const double diff = (grads[k].at(n) - g).abs().max().item<double>();
+        EXPECT_LE(diff, 1e-4 * g.abs().max().item<double>()) << k << " " << n;
+      }
+    }
+  }
 }
 
 }  // namespace
